@@ -1,0 +1,40 @@
+"""Exceptions and warnings raised by diffana."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConvergenceWarning",
+    "DataError",
+    "DiffanaError",
+    "PrecisionWarning",
+    "ProblemDefinitionError",
+    "SpecError",
+]
+
+
+class DiffanaError(Exception):
+    """Base class of every error diffana raises on purpose."""
+
+
+class SpecError(DiffanaError, ValueError):
+    """A HistFactory (pyhf JSON) specification or workspace is malformed.
+
+    The message names the channel, sample, modifier or measurement at fault and says
+    what was expected.
+    """
+
+
+class DataError(DiffanaError, ValueError):
+    """Input data (a ROOT file, tree, branch or array) is missing or of the wrong form."""
+
+
+class ProblemDefinitionError(DiffanaError, ValueError):
+    """A benchmark (toy problem) definition file is missing or malformed."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit did not converge; its result is flagged and should not be trusted."""
+
+
+class PrecisionWarning(UserWarning):
+    """Statistics were asked for in less than float64 precision."""

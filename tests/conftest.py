@@ -1,0 +1,24 @@
+"""Strict settings for the whole test suite: float64, no silent rank promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import pytest
+
+import diffana  # noqa: F401  (applies the float64 policy)
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CMS_OPENDATA = REPO_ROOT.parent / "shared" / "data" / "cms-opendata"
+
+
+@pytest.fixture(scope="session")
+def cms_opendata() -> Path:
+    """Folder of the real CMS open-data ROOT files; skips the test when it is absent."""
+    if not CMS_OPENDATA.is_dir():
+        pytest.skip(f"CMS open-data folder not found at {CMS_OPENDATA}; real-data tests skipped")
+    return CMS_OPENDATA
