@@ -1,0 +1,253 @@
+"""The interface every benchmark problem implements."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from diffana.errors import ProblemDefinitionError
+from diffana.problems._definition import ProblemDefinition
+
+__all__ = [
+    "SPLITS",
+    "CutVariable",
+    "Problem",
+    "Sample",
+    "TemplateKey",
+    "Yields",
+    "split_seed",
+    "subsample",
+]
+
+#: Data splits a problem generates: training, validation (free for tuning) and test
+#: (only for the final, hard evaluation).
+SPLITS = ("train", "valid", "test")
+
+
+class Sample(NamedTuple):
+    """Events of one physics sample: features and per-event weights.
+
+    The weights are normalised to the expected number of events in the analysis, so
+    ``w.sum()`` is the sample's expected yield and a histogram of ``x`` weighted by
+    ``w`` is directly a HistFactory template.
+
+    **Fields:**
+
+    - `x`: `Float[Array, "events features"]`, the observables.
+    - `w`: `Float[Array, "events"]`, the event weights (expected events per MC event).
+    """
+
+    x: Float[Array, "events features"]
+    w: Float[Array, " events"]
+
+
+#: ``(sample, variation)``, e.g. ``("background", "nominal")`` or ``("background", "r_up")``.
+TemplateKey = tuple[str, str]
+#: A histogram per template: ``{(sample, variation): Float[Array, "bins"]}``.
+Yields = Mapping[TemplateKey, Float[Array, " bins"]]
+
+
+def split_seed(base: int, split: str, seed: int) -> int:
+    """A stable 32-bit seed for (`base`, `split`, `seed`), independent across splits."""
+    digest = hashlib.sha256(f"{base}/{split}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def subsample(key: Array, samples: Mapping[str, Sample], size: int) -> dict[str, Sample]:
+    """Draw `size` events per sample (with replacement), reweighted to the same yield.
+
+    Used for minibatches: the expected yields of the batch equal those of the full
+    sample, so batch histograms estimate the full templates without bias.
+
+    **Arguments:**
+
+    - `key`: a JAX PRNG key.
+    - `samples`: ``{name: Sample}``.
+    - `size`: events per sample in the batch.
+
+    **Returns:** ``{name: Sample}`` with `size` events each.
+    """
+    out = {}
+    keys = jax.random.split(key, len(samples))
+    for k, (name, s) in zip(keys, sorted(samples.items()), strict=True):
+        n = s.x.shape[0]
+        idx = jax.random.randint(k, (size,), 0, n)
+        w = s.w[idx] * (n / size)
+        out[name] = Sample(s.x[idx], w)
+    return out
+
+
+class CutVariable(NamedTuple):
+    """One threshold of a cut-based selection: keep events with ``x[feature] <direction> t``.
+
+    **Fields:** `name` (e.g. ``"pt_min"``), `feature` (column of `Sample.x`),
+    `direction` (``">"`` or ``"<"``).
+    """
+
+    name: str
+    feature: int
+    direction: str
+
+
+class Problem(abc.ABC):
+    """A benchmark problem: data generator, systematics, statistical model, hooks.
+
+    Subclasses implement `generate`, `templates` and `workspace`; the optional hooks
+    have working defaults. A subclass is built from its `ProblemDefinition` and
+    should validate the fields it reads there, raising `ProblemDefinitionError` that
+    names the field.
+
+    **Attributes:**
+
+    - `definition`: the definition it was built from.
+    - `feature_names`: names of the observables (columns of `Sample.x`).
+    - `signal_samples`, `background_samples`: sample names, as in `generate`'s output.
+    - `n_bins`: bins of the analysis histogram.
+    """
+
+    feature_names: tuple[str, ...]
+    signal_samples: tuple[str, ...] = ("signal",)
+    background_samples: tuple[str, ...] = ("background",)
+
+    def __init__(self, definition: ProblemDefinition):
+        self.definition = definition
+
+    # -- convenience -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def scenarios(self) -> tuple[str, ...]:
+        return tuple(self.definition.scenarios)
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.param("analysis", "bins", int))
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def param(self, table: str, key: str, kind: type | tuple[type, ...], default: Any = ...):
+        """Read ``[table].key`` of the definition, checking its type."""
+        source = getattr(self.definition, table)
+        if key not in source:
+            if default is ...:
+                raise ProblemDefinitionError(
+                    f"{self.definition.path}: [{table}].{key} is required for problems of "
+                    f"kind {self.definition.kind!r}"
+                )
+            return default
+        value = source[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            raise ProblemDefinitionError(
+                f"{self.definition.path}: [{table}].{key} must be {names}, got {value!r}"
+            )
+        return value
+
+    def scenario(self, name: str) -> dict[str, Any]:
+        """The fields of scenario `name`; `ProblemDefinitionError` if it is not defined."""
+        try:
+            return self.definition.scenarios[name]
+        except KeyError:
+            raise ProblemDefinitionError(
+                f"{self.definition.path}: unknown scenario {name!r} of problem {self.name!r}; "
+                f"defined: {', '.join(self.scenarios)}"
+            ) from None
+
+    # -- required ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def generate(self, seed: int, split: str) -> dict[str, Sample]:
+        """Draw the events of `split` (one of `SPLITS`) for run seed `seed`.
+
+        Returns ``{sample: Sample}`` with numpy arrays; at least the names in
+        `signal_samples` and `background_samples`. Deterministic in (`seed`, `split`).
+        """
+
+    @abc.abstractmethod
+    def templates(self, samples: Mapping[str, Sample]) -> dict[TemplateKey, Sample]:
+        """The events behind every histogram of the statistical model.
+
+        Maps the generated samples to ``{(sample, variation): Sample}``, variation
+        ``"nominal"`` plus the systematic variations (shifted or reweighted events). Must
+        be traceable by JAX: it runs inside the training step on minibatches.
+        """
+
+    @abc.abstractmethod
+    def workspace(self, yields: Yields, scenario: str) -> dict[str, Any]:
+        """The pyhf JSON workspace of `scenario` built from template histograms.
+
+        `yields` maps every key of `templates` to its histogram. Must be traceable: the
+        returned dict may hold JAX arrays (``diffana.hf.Model.from_pyhf`` accepts them).
+        The measurement's POI is the signal strength.
+        """
+
+    # -- optional hooks ----------------------------------------------------------------
+    def modifier_settings(self, scenario: str) -> dict[str, Any] | None:
+        """pyhf ``modifier_settings`` (interpolation codes) the workspace is meant with."""
+        return None
+
+    @property
+    def poi_scale(self) -> float:
+        """Physical units per unit of the POI (e.g. 50 signal events per unit of mu)."""
+        return float(self.param("analysis", "poi_scale", float, 1.0))
+
+    def extra_metrics(self, yields: Yields, scenario: str) -> dict[str, float]:
+        """Problem-specific figures of merit of a hard-evaluated analysis (default none)."""
+        return {}
+
+    def native_loss(
+        self, method: str, scenario: str
+    ) -> Callable[[Callable[[Sample], Array], Mapping[str, Sample]], tuple[Array, Array]] | None:
+        """A problem-specific training loss for `method`, or None to use diffana.losses.
+
+        The returned function takes ``(hist, batch)``: ``hist(sample) -> (bins,)`` the
+        soft histogram of a `Sample`, and the minibatch ``{sample: Sample}``; it returns
+        ``(loss, figure_of_merit)``.
+        """
+        return None
+
+    def cuts(self, scenario: str) -> tuple[CutVariable, ...] | None:
+        """The thresholds a cut-based method optimises in `scenario` (default: none)."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary recorded with every run (kind, features, samples)."""
+        return {
+            "name": self.name,
+            "kind": self.definition.kind,
+            "features": list(self.feature_names),
+            "signal_samples": list(self.signal_samples),
+            "background_samples": list(self.background_samples),
+            "bins": self.n_bins,
+            "definition": str(self.definition.path),
+        }
+
+
+def as_numpy_samples(samples: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Sample]:
+    """Wrap ``{name: (x, w)}`` numpy pairs as float64 `Sample`s, checking shapes."""
+    out = {}
+    for name, (x, w) in samples.items():
+        x = np.asarray(x, dtype=np.float64)
+        w = np.asarray(w, dtype=np.float64)
+        if x.ndim != 2 or w.shape != (x.shape[0],):
+            raise ValueError(f"sample {name!r}: x must be (events, features), w (events,)")
+        out[name] = Sample(x, w)
+    return out
+
+
+def to_jax(samples: Mapping[str, Sample]) -> dict[str, Sample]:
+    """The same samples as JAX float64 arrays."""
+    return {k: Sample(jnp.asarray(s.x), jnp.asarray(s.w)) for k, s in samples.items()}

@@ -1,0 +1,119 @@
+"""Registry of problem kinds: name -> factory building a `Problem` from its definition."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from diffana.errors import ProblemDefinitionError
+from diffana.problems._base import Problem
+from diffana.problems._definition import ProblemDefinition, load_definition
+
+__all__ = ["load_problem", "problem_kinds", "register_problem"]
+
+ProblemFactory = Callable[[ProblemDefinition], Problem]
+
+# Built-in kinds, imported on first use so that ``import diffana.problems`` stays light.
+_BUILTIN: dict[str, str] = {
+    "gaussian_blobs": "diffana.problems._gaussian_blobs:GaussianBlobs",
+    "inferno3d": "diffana.problems._inferno3d:Inferno3D",
+    "cut_scan": "diffana.problems._cut_scan:CutScan",
+}
+_REGISTRY: dict[str, ProblemFactory] = {}
+
+
+def register_problem(kind: str, factory: ProblemFactory | None = None):
+    """Register `factory` (a `Problem` subclass or any callable taking a
+    `ProblemDefinition`) under `kind`; usable as a class decorator.
+
+    Example:
+
+    >>> from diffana.problems import Problem, register_problem
+    >>> @register_problem("my_toy")
+    ... class MyToy(Problem):
+    ...     ...
+    >>> "my_toy" in problem_kinds()
+    True
+    """
+    if not isinstance(kind, str) or not kind or ":" in kind:
+        raise ValueError(f"kind must be a non-empty name without ':', got {kind!r}")
+
+    def _register(f: ProblemFactory) -> ProblemFactory:
+        if not callable(f):
+            raise TypeError(f"the factory of problem kind {kind!r} must be callable")
+        _REGISTRY[kind] = f
+        return f
+
+    return _register if factory is None else _register(factory)
+
+
+def problem_kinds() -> tuple[str, ...]:
+    """Names of the registered and built-in problem kinds."""
+    return tuple(sorted(set(_BUILTIN) | set(_REGISTRY)))
+
+
+def _import_factory(target: str, path: Path) -> ProblemFactory:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ProblemDefinitionError(
+            f"{path}: [problem].kind {target!r}: cannot import module {module_name!r} ({err})"
+        ) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ProblemDefinitionError(
+            f"{path}: [problem].kind {target!r}: module {module_name!r} has no {attr!r}"
+        ) from None
+
+
+def _factory(definition: ProblemDefinition) -> ProblemFactory:
+    kind = definition.kind
+    if kind in _REGISTRY:
+        return _REGISTRY[kind]
+    if kind in _BUILTIN:
+        return _import_factory(_BUILTIN[kind], definition.path)
+    if ":" in kind:
+        return _import_factory(kind, definition.path)
+    raise ProblemDefinitionError(
+        f"{definition.path}: unknown [problem].kind {kind!r}; known kinds: "
+        f"{', '.join(problem_kinds())} (or 'package.module:Factory')"
+    )
+
+
+def load_problem(
+    name_or_definition: str | Path | ProblemDefinition, mode: str = "default"
+) -> Problem:
+    """Build the `Problem` of a name, a definition file or a `ProblemDefinition`.
+
+    **Arguments:**
+
+    - `name_or_definition`: a problem name (``"inferno3d"``), a path to a ``.toml``
+      definition, or an already loaded `ProblemDefinition`.
+    - `mode`: ``"quick"``, ``"default"`` or ``"full"`` (ignored for a `ProblemDefinition`).
+
+    **Returns:** the `Problem`.
+
+    **Raises:** `ProblemDefinitionError` for an unknown name, a malformed file or a
+    field the problem kind rejects.
+
+    Example:
+
+    >>> from diffana.problems import load_problem
+    >>> problem = load_problem("inferno3d", mode="quick")
+    >>> problem.feature_names
+    ('x0', 'x1', 'x2')
+    """
+    if isinstance(name_or_definition, ProblemDefinition):
+        definition = name_or_definition
+    else:
+        definition = load_definition(name_or_definition, mode=mode)
+    problem = _factory(definition)(definition)
+    if not isinstance(problem, Problem):
+        raise ProblemDefinitionError(
+            f"{definition.path}: kind {definition.kind!r} built a {type(problem).__name__}, "
+            "not a diffana.problems.Problem"
+        )
+    return problem
