@@ -131,11 +131,17 @@ def _jsonable(obj: Any, where: str) -> Any:
     if isinstance(obj, jax.core.Tracer):
         raise DataError(f"{where} is a traced JAX value; evaluate the workspace outside jit/grad")
     if isinstance(obj, jax.Array | np.ndarray):
-        return np.asarray(obj).tolist()
+        arr = np.asarray(obj)
+        if np.issubdtype(arr.dtype, np.number) and not np.all(np.isfinite(arr)):
+            raise DataError(
+                f"{where} holds non-finite values {arr.tolist()}; "
+                "a pyhf workspace needs finite numbers"
+            )
+        return arr.tolist()
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):
-        raise DataError(f"{where} is {obj}; a pyhf workspace needs finite numbers")
+        raise DataError(f"{where} is non-finite ({obj}); a pyhf workspace needs finite numbers")
     return obj
 
 
@@ -161,9 +167,6 @@ def write_workspace(path: str | os.PathLike, workspace: Any, *, validate: bool =
             f"write_workspace: expected a workspace dict, got {type(workspace).__name__}"
         )
     spec = _jsonable(dict(workspace), "workspace")
-    nonfinite = [v for v in _numbers(spec) if not np.isfinite(v)]
-    if nonfinite:
-        raise DataError(f"write_workspace: the workspace holds non-finite numbers {nonfinite[:5]}")
     if validate:
         import pyhf
 
@@ -175,14 +178,3 @@ def write_workspace(path: str | os.PathLike, workspace: Any, *, validate: bool =
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(text + "\n")
     return Path(path)
-
-
-def _numbers(obj: Any) -> Iterator[float]:
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
-    elif isinstance(obj, float):
-        yield obj
