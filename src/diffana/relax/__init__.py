@@ -1,0 +1,46 @@
+"""Relaxations: smooth cuts, histograms and object selections, each with a hard twin.
+
+Every soft operation has a documented hard limit (slope, bandwidth or temperature -> 0)
+with the same signature, used to evaluate a trained analysis honestly:
+
+| soft | hard twin | parameter -> 0 |
+| --- | --- | --- |
+| `cut` | `hard_cut` | `slope` |
+| `window` | `hard_window` | `slope` |
+| `hist` | `hard_hist` | `bandwidth` |
+| `softmax_hist` | `hard_softmax_hist` | `temperature` |
+
+The soft functions also take `hard=True`, so a pipeline switches to its hard limit
+without being rewritten. `soft_and`, `soft_or` and `soft_not` are exact on weights in
+{0, 1} and serve as their own hard twins. `ordered_edges` makes trainable bin edges.
+"""
+
+from __future__ import annotations
+
+from diffana.relax._binning import ordered_edges, ordered_edges_inverse
+from diffana.relax._cuts import (
+    cut,
+    hard_cut,
+    hard_window,
+    soft_and,
+    soft_not,
+    soft_or,
+    window,
+)
+from diffana.relax._hist import hard_hist, hard_softmax_hist, hist, softmax_hist
+
+__all__ = [
+    "cut",
+    "hard_cut",
+    "hard_hist",
+    "hard_softmax_hist",
+    "hard_window",
+    "hist",
+    "ordered_edges",
+    "ordered_edges_inverse",
+    "soft_and",
+    "soft_not",
+    "soft_or",
+    "softmax_hist",
+    "window",
+]
