@@ -1,0 +1,151 @@
+"""Interpolation codes of HistFactory, as in pyhf (CERN-OPEN-2012-016).
+
+Normsys (multiplicative, one factor per modifier/sample/channel entry):
+
+- ``code1``: piecewise exponential, ``hi**alpha`` for ``alpha > 0``, ``lo**(-alpha)`` else.
+- ``code4``: ``code1`` outside ``|alpha| < 1``, a 6th-order polynomial inside that matches
+  value, first and second derivative at ``alpha = ±1`` (pyhf's default).
+
+Histosys (additive, deltas ``up = hi - nom`` and ``dn = nom - lo`` per bin):
+
+- ``code0``: piecewise linear, ``alpha * up`` for ``alpha > 0``, ``alpha * dn`` else.
+- ``code4p``: ``code0`` outside ``|alpha| <= 1``, a polynomial inside (pyhf's default).
+
+Histosys deltas are linear in ``up`` and ``dn``, so both codes are written as per-modifier
+coefficients ``(c_up, c_dn)`` that contract with the stacked deltas in one matrix product.
+All functions are smooth JAX code without NaN gradients for positive ``lo``/``hi``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = [
+    "HISTOSYS_CODES",
+    "NORMSYS_CODES",
+    "code4_coefficients",
+    "histosys_coefficients",
+    "normsys_factors",
+]
+
+NORMSYS_CODES = ("code1", "code4")
+HISTOSYS_CODES = ("code0", "code4p")
+
+# Inverse of the 6x6 system that fixes the code-4 polynomial's coefficients from the
+# value, first and second derivative of the exponential branches at alpha0 = 1.
+_CODE4_AINV = np.array(
+    [
+        [15.0 / 16, -15.0 / 16, -7.0 / 16, -7.0 / 16, 1.0 / 16, -1.0 / 16],
+        [3.0 / 2, 3.0 / 2, -9.0 / 16, 9.0 / 16, 1.0 / 16, 1.0 / 16],
+        [-5.0 / 8, 5.0 / 8, 5.0 / 8, 5.0 / 8, -1.0 / 8, 1.0 / 8],
+        [3.0 / -2, 3.0 / -2, -7.0 / -8, 7.0 / -8, -1.0 / 8, -1.0 / 8],
+        [3.0 / 16, -3.0 / 16, -3.0 / 16, -3.0 / 16, 1.0 / 16, -1.0 / 16],
+        [1.0 / 2, 1.0 / 2, -5.0 / 16, 5.0 / 16, 1.0 / 16, 1.0 / 16],
+    ]
+)
+
+
+def _safe_log(xp: Any, x: Any) -> Any:
+    positive = x > 0
+    return xp.where(positive, xp.log(xp.where(positive, x, 1.0)), -xp.inf)
+
+
+def code4_coefficients(xp: Any, lo: Any, hi: Any) -> Any:
+    """Polynomial coefficients ``a_1..a_6`` of normsys code 4, shape ``lo.shape + (6,)``.
+
+    `xp` is ``numpy`` or ``jax.numpy``; `lo`, `hi` are the normsys factors.
+    """
+    log_hi = _safe_log(xp, hi)
+    log_lo = _safe_log(xp, lo)
+    b = xp.stack(
+        [
+            hi - 1.0,
+            lo - 1.0,
+            log_hi * hi,
+            -log_lo * lo,
+            log_hi**2 * hi,
+            log_lo**2 * lo,
+        ],
+        axis=-1,
+    )
+    return b @ xp.asarray(_CODE4_AINV.T)
+
+
+def _safe_pow(base: Array, exponent: Array) -> Array:
+    """``base ** exponent`` with finite gradients where ``base > 0``."""
+    positive = base > 0
+    smooth = jnp.exp(exponent * jnp.log(jnp.where(positive, base, 1.0)))
+    edge = jnp.power(jax.lax.stop_gradient(base), jax.lax.stop_gradient(exponent))
+    return jnp.where(positive, smooth, edge)
+
+
+def normsys_factors(
+    code: str,
+    alpha: Float[Array, " entries"],
+    lo: Float[Array, " entries"],
+    hi: Float[Array, " entries"],
+    coefficients: Float[Array, "entries 6"] | None = None,
+) -> Float[Array, " entries"]:
+    """Multiplicative normsys factors for nuisance values `alpha` (one per entry).
+
+    **Arguments:**
+
+    - `code`: ``"code1"`` or ``"code4"``.
+    - `alpha`: the nuisance parameter of each entry.
+    - `lo`, `hi`: the factors at ``alpha = -1`` and ``alpha = +1``.
+    - `coefficients`: `code4_coefficients(jnp, lo, hi)`, required for code 4.
+
+    **Returns:** the factor of each entry.
+    """
+    if code == "code1":
+        return jnp.where(alpha > 0, _safe_pow(hi, alpha), _safe_pow(lo, -alpha))
+    if code == "code4":
+        if coefficients is None:
+            raise ValueError("normsys code4 needs the polynomial coefficients")
+        magnitude = jnp.abs(alpha)
+        powers = jnp.stack([alpha**k for k in range(1, 7)], axis=-1)
+        inside = 1.0 + jnp.sum(coefficients * powers, axis=-1)
+        return jnp.where(
+            alpha >= 1.0,
+            _safe_pow(hi, magnitude),
+            jnp.where(alpha > -1.0, inside, _safe_pow(lo, magnitude)),
+        )
+    raise ValueError(
+        f"unknown normsys interpolation code {code!r}; expected one of {NORMSYS_CODES}"
+    )
+
+
+def histosys_coefficients(
+    code: str, alpha: Float[Array, " modifiers"]
+) -> tuple[Float[Array, " modifiers"], Float[Array, " modifiers"]]:
+    """Coefficients ``(c_up, c_dn)`` with ``delta = c_up * up + c_dn * dn`` per modifier.
+
+    **Arguments:**
+
+    - `code`: ``"code0"`` or ``"code4p"``.
+    - `alpha`: the nuisance parameter of each histosys modifier.
+
+    **Returns:** two arrays shaped like `alpha`.
+    """
+    zero = jnp.zeros_like(alpha)
+    if code == "code0":
+        positive = alpha > 0
+        return jnp.where(positive, alpha, zero), jnp.where(positive, zero, alpha)
+    if code == "code4p":
+        # inside |alpha| <= 1: alpha * S + t * A with S = (up + dn) / 2, A = (up - dn) / 16
+        a2 = alpha * alpha
+        t = a2 * (a2 * (a2 * 3.0 - 10.0) + 15.0)
+        inside_up = 0.5 * alpha + 0.0625 * t
+        inside_dn = 0.5 * alpha - 0.0625 * t
+        above, below = alpha > 1.0, alpha < -1.0
+        c_up = jnp.where(below, zero, jnp.where(above, alpha, inside_up))
+        c_dn = jnp.where(below, alpha, jnp.where(above, zero, inside_dn))
+        return c_up, c_dn
+    raise ValueError(
+        f"unknown histosys interpolation code {code!r}; expected one of {HISTOSYS_CODES}"
+    )
