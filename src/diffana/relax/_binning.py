@@ -47,7 +47,8 @@ def ordered_edges(
     for name, v in (("lo", lo), ("hi", hi)):
         check_ndim(v, 0, name, where, "() (a scalar)")
     lo_v, hi_v = concrete_value(lo), concrete_value(hi)
-    if lo_v is not None and hi_v is not None and not (np.isfinite(lo_v) and lo_v < hi_v):
+    known = lo_v is not None and hi_v is not None
+    if known and not (np.isfinite(lo_v) and np.isfinite(hi_v) and lo_v < hi_v):
         raise ValueError(f"{where}: need finite 'lo' < 'hi', got lo={lo_v}, hi={hi_v}")
     params = as_float(params, "params", where)
     lo, hi = as_float(lo, "lo", where), as_float(hi, "hi", where)

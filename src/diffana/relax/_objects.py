@@ -8,8 +8,10 @@ gradient.
 
 from __future__ import annotations
 
+import functools
 import operator
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Bool, Float
@@ -201,7 +203,11 @@ def count_at_least(
     n = _check_count(n, "n", where)
     if hard:
         return hard_count_at_least(p, n, mask)
-    p = _pass_probabilities(p, mask, where)
+    return _count_at_least(_pass_probabilities(p, mask, where), n)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _count_at_least(p, n):
     batch = p.shape[:-1]
     if n == 0:
         return jnp.ones(batch, dtype=p.dtype)
@@ -284,9 +290,15 @@ def _leading(key, p, mask, rank, where):
         raise ValueError(
             f"{where}: 'key' must have the shape of 'p' {p.shape}, got {jnp.shape(key)}"
         )
-    key = lax.stop_gradient(as_float(key, "key", where))
+    key = as_float(key, "key", where)
     if mask is not None:
         key = jnp.where(jnp.asarray(mask), key, -jnp.inf)
+    return _leading_impl(key, p, rank)
+
+
+@functools.partial(jax.jit, static_argnames=("rank",))
+def _leading_impl(key, p, rank):
+    key = lax.stop_gradient(key)
     key = jnp.where(jnp.isnan(key), -jnp.inf, key)
     # Descending by key, stable: argsort of -key keeps the original order among ties.
     order = jnp.argsort(-key, axis=-1, stable=True)
