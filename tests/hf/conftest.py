@@ -40,11 +40,9 @@ def _assert_logpdf_close(ours: float, ref: float, what: str) -> None:
 
 @eqx.filter_jit
 def _evaluate(model: hf.Model, batch: jax.Array, data: jax.Array) -> tuple[jax.Array, ...]:
-    """All quantities at all points in one compiled call (one compilation per model)."""
+    """Expected data and logpdf at all points in one compiled call (one per model)."""
     return (
         jax.vmap(model.expected_data)(batch),
-        jax.vmap(model.expected_actualdata)(batch),
-        jax.vmap(model.expected_auxdata)(batch),
         jax.vmap(model.logpdf, in_axes=(0, None))(batch, data),
     )
 
@@ -61,7 +59,8 @@ def compare_with_pyhf(
     """Assert that diffana and pyhf (numpy, float64) agree on `spec` to 1e-9 relative.
 
     Checks the static configuration (names, order, init, bounds, fixed, auxdata) and
-    expected data and logpdf at `points` (default: init and two shifted points).
+    expected data (main and auxiliary) and logpdf at `points` (default: init and two
+    shifted points).
     """
     ref = _pyhf_model(copy.deepcopy(spec), modifier_settings, poi_name)
     if model is None:
@@ -93,22 +92,23 @@ def compare_with_pyhf(
         data = np.round(expected * 1.1 + 0.5)
         data[cfg.nmaindata :] = cfg.auxdata
     batch = np.stack([np.asarray(p, dtype=float) for p in points])
-    exp_all, main_all, aux_all, logpdf_all = (
+    exp_all, logpdf_all = (
         np.asarray(x) for x in _evaluate(model, jax.numpy.asarray(batch), jax.numpy.asarray(data))
     )
-    for pars, exp_ours, main_ours, aux_ours, lp in zip(
-        batch, exp_all, main_all, aux_all, logpdf_all, strict=True
-    ):
+    for pars, exp_ours, lp in zip(batch, exp_all, logpdf_all, strict=True):
         exp_ref = ref.expected_data(pars)
         scale = max(float(np.max(np.abs(exp_ref), initial=0.0)), 1.0)
         np.testing.assert_allclose(exp_ours, exp_ref, rtol=RTOL, atol=RTOL * 1e-3 * scale)
-        np.testing.assert_allclose(
-            main_ours, exp_ref[: cfg.nmaindata], rtol=RTOL, atol=RTOL * 1e-3 * scale
-        )
-        aux_ref = ref.expected_auxdata(pars) if cfg.nauxdata else np.zeros(0)
-        np.testing.assert_allclose(aux_ours, aux_ref, rtol=RTOL)
         _assert_logpdf_close(float(lp), float(ref.logpdf(pars, data)[0]), f"pars={pars}")
     return ref, model
+
+
+@pytest.fixture(scope="session")
+def pyhf_model() -> Callable[..., pyhf.Model]:
+    """`pyhf_model(spec, modifier_settings, poi_name)`: pyhf's model (numpy, float64)."""
+    return lambda spec, modifier_settings=None, poi_name="mu": _pyhf_model(
+        copy.deepcopy(spec), modifier_settings, poi_name
+    )
 
 
 @pytest.fixture(scope="session")

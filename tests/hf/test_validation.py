@@ -83,7 +83,7 @@ def test_staterror_is_combined_per_bin_across_samples(validation_cases):
 
 
 def test_workspace_data_matches_pyhf(validation_case, make_workspace, pyhf_referee):
-    name, spec, observed = validation_case
+    _, spec, observed = validation_case
     workspace = spec if "measurements" in spec else make_workspace(spec, observed)
     model = hf.Model.from_pyhf(workspace)
     pyhf.set_backend("numpy", precision="64b")

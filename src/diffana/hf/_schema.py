@@ -146,10 +146,18 @@ def _validate_skeleton(skel: Any, schema_name: str) -> tuple[tuple[Any, ...], st
         return None
     message = error.message
     if error.validator == "anyOf" and error.context:
-        # an invalid modifier: report the closest alternative
-        inner = jsonschema.exceptions.best_match(error.context)
-        message = inner.message
-        return tuple(inner.absolute_path), message
+        # an invalid modifier: report against the alternative of its declared type
+        groups: dict[Any, list[Any]] = {}
+        for sub in error.context:
+            groups.setdefault(sub.relative_schema_path[0], []).append(sub)
+        matching = [
+            errs
+            for errs in groups.values()
+            if not any(e.validator == "const" and list(e.relative_path) == ["type"] for e in errs)
+        ]
+        candidates = [e for errs in (matching or list(groups.values())) for e in errs]
+        inner = jsonschema.exceptions.best_match(candidates)
+        return tuple(inner.absolute_path), inner.message
     return tuple(error.absolute_path), message
 
 
