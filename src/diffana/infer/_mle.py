@@ -1,0 +1,421 @@
+"""Maximum-likelihood fits of HistFactory models with implicit gradients."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
+
+from diffana._config import check_float64
+from diffana.errors import ConvergenceWarning
+from diffana.infer._solver import minimize_bounded, newton_solve_free
+
+__all__ = ["FitResult", "fit", "fixed_poi_fit"]
+
+DEFAULT_TOL = 1e-10
+DEFAULT_MAXITER = 200
+
+
+class FitResult(NamedTuple):
+    """Result of a maximum-likelihood fit (a PyTree: it passes through `jit` and `vmap`).
+
+    **Fields:**
+
+    - `pars`: best-fit parameters, `(npars,)`, in the model's (pyhf's) order.
+    - `nll`: negative log-likelihood at `pars`, `()`.
+    - `converged`: whether the fit converged, `()` bool. Always check it when the fit
+      runs under `jit`/`vmap`, where no warning can be raised at trace time.
+    - `n_iter`: Newton iterations used, `()` int.
+    - `uncertainties`: `sqrt(diag(H^-1))` of the NLL Hessian over the floating
+      parameters (zero for fixed ones) when requested with `return_uncertainties=True`,
+      zeros otherwise, `(npars,)`.
+    """
+
+    pars: Float[Array, " npars"]
+    nll: Float[Array, ""]
+    converged: Bool[Array, ""]
+    n_iter: Int[Array, ""]
+    uncertainties: Float[Array, " npars"]
+
+
+# --------------------------------------------------------------------------------------
+# helpers shared by the inference functions
+
+
+def describe_model(model: Any) -> str:
+    """A short, readable name for a model, used in warnings."""
+    parts = [type(model).__name__]
+    channels = getattr(model, "channels", None)
+    if channels is not None:
+        with contextlib.suppress(TypeError):
+            parts.append(f"channels={list(channels)}")
+    npars = getattr(model, "npars", None)
+    if npars is not None:
+        parts.append(f"npars={npars}")
+    poi = getattr(model, "poi_name", None)
+    if poi is not None:
+        parts.append(f"poi={poi!r}")
+    return parts[0] + "(" + ", ".join(parts[1:]) + ")"
+
+
+def _is_traced(x: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
+
+
+def _warn_unconverged(converged: np.ndarray, what: str, name: str) -> None:
+    converged = np.asarray(converged)
+    if converged.all():
+        return
+    n_bad, n_all = int(np.size(converged) - np.count_nonzero(converged)), int(np.size(converged))
+    count = "" if n_all == 1 else f" ({n_bad} of {n_all})"
+    warnings.warn(
+        f"{what}: the fit of {name} did not converge{count}; its result is not a "
+        "maximum-likelihood estimate. Check the model (parameter bounds, inits, "
+        "degenerate parameters) or raise `maxiter`.",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
+
+
+def report_convergence(converged: Array, model: Any, what: str) -> None:
+    """Warn with :class:`diffana.ConvergenceWarning` when `converged` is not all true.
+
+    Outside tracing the warning is raised at once. Under `jit`/`vmap`/`grad` the flag
+    is a tracer: the check is then deferred to run time with `jax.debug.callback`, so
+    the warning is emitted when the compiled function executes.
+    """
+    name = describe_model(model)
+    if _is_traced(converged):
+        jax.debug.callback(lambda c: _warn_unconverged(c, what, name), converged)
+    else:
+        _warn_unconverged(np.asarray(converged), what, name)
+
+
+def model_arrays(model: Any, where: str) -> tuple[int, int | None]:
+    """Validate the minimal model interface, returning `(npars, poi_index)`."""
+    for attr in ("nll", "init", "bounds", "fixed", "npars", "expected_data"):
+        if not hasattr(model, attr):
+            raise TypeError(
+                f"{where}: 'model' must be a diffana.hf.Model (or provide .{attr}); "
+                f"got {type(model).__name__} without .{attr}"
+            )
+    return int(model.npars), getattr(model, "poi_index", None)
+
+
+def as_data(model: Any, data: ArrayLike, where: str) -> Array:
+    """Cast observed data (main bins followed by auxdata) to float64 and check length."""
+    check_float64(data, "data", where)
+    data = jnp.asarray(data, dtype=jnp.float64)
+    nbins = getattr(model, "nbins", None)
+    auxdata = getattr(model, "auxdata", None)
+    if data.ndim != 1:
+        raise ValueError(
+            f"{where}: 'data' must be 1-d (main bins followed by auxdata); got shape "
+            f"{data.shape}. Use jax.vmap for batches of datasets."
+        )
+    if nbins is not None and auxdata is not None:
+        expected = int(nbins) + int(np.shape(auxdata)[0])
+        if data.shape[0] != expected:
+            raise ValueError(
+                f"{where}: 'data' has {data.shape[0]} entries but the model expects "
+                f"{expected} ({nbins} main bins followed by {expected - int(nbins)} auxdata);"
+                " build it with diffana.hf.workspace_data(workspace, model)."
+            )
+    return data
+
+
+def resolve_init(model: Any, init: ArrayLike | None, npars: int, where: str) -> Array:
+    if init is None:
+        return jnp.asarray(model.init, dtype=jnp.float64)
+    check_float64(init, "init", where)
+    init = jnp.asarray(init, dtype=jnp.float64)
+    if init.shape != (npars,):
+        raise ValueError(f"{where}: 'init' must have shape ({npars},); got {init.shape}")
+    return init
+
+
+def resolve_bounds(model: Any, bounds: ArrayLike | None, npars: int, where: str) -> Array:
+    if bounds is None:
+        return jnp.asarray(model.bounds, dtype=jnp.float64)
+    bounds = jnp.asarray(bounds, dtype=jnp.float64)
+    if bounds.shape != (npars, 2):
+        raise ValueError(f"{where}: 'bounds' must have shape ({npars}, 2); got {bounds.shape}")
+    return bounds
+
+
+def resolve_fixed(model: Any, fixed: Sequence[bool] | None, npars: int, where: str) -> np.ndarray:
+    if fixed is None:
+        fixed = model.fixed
+    if _is_traced(fixed):
+        raise TypeError(
+            f"{where}: 'fixed' must be a concrete sequence of bools (it decides which "
+            "parameters float), not a traced array"
+        )
+    fixed = np.asarray(fixed)
+    if fixed.shape != (npars,) or fixed.dtype != np.bool_:
+        raise ValueError(
+            f"{where}: 'fixed' must be {npars} bools (one per parameter); got "
+            f"shape {fixed.shape} of dtype {fixed.dtype}"
+        )
+    return fixed
+
+
+def require_poi(poi_index: int | None, where: str) -> int:
+    if poi_index is None:
+        raise ValueError(
+            f"{where}: the model has no parameter of interest; set the measurement's "
+            "'poi' in the workspace"
+        )
+    return int(poi_index)
+
+
+# --------------------------------------------------------------------------------------
+# the fit with its implicit derivative
+
+
+def _objective(x: Array, args: tuple[Any, Array]) -> Array:
+    model, data = args
+    return model.nll(x, data)
+
+
+def _solve(model, data, x0, bounds, free, *, tol, maxiter):
+    return minimize_bounded(
+        _objective,
+        x0,
+        bounds[:, 0],
+        bounds[:, 1],
+        free,
+        (model, data),
+        tol=tol,
+        maxiter=maxiter,
+    )
+
+
+@eqx.filter_custom_jvp
+def _argmin(model, data, x0, bounds, free, *, tol, maxiter):
+    res = _solve(model, data, x0, bounds, free, tol=tol, maxiter=maxiter)
+    return res.x, res.n_iter, res.converged
+
+
+def _zeros_for_none(primal, tangent):
+    """Full tangents for the inexact-array leaves of `primal` (zeros where `None`)."""
+    diff, static = eqx.partition(primal, eqx.is_inexact_array)
+    if tangent is None:
+        t = jtu.tree_map(jnp.zeros_like, diff)
+    else:
+        t = jtu.tree_map(
+            lambda p, tp: None if p is None else (jnp.zeros_like(p) if tp is None else tp),
+            diff,
+            tangent,
+            is_leaf=lambda v: v is None,
+        )
+    return diff, static, t
+
+
+@_argmin.def_jvp
+def _argmin_jvp(primals, tangents, *, tol, maxiter):
+    model, data, x0, bounds, free = primals
+    t_model, t_data, t_x0, t_bounds, _ = tangents
+    res = _solve(model, data, x0, bounds, free, tol=tol, maxiter=maxiter)
+    x = res.x
+    lower, upper = bounds[:, 0], bounds[:, 1]
+    at_lower = free & (x <= lower)
+    at_upper = free & (x >= upper) & ~at_lower
+    moving = free & ~at_lower & ~at_upper
+
+    # Tangent of the parameters that do not move: fixed ones follow their values in x0,
+    # those pinned at a bound follow the bound.
+    zero = jnp.zeros_like(x)
+    t_x0 = zero if t_x0 is None else t_x0
+    t_lo = zero if t_bounds is None else t_bounds[:, 0]
+    t_hi = zero if t_bounds is None else t_bounds[:, 1]
+    t_pinned = jnp.where(~free, t_x0, jnp.where(at_lower, t_lo, jnp.where(at_upper, t_hi, 0.0)))
+
+    # Implicit-function theorem on the stationarity of the moving parameters:
+    #   H_mm dx_m = -(d/dt) grad_m nll(x_pinned + t dx_pinned, model + t dmodel, data + t ddata)
+    m_diff, m_static, t_m = _zeros_for_none(model, t_model)
+    t_d = jnp.zeros_like(data) if t_data is None else t_data
+
+    def grad_nll(md, d, xx):
+        return jax.grad(_objective)(xx, (eqx.combine(md, m_static), d))
+
+    _, rhs = jax.jvp(grad_nll, (m_diff, data, x), (t_m, t_d, t_pinned))
+    t_moving = newton_solve_free(res.hessian, -rhs, moving)
+    t_x = t_pinned + t_moving
+    return (x, res.n_iter, res.converged), (t_x, None, None)
+
+
+def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties):
+    free = jnp.asarray(~fixed)
+    pars, n_iter, converged = _argmin(model, data, init, bounds, free, tol=tol, maxiter=maxiter)
+    nll = model.nll(pars, data)
+    if return_uncertainties:
+        h = jax.hessian(_objective)(pars, (model, data))
+        inv_diag = _inverse_diagonal(h, free)
+        unc = jnp.where(free, jnp.sqrt(jnp.where(free & (inv_diag > 0), inv_diag, 0.0)), 0.0)
+    else:
+        unc = jnp.zeros_like(pars)
+    return FitResult(pars=pars, nll=nll, converged=converged, n_iter=n_iter, uncertainties=unc)
+
+
+@eqx.filter_jit
+def _fit_jit(model, data, init, bounds, *, fixed, tol, maxiter, return_uncertainties):
+    return _fit_impl(
+        model, data, init, bounds, np.asarray(fixed, dtype=bool), tol, maxiter, return_uncertainties
+    )
+
+
+def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResult:
+    """Several fits of one model in one vmapped solver loop (one compilation).
+
+    `data` is `(k, n)` or `(n,)` (shared), `inits` `(k, npars)`, `fixed_masks` a numpy
+    bool array `(k, npars)`. Returns a batched :class:`FitResult` (no uncertainties).
+    """
+    free = jnp.asarray(~np.asarray(fixed_masks))
+    data_axis = 0 if data.ndim == 2 else None
+
+    def one(d, x0, fr):
+        pars, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol=tol, maxiter=maxiter)
+        return FitResult(pars, model.nll(pars, d), converged, n_iter, jnp.zeros_like(pars))
+
+    return jax.vmap(one, in_axes=(data_axis, 0, 0))(data, inits, free)
+
+
+def _inverse_diagonal(h: Array, free: Array) -> Array:
+    """Diagonal of the inverse of `h` restricted to the `free` block (zero elsewhere)."""
+    eye = jnp.eye(h.shape[0], dtype=h.dtype)
+    cols = jax.vmap(lambda e: newton_solve_free(h, e, free), in_axes=0)(eye)
+    return jnp.where(free, jnp.diagonal(cols), 0.0)
+
+
+def fit(
+    model: Any,
+    data: Float[ArrayLike, " nbins_plus_naux"],
+    init: Float[ArrayLike, " npars"] | None = None,
+    fixed: Sequence[bool] | None = None,
+    bounds: Float[ArrayLike, "npars 2"] | None = None,
+    *,
+    return_uncertainties: bool = False,
+    tol: float = DEFAULT_TOL,
+    maxiter: int = DEFAULT_MAXITER,
+) -> FitResult:
+    """Global maximum-likelihood fit: minimise `model.nll(pars, data)` within the bounds.
+
+    A bounded, damped Newton method with the exact Hessian runs in a
+    `jax.lax.while_loop`, so the fit jits and vmaps (e.g. over pseudo-datasets).
+    Gradients of the result with respect to the model's arrays (yields, modifier
+    data), `data`, `init` (values of fixed parameters) and `bounds` (parameters pinned
+    at a bound) come from the implicit-function theorem at the optimum, not from
+    unrolling the iterations; forward and reverse mode both work. Parameters pinned at a
+    bound are treated as fixed there (they follow the bound, not the yields).
+
+    **Arguments:**
+
+    - `model`: a `diffana.hf.Model`.
+    - `data`: observed main-bin counts followed by the auxiliary data, `(nbins + naux,)`.
+    - `init`: starting values `(npars,)`; default `model.init` (pyhf's suggested init).
+      Fixed parameters keep these values.
+    - `fixed`: one bool per parameter (a concrete sequence); default `model.fixed`.
+    - `bounds`: `(npars, 2)` lower/upper bounds; default `model.bounds`.
+    - `return_uncertainties`: fill `FitResult.uncertainties` from the inverse Hessian.
+    - `tol`: convergence threshold on the Newton decrement `g^T H^-1 g` (NLL units).
+    - `maxiter`: iteration limit.
+
+    **Returns:** a :class:`FitResult`. A fit that does not converge has
+    `converged=False` and raises :class:`diffana.ConvergenceWarning` naming the model
+    (at call time outside `jit`; at run time through `jax.debug.callback` inside it).
+
+    Example:
+
+    >>> import diffana.infer as infer
+    >>> res = infer.fit(model, data)  # doctest: +SKIP
+    >>> bool(res.converged)  # doctest: +SKIP
+    True
+    """
+    where = "diffana.infer.fit"
+    npars, _ = model_arrays(model, where)
+    data = as_data(model, data, where)
+    init = resolve_init(model, init, npars, where)
+    bounds = resolve_bounds(model, bounds, npars, where)
+    fixed = resolve_fixed(model, fixed, npars, where)
+    res = _fit_jit(
+        model,
+        data,
+        init,
+        bounds,
+        fixed=tuple(bool(f) for f in fixed),
+        tol=tol,
+        maxiter=maxiter,
+        return_uncertainties=return_uncertainties,
+    )
+    report_convergence(res.converged, model, where)
+    return res
+
+
+def fixed_poi_fit(
+    poi_value: Float[ArrayLike, ""],
+    model: Any,
+    data: Float[ArrayLike, " nbins_plus_naux"],
+    init: Float[ArrayLike, " npars"] | None = None,
+    fixed: Sequence[bool] | None = None,
+    bounds: Float[ArrayLike, "npars 2"] | None = None,
+    *,
+    return_uncertainties: bool = False,
+    tol: float = DEFAULT_TOL,
+    maxiter: int = DEFAULT_MAXITER,
+) -> FitResult:
+    """Conditional fit with the parameter of interest fixed at `poi_value`.
+
+    Same as :func:`fit` with `init[poi] = poi_value` and the POI fixed (pyhf's
+    `fixed_poi_fit`); `poi_value` may be traced and is differentiated through.
+
+    **Arguments:** `poi_value` (scalar), then as :func:`fit`.
+
+    **Returns:** a :class:`FitResult` whose `pars[model.poi_index] == poi_value`.
+    """
+    where = "diffana.infer.fixed_poi_fit"
+    res = _fixed_poi_fit(
+        poi_value,
+        model,
+        data,
+        init,
+        fixed,
+        bounds,
+        where=where,
+        tol=tol,
+        maxiter=maxiter,
+        return_uncertainties=return_uncertainties,
+    )
+    report_convergence(res.converged, model, where)
+    return res
+
+
+def _fixed_poi_fit(
+    poi_value, model, data, init, fixed, bounds, *, where, tol, maxiter, return_uncertainties=False
+):
+    npars, poi_index = model_arrays(model, where)
+    poi_index = require_poi(poi_index, where)
+    data = as_data(model, data, where)
+    init = resolve_init(model, init, npars, where)
+    bounds = resolve_bounds(model, bounds, npars, where)
+    fixed = resolve_fixed(model, fixed, npars, where).copy()
+    fixed[poi_index] = True
+    init = init.at[poi_index].set(jnp.asarray(poi_value, dtype=jnp.float64))
+    return _fit_jit(
+        model,
+        data,
+        init,
+        bounds,
+        fixed=tuple(bool(f) for f in fixed),
+        tol=tol,
+        maxiter=maxiter,
+        return_uncertainties=return_uncertainties,
+    )

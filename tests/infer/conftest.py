@@ -1,0 +1,142 @@
+"""Fixtures of the inference tests: small HistFactory models and their pyhf twins."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.scipy as jsp
+import numpy as np
+import pyhf
+import pytest
+
+
+class ToyModel(eqx.Module):
+    """Signal (normfactor `mu`) + background with a code4p histosys `alpha`.
+
+    Exposes the attributes of `diffana.hf.Model` that inference uses; parameters in
+    pyhf's order `[alpha, mu]`.
+    """
+
+    signal: jnp.ndarray
+    background: jnp.ndarray
+    hi: jnp.ndarray
+    lo: jnp.ndarray
+    init: jnp.ndarray
+    bounds: jnp.ndarray
+    auxdata: jnp.ndarray
+    npars: int = eqx.field(static=True, default=2)
+    poi_index: int = eqx.field(static=True, default=1)
+    poi_name: str = eqx.field(static=True, default="mu")
+    _fixed: tuple = eqx.field(static=True, default=(False, False))
+
+    @property
+    def fixed(self):
+        return np.asarray(self._fixed)
+
+    @property
+    def nbins(self):
+        return self.signal.shape[0]
+
+    def _histosys(self, alpha):
+        up = self.hi - self.background
+        dn = self.background - self.lo
+        s = 0.5 * (up + dn)
+        a = 0.0625 * (up - dn)
+        inner = alpha * (s + alpha * a * (alpha**2 * (3 * alpha**2 - 10) + 15))
+        outer = jnp.where(alpha > 0, alpha * up, alpha * dn)
+        return jnp.where(jnp.abs(alpha) > 1, outer, inner)
+
+    def expected_actualdata(self, pars):
+        alpha, mu = pars[0], pars[1]
+        return mu * self.signal + self.background + self._histosys(alpha)
+
+    def expected_auxdata(self, pars):
+        return pars[:1]
+
+    def expected_data(self, pars, include_auxdata=True):
+        main = self.expected_actualdata(pars)
+        if not include_auxdata:
+            return main
+        return jnp.concatenate([main, self.expected_auxdata(pars)])
+
+    def logpdf(self, pars, data):
+        n = data[: self.nbins]
+        aux = data[self.nbins :]
+        lam = self.expected_actualdata(pars)
+        main = jnp.sum(jsp.special.xlogy(n, lam) - lam - jsp.special.gammaln(n + 1.0))
+        cons = jnp.sum(jsp.stats.norm.logpdf(aux, pars[:1], 1.0))
+        return main + cons
+
+    def nll(self, pars, data):
+        return -self.logpdf(pars, data)
+
+    def with_yields(self, yields):
+        new = self
+        for (_channel, sample), value in yields.items():
+            field = {"signal": "signal", "background": "background"}[sample]
+            new = eqx.tree_at(lambda m, f=field: getattr(m, f), new, jnp.asarray(value))
+        return new
+
+    def spec(self):
+        return {
+            "channels": [
+                {
+                    "name": "ch",
+                    "samples": [
+                        {
+                            "name": "signal",
+                            "data": np.asarray(self.signal).tolist(),
+                            "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                        },
+                        {
+                            "name": "background",
+                            "data": np.asarray(self.background).tolist(),
+                            "modifiers": [
+                                {
+                                    "name": "alpha",
+                                    "type": "histosys",
+                                    "data": {
+                                        "hi_data": np.asarray(self.hi).tolist(),
+                                        "lo_data": np.asarray(self.lo).tolist(),
+                                    },
+                                }
+                            ],
+                        },
+                    ],
+                }
+            ]
+        }
+
+
+def make_toy(signal, background, hi, lo, fixed=(False, False)):
+    f = lambda v: jnp.asarray(v, dtype=jnp.float64)  # noqa: E731
+    return ToyModel(
+        signal=f(signal),
+        background=f(background),
+        hi=f(hi),
+        lo=f(lo),
+        init=f([0.0, 1.0]),
+        bounds=f([[-5.0, 5.0], [0.0, 10.0]]),
+        auxdata=f([0.0]),
+        _fixed=tuple(fixed),
+    )
+
+
+@pytest.fixture(scope="session")
+def toy_factory():
+    return make_toy
+
+
+@pytest.fixture(scope="session")
+def toy():
+    model = make_toy([5.0, 10.0, 3.0], [50.0, 60.0, 40.0], [55.0, 62.0, 45.0], [46.0, 57.0, 36.0])
+    data = jnp.asarray([53.0, 65.0, 41.0, 0.0])
+    return model, data
+
+
+@pytest.fixture()
+def pyhf_numpy():
+    """pyhf on the numpy backend with a tight scipy optimiser (float64 reference)."""
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
+    yield pyhf
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
