@@ -1,0 +1,169 @@
+"""Figures of merit of an analysis as scalar losses, ready for `jax.value_and_grad`.
+
+Each loss takes a `diffana.hf.Model` — typically rebuilt inside the loss caller from
+traced yields (`Model.from_pyhf(spec)` or `model.with_yields(...)`) — and returns a
+float64 scalar whose gradient with respect to the model's arrays is exact: fits enter
+through the implicit-function theorem. No observed data is involved: the losses use
+Asimov data at the model's nominal parameters (`model.init`), which is how an analysis
+is optimised before unblinding.
+
+Example:
+
+>>> import jax, diffana.hf, diffana.losses
+>>> model = diffana.hf.simple_model([5.0, 10.0], [50.0, 60.0])  # doctest: +SKIP
+>>> def loss(signal):  # doctest: +SKIP
+...     m = model.with_yields({("singlechannel", "signal"): signal})
+...     return diffana.losses.cls_loss(m)
+>>> value, grad = jax.value_and_grad(loss)(jax.numpy.array([5.0, 10.0]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import optax
+from jax.scipy.special import log_ndtr
+from jaxtyping import Array, ArrayLike, Float
+
+from diffana._config import check_float64
+from diffana.infer._fisher import poi_uncertainty
+from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
+from diffana.infer._teststat import _Setup, safe_sqrt
+
+__all__ = ["bce_loss", "cls_loss", "discovery_loss", "poi_uncertainty_loss"]
+
+
+def _asimov_q(setup: _Setup, generate_mu, test_mu):
+    """Test statistic `2 (nll(test_mu) - nll_min)` on Asimov data at `generate_mu`.
+
+    The Asimov data are the expected data at `init` with the POI at `generate_mu`; their
+    maximum-likelihood estimate is that point (the free fit starts there and converges in
+    one step). Returns `(q, mu_hat, converged)`.
+    """
+    pars = setup.init.at[setup.poi_index].set(generate_mu)
+    data = setup.model.expected_data(pars, include_auxdata=True)
+    cond, free = setup.batch(data, [test_mu, None], [None, pars])
+    q = jnp.maximum(2.0 * (cond.nll - free.nll), 0.0)
+    return q, free.pars[setup.poi_index], cond.converged & free.converged
+
+
+@eqx.filter_jit
+def _cls_jit(mu_test, model, data, init, bounds, *, fixed, where, tol, maxiter):
+    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
+    q_a, mu_hat, converged = _asimov_q(setup, jnp.asarray(0.0), mu_test)
+    q_a = jnp.where(mu_hat > mu_test, 0.0, q_a)
+    # Median expected CLs = CLs+b / CLb with CLb = 1/2 at the median.
+    return jnp.exp(log_ndtr(-safe_sqrt(q_a)) - jnp.log(0.5)), converged
+
+
+def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""]:
+    """Median expected CLs of `mu = mu_test` for background-only data (the neos loss).
+
+    Equal to `pyhf.infer.hypotest(mu_test, asimov_b, model, test_stat="qtilde",
+    return_expected=True)` (both observed and median expected) with `asimov_b` the
+    Asimov data at `mu = 0` and nominal nuisance parameters: `CLs = 2 Phi(-sqrt(q~_A))`.
+    Minimising it maximises the expected exclusion power.
+
+    **Arguments:**
+
+    - `model`: a `diffana.hf.Model` with a parameter of interest.
+    - `mu_test`: the tested signal strength (may be traced), default 1.
+
+    **Returns:** expected CLs in `(0, 1]`, `()`.
+    """
+    where = "diffana.losses.cls_loss"
+    setup = _Setup(model, None, None, None, None, where, DEFAULT_TOL, DEFAULT_MAXITER)
+    value, converged = _cls_jit(
+        jnp.asarray(mu_test, dtype=jnp.float64), *setup.args(), **setup.kwargs()
+    )
+    report_convergence(converged, model, where)
+    return value
+
+
+@eqx.filter_jit
+def _z0_jit(model, data, init, bounds, *, fixed, where, tol, maxiter):
+    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
+    q0_a, mu_hat, converged = _asimov_q(setup, jnp.asarray(1.0), jnp.asarray(0.0))
+    q0_a = jnp.where(mu_hat < 0, 0.0, q0_a)
+    return safe_sqrt(q0_a), converged
+
+
+def discovery_loss(model: Any) -> Float[Array, ""]:
+    """Negative median expected discovery significance, `-Z0_A = -sqrt(q0_A)`.
+
+    `q0_A` is the discovery statistic on the Asimov data at `mu = 1` with nominal
+    nuisance parameters (profiled in the fit at `mu = 0`), i.e. `-discovery(...).z0` on
+    those data, or pyhf's `hypotest(0, asimov_sb, model, test_stat="q0")` as
+    `Z = Phi^-1(1 - p0)`.
+
+    **Arguments:**
+
+    - `model`: a `diffana.hf.Model` with a parameter of interest.
+
+    **Returns:** `-Z0`, `()`.
+    """
+    where = "diffana.losses.discovery_loss"
+    setup = _Setup(model, None, None, None, None, where, DEFAULT_TOL, DEFAULT_MAXITER)
+    z0, converged = _z0_jit(*setup.args(), **setup.kwargs())
+    report_convergence(converged, model, where)
+    return -z0
+
+
+def poi_uncertainty_loss(model: Any) -> Float[Array, ""]:
+    """Cramér-Rao `sigma(POI)` at the model's nominal parameters (the INFERNO loss).
+
+    The expected Fisher information at `model.init` is inverted over the floating
+    parameters, so nuisance parameters are profiled (see
+    :func:`diffana.infer.poi_uncertainty`). No fit is needed.
+
+    **Arguments:**
+
+    - `model`: a `diffana.hf.Model` with a parameter of interest.
+
+    **Returns:** `sigma(POI)`, `()`.
+    """
+    return poi_uncertainty(model, None)
+
+
+def bce_loss(
+    logits: Float[ArrayLike, " events"],
+    labels: Float[ArrayLike, " events"],
+    weights: Float[ArrayLike, " events"] | None = None,
+) -> Float[Array, ""]:
+    """Mean binary cross-entropy of classifier logits (the standard-classifier baseline).
+
+    Computed from logits in the numerically stable form
+    (`optax.sigmoid_binary_cross_entropy`), optionally event-weighted:
+    `sum(w * bce) / sum(w)`.
+
+    **Arguments:**
+
+    - `logits`: classifier outputs before the sigmoid, `(events,)`.
+    - `labels`: targets in `[0, 1]` (1 = signal), `(events,)`.
+    - `weights`: per-event weights, `(events,)`, or `None`.
+
+    **Returns:** the mean loss, `()`.
+
+    Example:
+
+    >>> import jax.numpy as jnp
+    >>> from diffana.losses import bce_loss
+    >>> round(float(bce_loss(jnp.array([0.0, 0.0]), jnp.array([1.0, 0.0]))), 6)
+    0.693147
+    """
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels, dtype=logits.dtype)
+    if logits.shape != labels.shape:
+        raise ValueError(
+            f"bce_loss: 'logits' {logits.shape} and 'labels' {labels.shape} must match"
+        )
+    per_event = optax.sigmoid_binary_cross_entropy(logits, labels)
+    if weights is None:
+        return jnp.mean(per_event)
+    check_float64(weights, "weights", "diffana.losses.bce_loss")
+    weights = jnp.asarray(weights)
+    if weights.shape != logits.shape:
+        raise ValueError(f"bce_loss: 'weights' {weights.shape} must match 'logits' {logits.shape}")
+    return jnp.sum(weights * per_event) / jnp.sum(weights)
