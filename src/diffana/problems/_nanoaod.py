@@ -11,10 +11,11 @@ with a HistFactory model whose histosys/normsys modifiers come from the variatio
 
 **Samples.**
 
-- `signal`: a narrow Z' -> μμ resonance (m = 200 GeV, Γ = 3 GeV), isolated muons,
-  soft initial-state jets.
-- `dy`: Drell-Yan Z/γ* -> μμ with m_μμ > 100 GeV (a steeply falling spectrum), the
-  irreducible background.
+- `signal`: a narrow scalar resonance X -> μμ (m = 200 GeV, Γ = 3 GeV) produced in
+  gluon fusion: isotropic decay, harder pT(μμ) and more initial-state jets than
+  Drell-Yan.
+- `dy`: Drell-Yan Z/γ* -> μμ with m_μμ > 100 GeV (a steeply falling spectrum,
+  1 + cos²θ decay angle), the irreducible background.
 - `ttbar`: top-pair production with t -> bW, W -> μν (full two-body decay chains, so
   b jets, muons and missing momentum are correlated); in a fraction of events one W
   decays to eν and the second muon comes from a b-hadron decay (non-isolated).
@@ -34,22 +35,59 @@ with a HistFactory model whose histosys/normsys modifiers come from the variatio
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import awkward as ak
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 import uproot
+from jaxtyping import Array, Float
 
-from diffana.errors import DataError
-from diffana.io import Collection, Schema
+from diffana import relax
+from diffana.errors import DataError, ProblemDefinitionError
+from diffana.io import Collection, Events, Objects, Schema
+from diffana.problems._base import (
+    SPLITS,
+    CutVariable,
+    Problem,
+    Sample,
+    TemplateKey,
+    Yields,
+    split_seed,
+)
+from diffana.systematics import (
+    ColumnShift,
+    Variation,
+    WeightVariation,
+    build_workspace,
+    variant_labels,
+    vary,
+)
 
 __all__ = [
+    "CUT_NAMES",
+    "CUT_SCALES",
+    "DEFAULT_CUTS",
+    "DERIVED_FEATURES",
     "NANOAOD_SAMPLES",
     "NANOAOD_SCHEMA",
+    "DimuonCuts",
+    "DimuonNanoAOD",
+    "DimuonNeural",
+    "NanoAODLayout",
+    "derived_features",
+    "dimuon_variations",
     "generate_nanoaod",
     "jes_shift",
+    "pair_features",
+    "pair_selection",
     "write_nanoaod",
     "write_nanoaod_dataset",
 ]
@@ -60,7 +98,7 @@ NANOAOD_SAMPLES = ("signal", "dy", "ttbar", "fakes")
 MUON_MASS = 0.1056584
 ELECTRON_MASS = 0.000511
 W_MASS, TOP_MASS, B_MASS = 80.4, 172.5, 4.8
-ZPRIME_MASS, ZPRIME_WIDTH = 200.0, 3.0
+X_MASS, X_WIDTH = 200.0, 3.0
 MC_PILEUP, DATA_PILEUP, DATA_PILEUP_SHIFT = 20.0, 21.0, 1.5
 
 
@@ -74,8 +112,10 @@ def _four_vector(mass, pt, y, phi):
     return np.stack([mt * np.cosh(y), pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(y)])
 
 
-def _two_body(rng, parent, m1, m2):
-    """Isotropic two-body decay of `parent` (4, n) into daughters of masses m1, m2."""
+def _two_body(rng, parent, m1, m2, spin1=False):
+    """Two-body decay of `parent` (4, n) into daughters of masses m1, m2: isotropic in the
+    parent's rest frame, or (`spin1`) with a ``1 + cos²θ`` distribution about the beam
+    axis, as for a vector boson made from quarks (Drell-Yan)."""
     n = parent.shape[1]
     e, px, py, pz = parent
     mass = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 1e-12))
@@ -84,6 +124,11 @@ def _two_body(rng, parent, m1, m2):
     pstar2 = (mass**2 - (m1 + m2) ** 2) * (mass**2 - (m1 - m2) ** 2) / (4 * mass**2)
     pstar = np.sqrt(np.maximum(pstar2, 0.0))
     cos_t = rng.uniform(-1.0, 1.0, n)
+    if spin1:  # accept-reject on (1 + c²) / 2
+        redo = rng.uniform(size=n) > (1.0 + cos_t**2) / 2.0
+        while redo.any():
+            cos_t[redo] = rng.uniform(-1.0, 1.0, redo.sum())
+            redo[redo] = rng.uniform(size=redo.sum()) > (1.0 + cos_t[redo] ** 2) / 2.0
     sin_t = np.sqrt(1.0 - cos_t**2)
     phi = rng.uniform(-np.pi, np.pi, n)
     p = pstar * np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
@@ -205,13 +250,13 @@ def _fake_electrons(rng, electrons, n, npv):
     )
 
 
-def _dimuon_resonance(rng, n, mass, pt_scale, y_width, muons, npv):
-    """A spin-1 like resonance of masses `mass` decaying to μ+μ-; returns its pT vectors."""
+def _dimuon_resonance(rng, n, mass, pt_scale, y_width, muons, npv, spin1):
+    """A resonance of masses `mass` decaying to μ+μ- (see `_two_body` for `spin1`)."""
     parent = _four_vector(mass, rng.gamma(1.5, pt_scale, n), rng.normal(0.0, y_width, n), 0.0)
     phi0 = rng.uniform(-np.pi, np.pi, n)
     c, s = np.cos(phi0), np.sin(phi0)
     parent[1], parent[2] = parent[1] * c - parent[2] * s, parent[1] * s + parent[2] * c
-    mu1, mu2 = _two_body(rng, parent, MUON_MASS, MUON_MASS)
+    mu1, mu2 = _two_body(rng, parent, MUON_MASS, MUON_MASS, spin1)
     ev = np.arange(n)
     for mu, q in ((mu1, -1), (mu2, 1)):
         pt, eta, phi = _pt_eta_phi(mu)
@@ -224,7 +269,6 @@ def _dimuon_resonance(rng, n, mass, pt_scale, y_width, muons, npv):
             charge=q,
             pfRelIso04_all=_prompt_iso(rng, n, npv),
         )
-    return parent[1], parent[2]
 
 
 def _top_pairs(rng, n, muons, electrons, jets, npv):
@@ -306,9 +350,21 @@ def _top_pairs(rng, n, muons, electrons, jets, npv):
 
 
 def _multijet_fakes(rng, n, muons, jets, npv):
-    """Dijets with a non-prompt muon in each jet; returns the neutrinos' pT vector."""
+    """Dijets with a non-prompt muon in each jet.
+
+    Generated with importance sampling, as multijet samples are (binned or weighted in
+    the hard scale): the hard scale and the muon isolations are drawn from broader
+    proposals (``pt_hat - 25 ~ Exp(100 GeV)``, ``iso ~ Exp(0.25)``) and every event
+    carries the density ratio to the physical distributions (``Exp(45 GeV)``,
+    ``Gamma(2, 0.2)``) as its generator weight, so the isolated, high-pT tail that
+    survives the selection is populated with many events of small weight.
+
+    **Returns:** the neutrinos' summed pT vector and the generator weights.
+    """
     ev = np.arange(n)
-    pt_hat = 25.0 + rng.exponential(45.0, n)
+    excess = rng.exponential(100.0, n)
+    pt_hat = 25.0 + excess
+    log_w = np.log(100.0 / 45.0) - excess * (1.0 / 45.0 - 1.0 / 100.0)
     phi1 = rng.uniform(-np.pi, np.pi, n)
     phis = (phi1, _wrap(phi1 + np.pi + rng.normal(0.0, 0.3, n)))
     heavy = rng.uniform(size=n) < 0.6
@@ -319,6 +375,9 @@ def _multijet_fakes(rng, n, muons, jets, npv):
         eta = rng.normal(0.0, 1.6, n)
         frac = rng.beta(2.0, 4.0, n)
         nu_frac = rng.beta(1.5, 6.0, n)
+        iso = rng.exponential(0.25, n)
+        # Gamma(2, 0.2) density over the Exp(0.25) proposal density
+        log_w += np.log(iso / 0.04) - iso / 0.2 - np.log(4.0) + 4.0 * iso
         muons.add(
             ev,
             pt=_reco_muon_pt(rng, frac * pt_jet),
@@ -326,7 +385,7 @@ def _multijet_fakes(rng, n, muons, jets, npv):
             phi=_wrap(phi + rng.normal(0.0, 0.05, n)),
             mass=MUON_MASS,
             charge=rng.choice([-1, 1], n),
-            pfRelIso04_all=_nonprompt_iso(rng, n, npv),
+            pfRelIso04_all=iso + 0.0025 * npv * rng.uniform(0.0, 1.0, n),
         )
         nu_x += nu_frac * pt_jet * np.cos(phi)
         nu_y += nu_frac * pt_jet * np.sin(phi)
@@ -340,10 +399,12 @@ def _multijet_fakes(rng, n, muons, jets, npv):
             btagDeepB=np.where(heavy, rng.beta(4.0, 1.5, n), rng.beta(0.6, 6.0, n)),
         )
     _isr_jets(rng, jets, n, 1.0)
-    return nu_x, nu_y
+    return nu_x, nu_y, np.exp(log_w)
 
 
-def generate_nanoaod(sample: str, n: int, seed: int) -> dict[str, ak.Array | np.ndarray]:
+def generate_nanoaod(
+    sample: str, n: int, seed: int, *, mll_min: float | None = None
+) -> dict[str, ak.Array | np.ndarray]:
     """Generate `n` NanoAOD-like events of `sample` (one of `NANOAOD_SAMPLES`).
 
     Deterministic in (`sample`, `n`, `seed`). Objects are stored NanoAOD-style: muons
@@ -355,6 +416,9 @@ def generate_nanoaod(sample: str, n: int, seed: int) -> dict[str, ak.Array | np.
     - `sample`: ``"signal"``, ``"dy"``, ``"ttbar"`` or ``"fakes"``.
     - `n`: number of events (>= 1).
     - `seed`: numpy seed.
+    - `mll_min`: optional skim: keep only events with at least two muons whose leading
+      pair has an invariant mass above `mll_min` GeV (events are generated in batches
+      until `n` pass). The skim efficiency is then part of the sample's cross-section.
 
     **Returns:** ``{"Muon": record array, "Electron": ..., "Jet": ..., "MET_pt": ...,
     "MET_phi", "MET_pt_jesUp", "MET_pt_jesDown", "PV_npvs", "genWeight", "puWeight",
@@ -375,26 +439,61 @@ def generate_nanoaod(sample: str, n: int, seed: int) -> dict[str, ak.Array | np.
         raise DataError(f"generate_nanoaod: n must be an int >= 1, got {n!r}")
     n = int(n)
     rng = np.random.default_rng([NANOAOD_SAMPLES.index(sample), int(seed)])
+    if mll_min is None:
+        return _generate(rng, sample, n)
+    parts, have, batch = [], 0, n
+    for _ in range(1000):
+        ev = _generate(rng, sample, batch)
+        mu = ev["Muon"]
+        two = ak.to_numpy(ak.num(mu) >= 2)
+        lead = ak.pad_none(mu, 2, clip=True)
+        m = _pair_mass(
+            *(ak.to_numpy(ak.fill_none(lead[f][:, 0], 0.0)).astype(np.float64) for f in _PTEPM),
+            *(ak.to_numpy(ak.fill_none(lead[f][:, 1], 0.0)).astype(np.float64) for f in _PTEPM),
+        )
+        keep = np.flatnonzero(two & (np.asarray(m) > mll_min))
+        parts.append({k: v[keep] for k, v in ev.items()})
+        have += len(keep)
+        if have >= n:
+            break
+        eff = max(have / ((len(parts)) * batch), 1e-3)
+        batch = int(min(max((n - have) / eff * 1.2, 1000), 20 * n))
+    else:
+        raise DataError(f"generate_nanoaod: the skim mll_min={mll_min} keeps almost nothing")
+    out = {}
+    for k in parts[0]:
+        pieces = [p[k] for p in parts]
+        joined = (
+            ak.concatenate(pieces) if isinstance(pieces[0], ak.Array) else np.concatenate(pieces)
+        )
+        out[k] = joined[:n]
+    return out
+
+
+_PTEPM = ("pt", "eta", "phi", "mass")
+
+
+def _generate(rng, sample: str, n: int) -> dict[str, ak.Array | np.ndarray]:
     npv = rng.poisson(MC_PILEUP, n)
     muons, electrons, jets = _Objects(), _Objects(), _Objects()
     electrons.add(np.zeros(0, int), pt=0.0, eta=0.0, phi=0.0, charge=0, pfRelIso03_all=0.0)
     if sample == "signal":
         u = rng.uniform(np.arctan(-25.0 / 1.5), np.arctan(25.0 / 1.5), n)
-        mass = ZPRIME_MASS + 0.5 * ZPRIME_WIDTH * np.tan(u)  # Breit-Wigner in ±25 GeV
-        rx, ry = _dimuon_resonance(rng, n, mass, 15.0, 1.2, muons, npv)
+        mass = X_MASS + 0.5 * X_WIDTH * np.tan(u)  # Breit-Wigner in ±25 GeV
+        _dimuon_resonance(rng, n, mass, 25.0, 1.0, muons, npv, spin1=False)
         nu_x, nu_y = np.zeros(n), np.zeros(n)
-        _isr_jets(rng, jets, n, 0.8)
+        _isr_jets(rng, jets, n, 1.2)
     elif sample == "dy":
         a, lo, hi = 4.0, 100.0, 600.0  # dσ/dm ∝ m^-4 above the Z peak
         u = rng.uniform(size=n)
         mass = (lo ** (1 - a) + u * (hi ** (1 - a) - lo ** (1 - a))) ** (1 / (1 - a))
-        rx, ry = _dimuon_resonance(rng, n, mass, 12.0, 1.4, muons, npv)
+        _dimuon_resonance(rng, n, mass, 12.0, 1.4, muons, npv, spin1=True)
         nu_x, nu_y = np.zeros(n), np.zeros(n)
         _isr_jets(rng, jets, n, 0.7)
     elif sample == "ttbar":
         nu_x, nu_y = _top_pairs(rng, n, muons, electrons, jets, npv)
     else:
-        nu_x, nu_y = _multijet_fakes(rng, n, muons, jets, npv)
+        nu_x, nu_y, importance = _multijet_fakes(rng, n, muons, jets, npv)
     _fake_electrons(rng, electrons, n, npv)
 
     muon = muons.collection(n, lambda c: (c["pt"] > 3.0) & (np.abs(c["eta"]) < 2.4), _muon_fields())
@@ -432,16 +531,17 @@ def generate_nanoaod(sample: str, n: int, seed: int) -> dict[str, ak.Array | np.
     noise = np.sqrt(6.0**2 + 0.3 * npv)
     met_x = nu_x + rng.normal(0.0, 1.0, n) * noise
     met_y = nu_y + rng.normal(0.0, 1.0, n) * noise
-    jet_px = ak.sum(jet.pt * np.cos(jet.phi), axis=1).to_numpy().astype(np.float64)
-    jet_py = ak.sum(jet.pt * np.sin(jet.phi), axis=1).to_numpy().astype(np.float64)
     met = {}
     for tag in ("jesUp", "jesDown"):
         dpx = ak.sum((jet[f"pt_{tag}"] - jet.pt) * np.cos(jet.phi), axis=1).to_numpy()
         dpy = ak.sum((jet[f"pt_{tag}"] - jet.pt) * np.sin(jet.phi), axis=1).to_numpy()
         met[tag] = np.hypot(met_x - dpx, met_y - dpy)
-    del jet_px, jet_py
-    gen_weight = np.ones(n) if sample in ("signal", "fakes") else rng.lognormal(0.0, 0.1, n)
-    gen_weight = gen_weight / gen_weight.mean()
+    if sample == "fakes":
+        gen_weight = importance
+    elif sample == "signal":
+        gen_weight = np.ones(n)
+    else:  # a spread of generator weights, as from an NLO generator's reweighting
+        gen_weight = rng.lognormal(-0.005, 0.1, n)
     return {
         "Muon": muon,
         "Electron": electron,
@@ -459,7 +559,13 @@ def generate_nanoaod(sample: str, n: int, seed: int) -> dict[str, ak.Array | np.
 
 
 def write_nanoaod(
-    path: str | os.PathLike, sample: str, n: int, seed: int, *, step: int = 50_000
+    path: str | os.PathLike,
+    sample: str,
+    n: int,
+    seed: int,
+    *,
+    mll_min: float | None = None,
+    step: int = 50_000,
 ) -> Path:
     """Generate `n` events of `sample` and write them as a NanoAOD-like ROOT file.
 
@@ -471,14 +577,14 @@ def write_nanoaod(
     **Arguments:**
 
     - `path`: output file.
-    - `sample`, `n`, `seed`: as for `generate_nanoaod`.
+    - `sample`, `n`, `seed`, `mll_min`: as for `generate_nanoaod`.
     - `step`: events per basket.
 
     **Returns:** the path written.
     """
     from diffana.io import atomic_path
 
-    arrays = generate_nanoaod(sample, n, seed)
+    arrays = generate_nanoaod(sample, n, seed, mll_min=mll_min)
     types = {k: v.type.content if isinstance(v, ak.Array) else v.dtype for k, v in arrays.items()}
     with atomic_path(path, suffix=".root") as tmp, uproot.recreate(tmp) as out:
         out.mktree("Events", types, title=f"diffana NanoAOD-like {sample}")
@@ -492,6 +598,8 @@ def write_nanoaod_dataset(
     n: int | Mapping[str, int],
     seed: int,
     samples: tuple[str, ...] = NANOAOD_SAMPLES,
+    *,
+    mll_min: float | None = None,
 ) -> dict[str, Path]:
     """Write one NanoAOD-like file per sample into `folder` (``<sample>.root``).
 
@@ -501,6 +609,7 @@ def write_nanoaod_dataset(
     - `n`: events per sample (an int, or ``{sample: n}``).
     - `seed`: numpy seed (each sample draws from its own stream).
     - `samples`: which samples to write.
+    - `mll_min`: the optional skim of `generate_nanoaod`.
 
     **Returns:** ``{sample: path}``.
     """
@@ -508,21 +617,20 @@ def write_nanoaod_dataset(
     out = {}
     for s in samples:
         count = n[s] if isinstance(n, Mapping) else n
-        out[s] = write_nanoaod(folder / f"{s}.root", s, count, seed)
+        out[s] = write_nanoaod(folder / f"{s}.root", s, count, seed, mll_min=mll_min)
     return out
 
 
-#: How the analysis reads the files (`diffana.io`): muons sorted by pT and padded to 3,
-#: electrons to 2, jets to 4 (sorted by nominal pT), plus event-level columns.
+#: How the dimuon analysis reads the files (`diffana.io`): muons sorted by pT and padded
+#: to 3, jets (sorted by nominal pT) to 4, the event-level columns it uses, and
+#: ``genWeight`` as the event weight. (Electrons and jet angles are in the files but not
+#: used by this analysis.)
 NANOAOD_SCHEMA = Schema(
     collections=[
         Collection(
             "Muon", ["pt", "eta", "phi", "mass", "charge", "pfRelIso04_all"], 3, sort_by="pt"
         ),
-        Collection("Electron", ["pt", "eta", "phi", "pfRelIso03_all"], 2, sort_by="pt"),
-        Collection(
-            "Jet", ["pt", "eta", "phi", "btagDeepB", "pt_jesUp", "pt_jesDown"], 4, sort_by="pt"
-        ),
+        Collection("Jet", ["pt", "btagDeepB", "pt_jesUp", "pt_jesDown"], 4, sort_by="pt"),
     ],
     columns=[
         "MET_pt",
@@ -535,3 +643,522 @@ NANOAOD_SCHEMA = Schema(
     ],
     weight="genWeight",
 )
+
+
+# ---------------------------------------------------------------------------------------
+# dense layout: Events <-> feature matrix (the bench's `Sample.x`)
+# ---------------------------------------------------------------------------------------
+
+#: Event-level features derived from the objects (recomputed after every variation):
+#: the invariant mass and pTs of the two leading muons, the larger of their isolations,
+#: the largest b-tag score among jets with pT > 30 GeV, the missing transverse momentum.
+DERIVED_FEATURES = ("mll", "mu1_pt", "mu2_pt", "mu_iso_max", "btag_max", "met")
+JET_PT_MIN = 30.0  # GeV, jets entering the b-tag veto
+
+
+def _pair_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2):
+    """Invariant mass of two objects given (pt, eta, phi, mass); 0 where undefined."""
+    px1, py1, pz1 = pt1 * jnp.cos(phi1), pt1 * jnp.sin(phi1), pt1 * jnp.sinh(eta1)
+    px2, py2, pz2 = pt2 * jnp.cos(phi2), pt2 * jnp.sin(phi2), pt2 * jnp.sinh(eta2)
+    e1 = jnp.sqrt(px1**2 + py1**2 + pz1**2 + m1**2)
+    e2 = jnp.sqrt(px2**2 + py2**2 + pz2**2 + m2**2)
+    m2_ = (e1 + e2) ** 2 - (px1 + px2) ** 2 - (py1 + py2) ** 2 - (pz1 + pz2) ** 2
+    ok = m2_ > 0
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, m2_, 1.0)), 0.0)
+
+
+class NanoAODLayout:
+    """The flat feature layout of `NANOAOD_SCHEMA` events (one row per event).
+
+    Columns: every object field per slot (``Muon0_pt``, ``Muon1_pt``, ...), each
+    collection's validity per slot (``Muon0_valid``), the event-level columns, then
+    `DERIVED_FEATURES`. `flatten` and `unflatten` convert between `diffana.io.Events` and
+    the matrix exactly (the event weights travel separately, as `Sample.w`).
+    """
+
+    def __init__(self, schema: Schema = NANOAOD_SCHEMA):
+        self.schema = schema
+        names: list[str] = []
+        self.fields: dict[str, dict[str, list[int]]] = {}
+        self.valid: dict[str, list[int]] = {}
+        for coll in schema.collections:
+            self.fields[coll.name] = {}
+            for field in coll.branch_map:
+                self.fields[coll.name][field] = list(range(len(names), len(names) + coll.n_max))
+                names += [f"{coll.name}{i}_{field}" for i in range(coll.n_max)]
+            self.valid[coll.name] = list(range(len(names), len(names) + coll.n_max))
+            names += [f"{coll.name}{i}_valid" for i in range(coll.n_max)]
+        self.columns = {c: len(names) + i for i, c in enumerate(schema.column_map)}
+        names += list(schema.column_map)
+        self.derived = {c: len(names) + i for i, c in enumerate(DERIVED_FEATURES)}
+        names += list(DERIVED_FEATURES)
+        self.names = tuple(names)
+
+    def index(self, name: str) -> int:
+        """Column of feature `name`."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise DataError(f"no feature {name!r}; features: {self.names}") from None
+
+    def unflatten(self, x: Float[Array, "events features"], w: Float[Array, " events"]) -> Events:
+        """The `Events` of a feature matrix and its weights."""
+        objects = {}
+        for coll in self.schema.collections:
+            fields = {f: x[:, idx] for f, idx in self.fields[coll.name].items()}
+            mask = x[:, self.valid[coll.name]] > 0.5
+            objects[coll.name] = Objects(fields, mask, coll.fill_value)
+        columns = {c: x[:, i] for c, i in self.columns.items()}
+        return Events(objects, columns, jnp.asarray(w, dtype=jnp.float64))
+
+    def flatten(self, events: Events) -> Float[Array, "events features"]:
+        """The feature matrix of `events` (derived features recomputed)."""
+        parts = []
+        for coll in self.schema.collections:
+            o = events.objects[coll.name]
+            parts += [o.fields[f] for f in self.fields[coll.name]]
+            parts.append(o.mask.astype(jnp.float64))
+        parts.append(jnp.stack([events.columns[c] for c in self.columns], axis=1))
+        parts.append(derived_features(events))
+        return jnp.concatenate(parts, axis=1)
+
+
+def derived_features(events: Events) -> Float[Array, "events derived"]:
+    """`DERIVED_FEATURES` of every event (zeros where the objects are missing)."""
+    mu = events["Muon"]
+    both = mu.mask[:, 0] & mu.mask[:, 1]
+    mll = _pair_mass(
+        *(mu[f][:, 0] for f in ("pt", "eta", "phi", "mass")),
+        *(mu[f][:, 1] for f in ("pt", "eta", "phi", "mass")),
+    )
+    iso = jnp.where(mu.mask[:, :2], mu["pfRelIso04_all"][:, :2], 0.0)
+    jets = events["Jet"]
+    central = jets.mask & (jets["pt"] > JET_PT_MIN)
+    btag = jnp.max(jnp.where(central, jets["btagDeepB"], 0.0), axis=1)
+    return jnp.stack(
+        [
+            jnp.where(both, mll, 0.0),
+            jnp.where(mu.mask[:, 0], mu["pt"][:, 0], 0.0),
+            jnp.where(mu.mask[:, 1], mu["pt"][:, 1], 0.0),
+            jnp.max(iso, axis=1),
+            btag,
+            events["MET_pt"],
+        ],
+        axis=1,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# systematic variations (diffana.systematics)
+# ---------------------------------------------------------------------------------------
+
+
+def _ratio(num, den):
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 1.0)
+
+
+def dimuon_variations(mu_scale: float = 0.01) -> tuple[Variation, ...]:
+    """The shape systematics of the dimuon problem, as `diffana.systematics` variations.
+
+    - ``mu_scale``: muon pT × (1 ± `mu_scale`).
+    - ``jes``: jet pT from the ``Jet_pt_jesUp/Down`` branches and the missing momentum
+      from ``MET_pt_jesUp/Down``. The companion branches move along (the up variant's
+      ``pt_jesUp`` is the up-shift applied twice, its ``pt_jesDown`` the nominal), so a
+      pipeline reading any of them sees one consistently shifted event.
+    - ``pileup``: ``puWeightUp/Down`` replacing the nominal ``puWeight`` factor.
+    """
+
+    def jet(events, which, power):
+        pt = events["Jet.pt"]
+        return pt * _ratio(events[f"Jet.pt_jes{which}"], pt) ** power
+
+    def met(events, which, k):
+        nominal = events["MET_pt"]
+        return jnp.maximum(nominal + k * (events[f"MET_pt_jes{which}"] - nominal), 0.0)
+
+    return (
+        ColumnShift("mu_scale", {"Muon.pt": (1.0 + mu_scale, 1.0 - mu_scale)}),
+        ColumnShift(
+            "jes",
+            {
+                "Jet.pt": ("pt_jesUp", "pt_jesDown"),
+                "Jet.pt_jesUp": (lambda e: jet(e, "Up", 2), lambda e: e["Jet.pt"]),
+                "Jet.pt_jesDown": (lambda e: e["Jet.pt"], lambda e: jet(e, "Down", 2)),
+                "MET_pt": ("MET_pt_jesUp", "MET_pt_jesDown"),
+                "MET_pt_jesUp": (lambda e: met(e, "Up", 2), lambda e: e["MET_pt"]),
+                "MET_pt_jesDown": (lambda e: e["MET_pt"], lambda e: met(e, "Down", 2)),
+            },
+        ),
+        WeightVariation("pileup", "puWeightUp", "puWeightDown", nominal="puWeight"),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# the object-level analysis: soft muon selection -> leading pair -> m_μμ
+# ---------------------------------------------------------------------------------------
+
+#: The trainable thresholds of the dimuon selection, their units and "hand-chosen" values.
+CUT_NAMES = ("mu_pt_min", "mu_iso_max", "btag_veto", "met_max")
+#: Hand-chosen default cuts: muons with pT > 25 GeV and relative isolation < 0.15, no jet
+#: (pT > 30 GeV) with b-tag score above 0.5, missing pT below 80 GeV.
+DEFAULT_CUTS = (25.0, 0.15, 0.5, 80.0)
+#: Scale of each threshold: the parameters are `(threshold - default) / scale`, so one
+#: learning rate and one annealed slope (in these units) suit every cut.
+CUT_SCALES = (10.0, 0.1, 0.2, 20.0)
+
+
+def _pairs(n: int) -> list[tuple[int, int]]:
+    return [(i, j) for j in range(n) for i in range(j)]
+
+
+def pair_selection(
+    thresholds: Float[Array, " 4"],
+    events: Events,
+    slopes: Float[Array, " 4"] | None,
+    *,
+    hard: bool = False,
+) -> tuple[Float[Array, "events pairs"], Float[Array, "events pairs"]]:
+    """The leading selected opposite-charge muon pair of every event, softly.
+
+    Muons pass with probability `cut(pT > t0) * cut(iso < t1)` (hard: both hard cuts);
+    for pT-ordered slots the pair `(i, j)`, `i < j`, is the leading selected pair with
+    probability `p_i p_j Π_{k < j, k ≠ i} (1 - p_k)`, and counts if the charges are
+    opposite. The event passes the b-jet veto with `Π_jets (1 - cut(pT > 30) cut(btag > t2))`
+    and the missing-momentum cut with `cut(MET < t3)`.
+
+    **Arguments:**
+
+    - `thresholds`: `(4,)` physical thresholds in the order of `CUT_NAMES`.
+    - `events`: the events (`NANOAOD_SCHEMA` collections and columns).
+    - `slopes`: `(4,)` sigmoid widths in the thresholds' units (ignored when `hard`).
+    - `hard`: use the hard twins (step functions).
+
+    **Returns:** `(masses, weights)`, both `(events, pairs)`: the invariant mass of each
+    candidate pair and its probability times the event weight. Summing the weights over
+    pairs gives the soft selected yield; for hard cuts exactly one pair (or none) counts.
+    """
+    mu = events["Muon"]
+    s = jnp.ones(4) if slopes is None else slopes
+    p = relax.object_cut(mu["pt"], mu.mask, thresholds[0], s[0], ">", hard=hard)
+    p = p * relax.object_cut(mu["pfRelIso04_all"], mu.mask, thresholds[1], s[1], "<", hard=hard)
+    jets = events["Jet"]
+    jet_pt = relax.object_cut(jets["pt"], jets.mask, JET_PT_MIN, 1.0, ">", hard=True)
+    b = jet_pt * relax.object_cut(jets["btagDeepB"], jets.mask, thresholds[2], s[2], ">", hard=hard)
+    veto = jnp.prod(1.0 - b, axis=1)
+    met = relax.cut(events["MET_pt"], thresholds[3], s[3], "<", hard=hard)
+    event_w = events.weights * veto * met
+    masses, weights = [], []
+    for i, j in _pairs(mu.n_max):
+        others = [k for k in range(j) if k != i]
+        w = p[:, i] * p[:, j]
+        for k in others:
+            w = w * (1.0 - p[:, k])
+        opposite = (mu["charge"][:, i] * mu["charge"][:, j]) < 0
+        weights.append(jnp.where(opposite, w, 0.0) * event_w)
+        masses.append(
+            _pair_mass(
+                *(mu[f][:, i] for f in ("pt", "eta", "phi", "mass")),
+                *(mu[f][:, j] for f in ("pt", "eta", "phi", "mass")),
+            )
+        )
+    return jnp.stack(masses, axis=1), jnp.stack(weights, axis=1)
+
+
+def pair_features(events: Events) -> Float[Array, "events pairs features"]:
+    """Per candidate pair: m_μμ, pT(μμ), both pTs, |Δη|, both isolations, the largest
+    b-tag score of jets with pT > 30 GeV, MET and the number of such jets."""
+    mu = events["Muon"]
+    jets = events["Jet"]
+    central = jets.mask & (jets["pt"] > JET_PT_MIN)
+    btag = jnp.max(jnp.where(central, jets["btagDeepB"], 0.0), axis=1)
+    njet = jnp.sum(central, axis=1).astype(jnp.float64)
+    out = []
+    for i, j in _pairs(mu.n_max):
+        pt_i, pt_j = mu["pt"][:, i], mu["pt"][:, j]
+        dphi = mu["phi"][:, i] - mu["phi"][:, j]
+        ptll = jnp.sqrt(jnp.maximum(pt_i**2 + pt_j**2 + 2 * pt_i * pt_j * jnp.cos(dphi), 0.0))
+        m = _pair_mass(
+            *(mu[f][:, i] for f in ("pt", "eta", "phi", "mass")),
+            *(mu[f][:, j] for f in ("pt", "eta", "phi", "mass")),
+        )
+        out.append(
+            jnp.stack(
+                [
+                    m,
+                    ptll,
+                    pt_i,
+                    pt_j,
+                    jnp.abs(mu["eta"][:, i] - mu["eta"][:, j]),
+                    mu["pfRelIso04_all"][:, i],
+                    mu["pfRelIso04_all"][:, j],
+                    btag,
+                    events["MET_pt"],
+                    njet,
+                ],
+                axis=1,
+            )
+        )
+    return jnp.stack(out, axis=1)
+
+
+class DimuonCuts(eqx.Module):
+    """Object-level cut analysis: trainable thresholds, histogram of m_μμ.
+
+    The pipeline protocol of `diffana bench` (`histogram(sample, relax)`,
+    `hard_histogram(sample)`), on `Sample`s in the `NanoAODLayout`. The soft twin uses
+    sigmoid cuts of width `relax * CUT_SCALES`; the mass is binned exactly (it does not
+    depend on the thresholds, only the pair weights do), so gradients flow through the
+    weights and there is no kernel bias.
+
+    **Fields:**
+
+    - `params`: `(4,)` trainable, `(threshold - DEFAULT_CUTS) / CUT_SCALES`.
+    - `edges`: the m_μμ bin edges in GeV (static).
+    """
+
+    params: Float[Array, " 4"]
+    edges: tuple[float, ...] = eqx.field(static=True)
+    relax_name: ClassVar[str] = "slope"
+
+    @classmethod
+    def from_thresholds(cls, thresholds, edges) -> DimuonCuts:
+        """A pipeline at physical `thresholds` (order `CUT_NAMES`)."""
+        t = jnp.asarray(thresholds, dtype=jnp.float64)
+        params = (t - jnp.asarray(DEFAULT_CUTS)) / jnp.asarray(CUT_SCALES)
+        return cls(params, tuple(float(e) for e in edges))
+
+    def physical_thresholds(self) -> Float[Array, " 4"]:
+        """The thresholds in GeV / isolation / b-tag units, order `CUT_NAMES`."""
+        return jnp.asarray(DEFAULT_CUTS) + self.params * jnp.asarray(CUT_SCALES)
+
+    def _hist(self, sample: Sample, slope, hard: bool) -> Float[Array, " bins"]:
+        events = _LAYOUT.unflatten(sample.x, sample.w)
+        slopes = None if hard else slope * jnp.asarray(CUT_SCALES)
+        m, w = pair_selection(self.physical_thresholds(), events, slopes, hard=hard)
+        return relax.hard_hist(m.reshape(-1), jnp.asarray(self.edges), None, w.reshape(-1))
+
+    def histogram(self, sample: Sample, relax_value) -> Float[Array, " bins"]:
+        return self._hist(sample, relax_value, False)
+
+    def hard_histogram(self, sample: Sample) -> Float[Array, " bins"]:
+        return self._hist(sample, None, True)
+
+
+class DimuonNeural(eqx.Module):
+    """neos-style neural summary on top of the object-level selection.
+
+    Every candidate muon pair is scored by a small network on `pair_features`
+    (standardised); the score `sigmoid(net)` is histogrammed with a Gaussian-kernel
+    histogram on [0, 1] (width `relax`), each pair weighted by its selection probability
+    (`pair_selection` with the trainable thresholds of `cuts`, sigmoid widths
+    `cut_slope * CUT_SCALES`). Hard twin: hard cuts, hard pair choice, ordinary histogram
+    of the score.
+    """
+
+    net: eqx.nn.MLP
+    cuts: DimuonCuts
+    shift: tuple[float, ...] = eqx.field(static=True)
+    scale: tuple[float, ...] = eqx.field(static=True)
+    n_bins: int = eqx.field(static=True)
+    cut_slope: float = eqx.field(static=True)
+    relax_name: ClassVar[str] = "bandwidth"
+
+    def scores(self, events: Events) -> Float[Array, "events pairs"]:
+        f = pair_features(events)
+        z = (f - jnp.asarray(self.shift)) / jnp.asarray(self.scale)
+        flat = z.reshape(-1, z.shape[-1])
+        out = jax.vmap(self.net)(flat.astype(jnp.float32)).astype(jnp.float64)
+        return jax.nn.sigmoid(out[:, 0]).reshape(z.shape[:-1])
+
+    def edges(self) -> Float[Array, " edges"]:
+        return jnp.linspace(0.0, 1.0, self.n_bins + 1)
+
+    def histogram(self, sample: Sample, relax_value) -> Float[Array, " bins"]:
+        events = _LAYOUT.unflatten(sample.x, sample.w)
+        slopes = self.cut_slope * jnp.asarray(CUT_SCALES)
+        _, w = pair_selection(self.cuts.physical_thresholds(), events, slopes)
+        s = self.scores(events)
+        return relax.hist(s.reshape(-1), self.edges(), relax_value, w.reshape(-1), "fold")
+
+    def hard_histogram(self, sample: Sample) -> Float[Array, " bins"]:
+        events = _LAYOUT.unflatten(sample.x, sample.w)
+        _, w = pair_selection(self.cuts.physical_thresholds(), events, None, hard=True)
+        s = self.scores(events)
+        return relax.hard_hist(s.reshape(-1), self.edges(), None, w.reshape(-1), "fold")
+
+
+_LAYOUT = NanoAODLayout()
+
+
+# ---------------------------------------------------------------------------------------
+# the benchmark problem
+# ---------------------------------------------------------------------------------------
+
+
+class DimuonNanoAOD(Problem):
+    """A dimuon resonance search on NanoAOD-like ROOT files (`diffana bench` problem).
+
+    `generate` writes one ROOT file per sample with `write_nanoaod_dataset` (into a
+    temporary folder), reads it back with `diffana.io.read_events` and `NANOAOD_SCHEMA`,
+    weights the events with ``genWeight × puWeight × yield / sum(genWeight)`` and flattens
+    them with
+    `NanoAODLayout`. `templates` applies `dimuon_variations` with `diffana.systematics`;
+    `workspace` turns the templates into histosys modifiers
+    (`diffana.systematics.build_workspace`) plus the normalisation uncertainties.
+
+    The object-level pipelines `DimuonCuts` and `DimuonNeural` consume these samples;
+    `Problem.cuts` exposes event-level thresholds on `DERIVED_FEATURES` for the generic
+    cut methods of `diffana bench` (one-bin cut-and-count on the leading muon pair).
+
+    Definition fields: ``[generator]`` ``n_train``/``n_valid``/``n_test`` (events per
+    sample), ``seed``, ``mll_min`` (the skim, GeV); ``[analysis]`` ``bins``,
+    ``mass_range`` ([lo, hi] GeV), ``yields`` (``{sample: expected events after the
+    skim}``), ``mu_scale`` (relative muon momentum-scale uncertainty), ``normsys``
+    (``{modifier: {sample: relative uncertainty}}``), ``cuts`` (event-level cut list for
+    the generic cut methods: ``{name, feature, direction}``); each scenario may set
+    ``systematics = false`` for a statistics-only model.
+    """
+
+    signal_samples = ("signal",)
+    background_samples = ("dy", "ttbar", "fakes")
+    feature_names = _LAYOUT.names
+
+    def __init__(self, definition):
+        super().__init__(definition)
+        path = definition.path
+        self.sizes = {s: self.param("generator", f"n_{s}", int) for s in SPLITS}
+        for split, n in self.sizes.items():
+            if n < 1:
+                raise ProblemDefinitionError(f"{path}: [generator].n_{split} must be >= 1")
+        self.base_seed = self.param("generator", "seed", int, 0)
+        self.mll_min = self.param("generator", "mll_min", float, 110.0)
+        rng = self.param("analysis", "mass_range", list)
+        if len(rng) != 2 or not all(isinstance(v, int | float) for v in rng) or rng[0] >= rng[1]:
+            raise ProblemDefinitionError(
+                f"{path}: [analysis].mass_range must be [lo, hi] in GeV with lo < hi, got {rng!r}"
+            )
+        if rng[0] < self.mll_min:
+            raise ProblemDefinitionError(
+                f"{path}: [analysis].mass_range starts at {rng[0]} GeV, below the skim "
+                f"[generator].mll_min = {self.mll_min} GeV"
+            )
+        self.mass_range = (float(rng[0]), float(rng[1]))
+        yields = self.param("analysis", "yields", dict)
+        missing = [s for s in NANOAOD_SAMPLES if s not in yields]
+        bad = [s for s, v in yields.items() if not isinstance(v, int | float) or v <= 0]
+        if missing or bad or set(yields) - set(NANOAOD_SAMPLES):
+            raise ProblemDefinitionError(
+                f"{path}: [analysis].yields must give a positive expected yield for each of "
+                f"{NANOAOD_SAMPLES}; missing {missing}, invalid {bad}, "
+                f"unknown {sorted(set(yields) - set(NANOAOD_SAMPLES))}"
+            )
+        self.yields = {s: float(v) for s, v in yields.items()}
+        self.variations = dimuon_variations(self.param("analysis", "mu_scale", float, 0.01))
+        normsys = self.param("analysis", "normsys", dict, {})
+        for mod, per in normsys.items():
+            if not isinstance(per, dict) or any(
+                s not in NANOAOD_SAMPLES or not isinstance(v, int | float) or not 0 < v < 1
+                for s, v in per.items()
+            ):
+                raise ProblemDefinitionError(
+                    f"{path}: [analysis].normsys.{mod} must map sample names to relative "
+                    f"uncertainties in (0, 1), got {per!r}"
+                )
+        self.normsys = {m: {s: float(v) for s, v in per.items()} for m, per in normsys.items()}
+        self._cuts = []
+        for i, c in enumerate(self.param("analysis", "cuts", list, [])):
+            try:
+                name, feature, direction = c["name"], c["feature"], c["direction"]
+            except (KeyError, TypeError):
+                raise ProblemDefinitionError(
+                    f"{path}: [analysis].cuts[{i}] needs name, feature and direction"
+                ) from None
+            if feature not in DERIVED_FEATURES or direction not in (">", "<"):
+                raise ProblemDefinitionError(
+                    f"{path}: [analysis].cuts[{i}]: feature must be one of {DERIVED_FEATURES} "
+                    f"and direction '>' or '<', got {feature!r}, {direction!r}"
+                )
+            self._cuts.append(CutVariable(str(name), _LAYOUT.index(feature), direction))
+        for name, scen in definition.scenarios.items():
+            if not isinstance(scen.get("systematics", True), bool):
+                raise ProblemDefinitionError(
+                    f"{path}: [scenarios.{name}].systematics must be true or false"
+                )
+
+    # -- bench interface ---------------------------------------------------------------
+    @property
+    def edges(self) -> np.ndarray:
+        """The m_μμ bin edges (GeV)."""
+        return np.linspace(*self.mass_range, self.n_bins + 1)
+
+    @property
+    def poi_scale(self) -> float:
+        """Signal events (after the skim) per unit of signal strength."""
+        return self.yields["signal"]
+
+    def read_samples(self, files: Mapping[str, str | os.PathLike], n: int | None = None):
+        """`{sample: Events}` read from NanoAOD-like files with `NANOAOD_SCHEMA`, weighted
+        by ``genWeight × puWeight × yield / sum(genWeight)`` (the sum over the file)."""
+        from diffana.io import read_arrays, read_events
+
+        out = {}
+        for name, path in files.items():
+            total = float(np.sum(read_arrays(path, ["genWeight"], tree="Events")["genWeight"]))
+            schema = dataclasses.replace(NANOAOD_SCHEMA, weight_scale=self.yields[name] / total)
+            ev = read_events(path, schema, tree="Events", entry_stop=n)
+            out[name] = ev.replace("weights", ev.weights * ev["puWeight"])
+        return out
+
+    def generate(self, seed: int, split: str) -> dict[str, Sample]:
+        if split not in SPLITS:
+            raise ProblemDefinitionError(f"split must be one of {SPLITS}, got {split!r}")
+        run = 0 if split == "test" else seed
+        s = split_seed(self.base_seed, split, run)
+        with tempfile.TemporaryDirectory(prefix="diffana-nanoaod-") as folder:
+            files = write_nanoaod_dataset(folder, self.sizes[split], s, mll_min=self.mll_min)
+            events = self.read_samples(files)
+        flat = jax.jit(_LAYOUT.flatten)
+        return {
+            name: Sample(np.asarray(flat(ev)), np.asarray(ev.weights))
+            for name, ev in events.items()
+        }
+
+    def templates(self, samples: Mapping[str, Sample]) -> dict[TemplateKey, Sample]:
+        out: dict[TemplateKey, Sample] = {}
+        for name, sample in samples.items():
+            x, w = jnp.asarray(sample.x), jnp.asarray(sample.w)
+            events = _LAYOUT.unflatten(x, w)
+            out[(name, "nominal")] = Sample(x, w)
+            for v in self.variations:
+                for direction in ("up", "down"):
+                    varied = vary(events, v, direction)
+                    out[(name, f"{v.name}_{direction}")] = Sample(
+                        _LAYOUT.flatten(varied), varied.weights
+                    )
+        return out
+
+    def workspace(self, yields: Yields, scenario: str) -> dict[str, Any]:
+        with_syst = self.scenario(scenario).get("systematics", True)
+        variations = self.variations if with_syst else ()
+        hists = {}
+        for name in NANOAOD_SAMPLES:
+            hists[name] = {
+                label: yields[(name, label)] for label in variant_labels(variations, name)
+            }
+        return build_workspace(
+            hists,
+            variations,
+            signal=self.signal_samples,
+            normsys=self.normsys if with_syst else None,
+            channel="mumu",
+        )
+
+    def cuts(self, scenario: str) -> tuple[CutVariable, ...] | None:
+        self.scenario(scenario)
+        return tuple(self._cuts) or None
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["systematics"] = [v.name for v in self.variations] + list(self.normsys)
+        return info
