@@ -137,7 +137,7 @@ class CutScan(Problem):
         out: dict[TemplateKey, Sample] = {}
         scale = np.zeros(len(CUT_FEATURES))
         scale[list(_JES_FEATURES)] = 1.0
-        scale = jnp.asarray(scale)
+        scale = jnp.asarray(scale)[None, :]
         for name in ("signal", "background"):
             s = samples[name]
             out[(name, "nominal")] = s

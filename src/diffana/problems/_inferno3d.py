@@ -87,15 +87,18 @@ def interpolate_quad_lin(
 ) -> Float[Array, " bins"]:
     """Three-point interpolation per nuisance: quadratic for |alpha| <= 1, linear outside.
 
-    The INFERNO paper's template model (pyhf's ``code2`` shape): at ``alpha = +-1`` it
-    returns ``up``/``down``, its value and slope are continuous at ``|alpha| = 1``.
+    The INFERNO paper's template model (pyhf's ``code2``): at ``alpha = +-1`` it returns
+    ``up``/``down``; value and slope are continuous at ``|alpha| = 1``. (The authors'
+    ``int_quad_lin`` extrapolates with slope ``2b + a`` instead of ``b + 2a``; the two
+    agree for ``|alpha| <= 1`` and so give the same Fisher information at nominal.)
     """
-    a = 0.5 * (up + down) - nominal
+    nom = nominal[None, :]
+    a = 0.5 * (up + down) - nom
     b = 0.5 * (up - down)
     al = alpha[:, None]
     sign = jnp.sign(al)
-    edge = jnp.where(al < 0.0, down - nominal, up - nominal)
-    outside = (2.0 * b + sign * a) * (al - sign) + edge
+    edge = jnp.where(al < 0.0, down - nom, up - nom)
+    outside = (b + 2.0 * sign * a) * (al - sign) + edge
     inside = a * al**2 + b * al
     return nominal + jnp.sum(jnp.where(jnp.abs(al) > 1.0, outside, inside), axis=0)
 
@@ -110,7 +113,7 @@ def _poisson_asimov_hessian(
     """
     nu = nu_fn(theta0)
     jac = jax.jacfwd(nu_fn)(theta0)
-    return (jac.T / nu) @ jac
+    return (jac.T / nu[None, :]) @ jac
 
 
 def _sigma_poi(hessian: Array, constraints: Array, free: tuple[int, ...]) -> Array:

@@ -1,0 +1,35 @@
+"""Training: optax loop with minibatches and annealing, trainable pipelines, run tracking.
+
+Example:
+
+>>> import jax, jax.numpy as jnp
+>>> from diffana.train import Annealing, fit
+>>> Annealing(1.0, 10.0)(step=5, steps=11)   # geometric: half-way is sqrt(10)
+3.1622776601683795
+"""
+
+from __future__ import annotations
+
+from diffana.train._loop import LossFn, TrainResult, fit, make_optimizer
+from diffana.train._schedules import Annealing, as_annealing
+from diffana.train._tracking import (
+    RunTracker,
+    atomic_write_json,
+    atomic_write_text,
+    json_default,
+    read_metrics,
+)
+
+__all__ = [
+    "Annealing",
+    "LossFn",
+    "RunTracker",
+    "TrainResult",
+    "as_annealing",
+    "atomic_write_json",
+    "atomic_write_text",
+    "fit",
+    "json_default",
+    "make_optimizer",
+    "read_metrics",
+]

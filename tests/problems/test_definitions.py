@@ -1,0 +1,168 @@
+"""Definition files: discovery in a checkout and a wheel, validation, modes, plug-ins."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import diffana.problems._definition as definition_module
+from diffana.errors import ProblemDefinitionError
+from diffana.problems import (
+    MODES,
+    Problem,
+    available_problems,
+    definition_dirs,
+    find_definition,
+    load_definition,
+    load_problem,
+    problem_kinds,
+    register_problem,
+)
+
+SHIPPED = ("cut_scan", "gaussian_blobs", "inferno3d")
+
+MINIMAL = """
+schema = 1
+[problem]
+name = "mini"
+kind = "gaussian_blobs"
+[generator]
+means.signal = [-1.0, 1.0]
+means.background = [1.0, -1.0]
+means.background_up = [2.0, 2.0]
+means.background_down = [-2.0, -1.0]
+n_train = 100
+n_valid = 100
+n_test = 100
+[analysis]
+bins = 3
+signal_yield = 10.0
+background_yield = 50.0
+[scenarios.default]
+[methods.bce]
+steps = 5
+batch_size = 10
+[modes.quick]
+methods.bce = { steps = 2 }
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "mini.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("mode", MODES)
+def test_shipped_definitions_load_in_every_mode(name, mode):
+    problem = load_problem(name, mode=mode)
+    assert problem.name == name
+    assert problem.definition.mode == mode
+    assert problem.scenarios
+    for method in problem.definition.bench.get("methods", []):
+        assert method in problem.definition.methods
+
+
+def test_checkout_definitions_are_found():
+    found = available_problems()
+    assert set(SHIPPED) <= set(found)
+    repo_dir = Path(__file__).resolve().parents[2] / "toy_problems"
+    assert repo_dir in definition_dirs()
+    assert found["inferno3d"] == repo_dir / "inferno3d.toml"
+
+
+def test_packaged_definitions_come_first(tmp_path, monkeypatch):
+    # An installed wheel carries the definitions as diffana/_toy_problems.
+    pkg = tmp_path / "diffana"
+    (pkg / "_toy_problems").mkdir(parents=True)
+    text = Path(find_definition("gaussian_blobs")).read_text()
+    (pkg / "_toy_problems" / "gaussian_blobs.toml").write_text(text)
+    monkeypatch.setattr(definition_module.importlib.resources, "files", lambda name: pkg)
+    assert definition_dirs()[0] == pkg / "_toy_problems"
+    assert available_problems()["gaussian_blobs"] == pkg / "_toy_problems" / "gaussian_blobs.toml"
+    assert "inferno3d" in available_problems()  # the checkout still fills in the rest
+
+
+def test_user_definition_by_path_and_mode_override(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    d = load_definition(str(path))
+    assert d.name == "mini" and d.methods["bce"]["steps"] == 5 and d.path == path
+    assert load_definition(path, mode="quick").methods["bce"]["steps"] == 2
+    assert d.with_mode("quick").methods["bce"]["steps"] == 2
+    assert load_problem(path).n_bins == 3
+
+
+def test_unknown_problem_names_the_available_ones():
+    with pytest.raises(ProblemDefinitionError, match=r"unknown problem 'nope'.*inferno3d"):
+        load_definition("nope")
+
+
+def test_missing_file():
+    with pytest.raises(ProblemDefinitionError, match="does not exist"):
+        load_definition("/no/such/problem.toml")
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: t.replace("schema = 1", "schema = 7"), "'schema' must be 1"),
+        (lambda t: t.replace("[methods.bce]", "[methods.magic]"), "unknown method"),
+        (lambda t: t.replace('kind = "gaussian_blobs"', 'kind = "warp_drive"'), "unknown .*kind"),
+        (lambda t: t.replace("[scenarios.default]\n", ""), r"\[scenarios\]"),
+        (lambda t: t + "\n[extra]\n", "unknown top-level"),
+        (lambda t: t.replace("bins = 3", 'bins = "three"'), r"\[analysis\].bins must be int"),
+        (lambda t: t.replace("n_test = 100", ""), r"\[generator\].n_test is required"),
+        (lambda t: t.replace("[modes.quick]", "[modes.turbo]"), "unknown mode"),
+        (lambda t: t + '\n[bench]\nmethods = ["neos"]\n', r"\[bench\].methods"),
+        (lambda t: t.replace("[problem]", "[problem\n"), "not valid TOML"),
+        (lambda t: t.replace('kind = "gaussian_blobs"', 'kind = "os:nothing_here"'), "has no"),
+    ],
+)
+def test_malformed_definitions_name_the_field(tmp_path, edit, match):
+    path = write(tmp_path, edit(textwrap.dedent(MINIMAL)))
+    with pytest.raises(ProblemDefinitionError, match=match):
+        load_problem(path)
+
+
+def test_bad_mode_name():
+    with pytest.raises(ProblemDefinitionError, match="mode must be one of"):
+        load_definition("inferno3d", mode="fastest")
+
+
+class _Plugin(Problem):
+    feature_names = ("a",)
+
+    def generate(self, seed, split):
+        raise NotImplementedError
+
+    def templates(self, samples):
+        raise NotImplementedError
+
+    def workspace(self, yields, scenario):
+        raise NotImplementedError
+
+
+def test_plugin_kinds_by_registry_and_by_import_path(tmp_path):
+    register_problem("test_plugin_kind", _Plugin)
+    assert "test_plugin_kind" in problem_kinds()
+    text = textwrap.dedent(MINIMAL).replace('kind = "gaussian_blobs"', 'kind = "test_plugin_kind"')
+    assert isinstance(load_problem(write(tmp_path, text)), _Plugin)
+    # "module:attribute" needs no registration: a realistic problem can live anywhere.
+    text = textwrap.dedent(MINIMAL).replace(
+        'kind = "gaussian_blobs"', 'kind = "diffana.problems._gaussian_blobs:GaussianBlobs"'
+    )
+    assert load_problem(write(tmp_path, text, "other.toml")).n_bins == 3
+
+
+def test_factory_must_build_a_problem(tmp_path):
+    register_problem("test_not_a_problem", lambda d: object())
+    text = textwrap.dedent(MINIMAL).replace(
+        'kind = "gaussian_blobs"', 'kind = "test_not_a_problem"'
+    )
+    with pytest.raises(ProblemDefinitionError, match=r"not a diffana\.problems\.Problem"):
+        load_problem(write(tmp_path, text))
+    with pytest.raises(ValueError, match="without ':'"):
+        register_problem("a:b", _Plugin)
