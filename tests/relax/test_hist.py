@@ -8,6 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from jax.test_util import check_grads
 
 from diffana.relax import hard_hist, hard_softmax_hist, hist, softmax_hist
@@ -70,6 +73,42 @@ def test_kernel_integral_by_quadrature():
     np.testing.assert_allclose(hist(np.array([x0]), EDGES, h), ref, rtol=1e-12, atol=1e-15)
 
 
+def test_tail_bins_keep_relative_precision():
+    # Bins far in either tail of the kernel: no 1 - 1 cancellation, no negative counts.
+    from scipy.stats import norm
+
+    edges = np.array([-38.0, -30.0, -20.0, -10.0, -5.0, -1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 38.0])
+    x0, h = 0.25, 1.0
+    lower = norm.cdf(edges[1:], x0, h) - norm.cdf(edges[:-1], x0, h)
+    upper = norm.sf(edges[:-1], x0, h) - norm.sf(edges[1:], x0, h)
+    ref = np.where(edges[1:] <= x0, lower, np.where(edges[:-1] >= x0, upper, lower))
+    for overflow in ("drop", "fold"):
+        got = np.asarray(hist(np.array([x0]), edges, h, overflow=overflow))
+        expected = ref.copy()
+        if overflow == "fold":
+            expected[0] += norm.cdf(edges[0], x0, h)
+            expected[-1] += norm.sf(edges[-1], x0, h)
+        assert np.all(got > 0)
+        np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    x=arrays(np.float64, 7, elements=st.floats(-1e3, 1e3)),
+    h=st.floats(1e-6, 1e3),
+    overflow=st.sampled_from(["drop", "fold"]),
+)
+def test_counts_are_never_negative(x, h, overflow):
+    edges = np.array([-300.0, -20.0, -1.0, 0.0, 0.5, 3.0, 50.0, 400.0])
+    counts = np.asarray(_jit_hist(x, edges, h, overflow=overflow))
+    assert np.all(counts >= 0)
+    if overflow == "fold":
+        assert counts.sum() == pytest.approx(7.0, rel=1e-13)
+
+
+_jit_hist = jax.jit(hist, static_argnames="overflow")
+
+
 def test_chunked_path_matches_dense(events, monkeypatch):
     import diffana.relax._hist as impl
 
@@ -116,6 +155,9 @@ def test_gradients_match_finite_differences(overflow):
     assert_grad_matches_fd(lambda v: loss(hist(x, e, v, w, overflow)), jnp.array(0.3))
     assert_grad_matches_fd(lambda v: loss(hist(x, e, v, w, overflow)), jnp.full(6, 0.3))
     assert_grad_matches_fd(lambda v: loss(hist(x, e, 0.3, v, overflow)), w)
+    on_edge = jnp.asarray(EDGES[[1, 4, 7]])  # events exactly on edges
+    assert_grad_matches_fd(lambda v: loss(hist(v, e, 0.3, None, overflow)), on_edge)
+    assert_grad_matches_fd(lambda v: loss(hist(on_edge, v, 0.3, None, overflow)), e)
 
 
 def test_no_nan_gradient_in_degenerate_cases():

@@ -123,7 +123,11 @@ def hard_object_window(
     hi: Float[ArrayLike, "..."],
     slope: Float[ArrayLike, "..."] | None = None,
 ) -> Float[Array, "events objects"]:
-    """Hard twin of [`object_window`][diffana.relax.object_window]; `slope` is ignored."""
+    """Hard twin of [`object_window`][diffana.relax.object_window]: 1.0 where valid and
+    `lo <= x < hi`. `slope` is accepted and ignored.
+
+    **Returns:** {0, 1} of the shape of `x` (float64).
+    """
     x, mask = _safe_values(x, mask, "diffana.relax.hard_object_window")
     return jnp.where(mask, hard_window(x, lo, hi), 0.0)
 
