@@ -89,7 +89,7 @@ def test_export_is_a_valid_pyhf_workspace(workspace):
     ref = ws.model()
     data = ws.data(ref)
     pars = np.asarray(model.init) + 0.05
-    ours = float(jax.jit(model.logpdf)(pars, jnp.asarray(data)))
+    ours = float(jax.jit(lambda p, d: model.logpdf(p, d))(pars, jnp.asarray(data)))
     np.testing.assert_allclose(ours, ref.logpdf(pars, data)[0], rtol=1e-12)
 
 

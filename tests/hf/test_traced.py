@@ -143,8 +143,10 @@ def test_grad_through_with_yields(concrete_model):
 def test_vmap_over_pars_and_data(concrete_model):
     pars = concrete_model.init[None, :] + jnp.linspace(0.0, 0.1, 3)[:, None]
     data = jnp.concatenate([OBSERVED, concrete_model.auxdata])
-    logpdf = jax.jit(concrete_model.logpdf)
-    batched = jax.jit(jax.vmap(concrete_model.logpdf, in_axes=(0, None)))(pars, data)
+    logpdf = jax.jit(lambda p, d: concrete_model.logpdf(p, d))
+    batched = jax.jit(jax.vmap(lambda p, d: concrete_model.logpdf(p, d), in_axes=(0, None)))(
+        pars, data
+    )
     np.testing.assert_allclose(batched, [float(logpdf(p, data)) for p in pars], rtol=1e-14)
 
 
