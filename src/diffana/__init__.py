@@ -49,6 +49,7 @@ def __getattr__(name: str) -> ModuleType:
 def __dir__() -> list[str]:
     return sorted([*globals(), *_SUBMODULES])
 
+
 __all__ = [
     "ConvergenceWarning",
     "DataError",
