@@ -50,9 +50,9 @@ def _asimov_q(setup: _Setup, generate_mu, test_mu):
 
 
 @eqx.filter_jit
-def _cls_jit(mu_test, model, data, init, bounds, *, fixed, where, tol, maxiter):
-    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
-    q_a, mu_hat, converged = _asimov_q(setup, jnp.asarray(0.0), mu_test)
+def _cls_jit(mu_test, model, data, init, bounds, *, fixed, tol, maxiter):
+    setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
+    q_a, mu_hat, converged = _asimov_q(setup, jnp.asarray(0.0, dtype=jnp.float64), mu_test)
     q_a = jnp.where(mu_hat > mu_test, 0.0, q_a)
     # Median expected CLs = CLs+b / CLb with CLb = 1/2 at the median.
     return jnp.exp(log_ndtr(-safe_sqrt(q_a)) - jnp.log(0.5)), converged
@@ -83,9 +83,11 @@ def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""
 
 
 @eqx.filter_jit
-def _z0_jit(model, data, init, bounds, *, fixed, where, tol, maxiter):
-    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
-    q0_a, mu_hat, converged = _asimov_q(setup, jnp.asarray(1.0), jnp.asarray(0.0))
+def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter):
+    setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
+    q0_a, mu_hat, converged = _asimov_q(
+        setup, jnp.asarray(1.0, dtype=jnp.float64), jnp.asarray(0.0, dtype=jnp.float64)
+    )
     q0_a = jnp.where(mu_hat < 0, 0.0, q0_a)
     return safe_sqrt(q0_a), converged
 

@@ -140,3 +140,77 @@ def pyhf_numpy():
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
     yield pyhf
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+
+
+def random_workspace(seed: int, nbins: int = 3) -> dict:
+    """A pyhf workspace of fixed structure with random yields and observations.
+
+    Signal: normfactor `mu` and normsys `sig_theory`; background: histosys `bkg_shape`,
+    normsys `bkg_norm` and staterror. Parameters: 7 for 3 bins.
+    """
+    rng = np.random.default_rng(seed)
+    sig = rng.uniform(1.0, 15.0, nbins)
+    bkg = rng.uniform(20.0, 120.0, nbins)
+    up = bkg * rng.uniform(1.02, 1.15, nbins)
+    dn = bkg * rng.uniform(0.85, 0.98, nbins)
+    stat = np.sqrt(bkg) * rng.uniform(0.3, 1.0, nbins)
+    mu_true = rng.uniform(0.0, 2.0)
+    obs = rng.poisson(bkg + mu_true * sig).astype(float)
+    r = lambda a: [float(v) for v in a]  # noqa: E731
+    return {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": r(sig),
+                        "modifiers": [
+                            {"name": "mu", "type": "normfactor", "data": None},
+                            {
+                                "name": "sig_theory",
+                                "type": "normsys",
+                                "data": {"hi": 1.1, "lo": 0.92},
+                            },
+                        ],
+                    },
+                    {
+                        "name": "background",
+                        "data": r(bkg),
+                        "modifiers": [
+                            {
+                                "name": "bkg_shape",
+                                "type": "histosys",
+                                "data": {"hi_data": r(up), "lo_data": r(dn)},
+                            },
+                            {
+                                "name": "bkg_norm",
+                                "type": "normsys",
+                                "data": {"hi": 1.05, "lo": 0.95},
+                            },
+                            {"name": "staterror_SR", "type": "staterror", "data": r(stat)},
+                        ],
+                    },
+                ],
+            }
+        ],
+        "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": []}}],
+        "observations": [{"name": "SR", "data": r(obs)}],
+        "version": "1.0.0",
+    }
+
+
+@pytest.fixture(scope="session")
+def random_workspace_factory():
+    return random_workspace
+
+
+def pyhf_model_data(workspace: dict):
+    ws = pyhf.Workspace(workspace)
+    model = ws.model()
+    return model, np.asarray(ws.data(model))
+
+
+@pytest.fixture(scope="session")
+def pyhf_model_data_factory():
+    return pyhf_model_data

@@ -23,37 +23,55 @@ N_SIGMA = jnp.asarray([2.0, 1.0, 0.0, -1.0, -2.0])
 
 
 class _Asymptotics(NamedTuple):
-    q: Array
-    q_asimov: Array
+    t: Array  # unclipped 2 (nll_cond - nll_free) on the data
+    mu_hat: Array
+    t_asimov: Array  # the same on the Asimov data
+    mu_hat_asimov: Array
     converged: Array
 
 
-def _statistics(setup: _Setup, poi_test, test_stat: str) -> _Asymptotics:
-    """Observed test statistic and its value on the Asimov data (pyhf's calculator)."""
+def _fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
+    """The five fits of pyhf's asymptotic calculator.
+
+    Conditional (at `mu`) and free fits on the data, the fit at `asimov_mu` generating
+    the Asimov data, and conditional and free fits on the Asimov data. `mu` and
+    `asimov_mu` are arrays, so one compilation serves every test statistic.
+    """
     data = setup.data
     poi = setup.poi_index
-    if test_stat == "q0":
-        asimov_mu, mu = 1.0, 0.0
-    else:
-        asimov_mu, mu = 0.0, poi_test
     # Fits on the observed data (conditional, free, Asimov generation) in one solver loop.
     cond, free, gen = setup.batch(data, [mu, None, asimov_mu])
-    t = jnp.maximum(2.0 * (cond.nll - free.nll), 0.0)
-    mu_hat = free.pars[poi]
-    q = jnp.where(mu_hat < 0, 0.0, t) if test_stat == "q0" else jnp.where(mu_hat > mu, 0.0, t)
     data_asimov = setup.model.expected_data(gen.pars, include_auxdata=True)
     # The Asimov data's maximum-likelihood estimate is the point it was generated at:
     # starting there, the free fit converges in one step.
     cond_a, free_a = setup.batch(data_asimov, [mu, None], [None, gen.pars])
-    t_a = jnp.maximum(2.0 * (cond_a.nll - free_a.nll), 0.0)
-    mu_hat_a = free_a.pars[poi]
-    if test_stat == "q0":
-        q_a = jnp.where(mu_hat_a < 0, 0.0, t_a)
-    else:
-        q_a = jnp.where(mu_hat_a > mu, 0.0, t_a)
     converged = cond.converged & free.converged & gen.converged
     converged = converged & cond_a.converged & free_a.converged
-    return _Asymptotics(q=q, q_asimov=q_a, converged=converged)
+    return _Asymptotics(
+        t=jnp.maximum(2.0 * (cond.nll - free.nll), 0.0),
+        mu_hat=free.pars[poi],
+        t_asimov=jnp.maximum(2.0 * (cond_a.nll - free_a.nll), 0.0),
+        mu_hat_asimov=free_a.pars[poi],
+        converged=converged,
+    )
+
+
+@eqx.filter_jit
+def _fits_jit(mu, asimov_mu, model, data, init, bounds, *, fixed, tol, maxiter):
+    setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
+    return _fits(setup, mu, asimov_mu)
+
+
+def _clip_statistics(fits: _Asymptotics, mu, test_stat: str) -> tuple[Array, Array]:
+    """Observed and Asimov `q` from the fits (q0: zero for `mu_hat < 0`; qmu: zero for
+    `mu_hat > mu`)."""
+    if test_stat == "q0":
+        q = jnp.where(fits.mu_hat < 0, 0.0, fits.t)
+        q_a = jnp.where(fits.mu_hat_asimov < 0, 0.0, fits.t_asimov)
+    else:
+        q = jnp.where(fits.mu_hat > mu, 0.0, fits.t)
+        q_a = jnp.where(fits.mu_hat_asimov > mu, 0.0, fits.t_asimov)
+    return q, q_a
 
 
 def _test_statistic_value(q: Array, q_a: Array, test_stat: str) -> Array:
@@ -75,19 +93,22 @@ def _pvalues(t: Array, sqrt_qa: Array) -> tuple[Array, Array, Array]:
 
 
 @eqx.filter_jit
-def _hypotest_jit(
-    poi_value, model, data, init, bounds, *, test_stat, calc_base_dist, fixed, where, tol, maxiter
-):
-    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
-    stats = _statistics(setup, poi_value, test_stat)
-    sqrt_qa = safe_sqrt(stats.q_asimov)
-    t_obs = _test_statistic_value(stats.q, stats.q_asimov, test_stat)
+def _pvalues_jit(fits: _Asymptotics, mu, *, test_stat, calc_base_dist):
+    q, q_a = _clip_statistics(fits, mu, test_stat)
+    sqrt_qa = safe_sqrt(q_a)
+    t_obs = _test_statistic_value(q, q_a, test_stat)
     clsb, clb, cls = _pvalues(t_obs, sqrt_qa)
     t_exp = N_SIGMA
     if calc_base_dist == "clipped_normal":
         t_exp = jnp.maximum(t_exp, -sqrt_qa)
     clsb_exp, _, cls_exp = _pvalues(t_exp, sqrt_qa)
-    return clsb, clb, cls, clsb_exp, cls_exp, stats.converged
+    return clsb, clb, cls, clsb_exp, cls_exp
+
+
+def _mu_values(poi_value, test_stat):
+    if test_stat == "q0":
+        return jnp.asarray(0.0, dtype=jnp.float64), jnp.asarray(1.0, dtype=jnp.float64)
+    return jnp.asarray(poi_value, dtype=jnp.float64), jnp.asarray(0.0, dtype=jnp.float64)
 
 
 def hypotest(
@@ -140,15 +161,12 @@ def hypotest(
             f"{where}: calc_base_dist must be one of {_BASE_DISTS}; got {calc_base_dist!r}"
         )
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
-    poi_value = jnp.asarray(poi_value, dtype=jnp.float64)
-    clsb, clb, cls, clsb_exp, cls_exp, converged = _hypotest_jit(
-        poi_value,
-        *setup.args(),
-        test_stat=test_stat,
-        calc_base_dist=calc_base_dist,
-        **setup.kwargs(),
+    mu, asimov_mu = _mu_values(poi_value, test_stat)
+    fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
+    report_convergence(fits.converged, model, where)
+    clsb, clb, cls, clsb_exp, cls_exp = _pvalues_jit(
+        fits, mu, test_stat=test_stat, calc_base_dist=calc_base_dist
     )
-    report_convergence(converged, model, where)
 
     is_q0 = test_stat == "q0"
     out = [clsb if is_q0 else cls]
@@ -200,16 +218,15 @@ def discovery(
     """
     where = "diffana.infer.discovery"
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
-    result, converged = _discovery_jit(*setup.args(), **setup.kwargs())
-    report_convergence(converged, model, where)
-    return result
+    mu, asimov_mu = _mu_values(0.0, "q0")
+    fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
+    report_convergence(fits.converged, model, where)
+    return _discovery_from_fits(fits)
 
 
 @eqx.filter_jit
-def _discovery_jit(model, data, init, bounds, *, fixed, where, tol, maxiter):
-    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
-    stats = _statistics(setup, jnp.asarray(0.0), "q0")
-    z0 = safe_sqrt(stats.q)
-    z0_exp = safe_sqrt(stats.q_asimov)
-    result = DiscoveryResult(p0=ndtr(-z0), z0=z0, p0_expected=ndtr(-z0_exp), z0_expected=z0_exp)
-    return result, stats.converged
+def _discovery_from_fits(fits: _Asymptotics) -> DiscoveryResult:
+    q0, q0_a = _clip_statistics(fits, 0.0, "q0")
+    z0 = safe_sqrt(q0)
+    z0_exp = safe_sqrt(q0_a)
+    return DiscoveryResult(p0=ndtr(-z0), z0=z0, p0_expected=ndtr(-z0_exp), z0_expected=z0_exp)

@@ -3,7 +3,8 @@ theorem."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -29,73 +30,94 @@ class UpperLimitResult(NamedTuple):
     expected: Float[Array, " 5"]
 
 
-class _Bracket(NamedTuple):
+class _Search(NamedTuple):
+    phase: Array  # 0: evaluate the lower end, 1: expand the upper end, 2: Illinois
+    x: Array  # next point to evaluate
     a: Array
     fa: Array
     b: Array
     fb: Array
     side: Array
+    n_expand: Array
     n_iter: Array
     done: Array
-
-
-def _illinois(f: Callable[[Array], Array], a, fa, b, fb, *, rtol, atol, maxiter):
-    """Illinois (modified regula falsi) root of a function with `fa > 0 > fb`."""
-
-    def cond(s: _Bracket):
-        return ~s.done & (s.n_iter < maxiter)
-
-    def body(s: _Bracket):
-        c = (s.a * s.fb - s.b * s.fa) / (s.fb - s.fa)
-        # Guard against a degenerate secant: fall back to bisection.
-        c = jnp.where(
-            jnp.isfinite(c) & (c > jnp.minimum(s.a, s.b)) & (c < jnp.maximum(s.a, s.b)),
-            c,
-            0.5 * (s.a + s.b),
-        )
-        fc = f(c)
-        same_as_a = jnp.sign(fc) == jnp.sign(s.fa)
-        # Replace the endpoint with the same sign; halve the other's value when the same
-        # side is retained twice in a row (Illinois).
-        a = jnp.where(same_as_a, c, s.a)
-        fa = jnp.where(same_as_a, fc, jnp.where(s.side == -1, 0.5 * s.fa, s.fa))
-        b = jnp.where(same_as_a, s.b, c)
-        fb = jnp.where(same_as_a, jnp.where(s.side == 1, 0.5 * s.fb, s.fb), fc)
-        side = jnp.where(same_as_a, 1, -1)
-        width = jnp.abs(b - a)
-        done = (fc == 0) | (width <= atol + rtol * jnp.abs(c))
-        return _Bracket(a, fa, b, fb, side, s.n_iter + 1, done)
-
-    init = _Bracket(a, fa, b, fb, jnp.asarray(0), jnp.asarray(0), jnp.asarray(False))
-    s = jax.lax.while_loop(cond, body, init)
-    root = jnp.where(jnp.abs(s.fa) < jnp.abs(s.fb), s.a, s.b)
-    return root, s.done
+    ok: Array
+    fits_ok: Array
 
 
 @eqx.filter_custom_jvp
 def _limit(theta, *, fn, rtol, atol, maxiter, max_expand):
-    """Root of the decreasing `fn(mu, theta)` between the POI bounds in `theta`."""
+    """Root of the decreasing `fn(mu, theta)[0]` from the POI bounds in `theta`.
+
+    One loop with a single evaluation site (one compilation of the fits): it evaluates
+    the lower end, doubles the upper end until the function is negative there, then
+    runs the Illinois method (modified regula falsi) on the bracket.
+    """
     lo, hi = theta["poi_lo"], theta["poi_hi"]
-    f = lambda mu: fn(mu, theta)[0]  # noqa: E731
-    f_lo = f(lo)
+    zero = jnp.zeros_like(lo)
+    init = _Search(
+        phase=jnp.asarray(0),
+        x=lo,
+        a=lo,
+        fa=zero,
+        b=hi,
+        fb=zero,
+        side=jnp.asarray(0),
+        n_expand=jnp.asarray(0),
+        n_iter=jnp.asarray(0),
+        done=jnp.asarray(False),
+        ok=jnp.asarray(False),
+        fits_ok=jnp.asarray(True),
+    )
 
-    def expand_cond(carry):
-        _, f_hi, k = carry
-        return (f_hi > 0) & (k < max_expand)
+    def cond(s: _Search):
+        return ~s.done & (s.n_iter < maxiter + max_expand + 1)
 
-    def expand_body(carry):
-        hi_, _, k = carry
-        new = 2.0 * hi_
-        return new, f(new), k + 1
+    def body(s: _Search):
+        fx, conv = fn(s.x, theta)
+        fits_ok = s.fits_ok & conv
+        # phase 0: lower end
+        p0_done = fx <= 0  # CLs already below the level at the lower bound
+        p0 = s._replace(phase=jnp.asarray(1), a=s.x, fa=fx, x=s.b, done=p0_done, ok=p0_done)
+        # phase 1: upper end
+        bracketed = fx <= 0
+        p1_fail = ~bracketed & (s.n_expand >= max_expand)
+        c1 = (s.a * fx - s.x * s.fa) / (fx - s.fa)
+        p1 = s._replace(
+            phase=jnp.where(bracketed, 2, 1),
+            b=s.x,
+            fb=fx,
+            x=jnp.where(bracketed, c1, 2.0 * s.x),
+            n_expand=s.n_expand + 1,
+            done=p1_fail,
+        )
+        # phase 2: Illinois step at x
+        same_as_a = jnp.sign(fx) == jnp.sign(s.fa)
+        a = jnp.where(same_as_a, s.x, s.a)
+        fa = jnp.where(same_as_a, fx, jnp.where(s.side == -1, 0.5 * s.fa, s.fa))
+        b = jnp.where(same_as_a, s.b, s.x)
+        fb = jnp.where(same_as_a, jnp.where(s.side == 1, 0.5 * s.fb, s.fb), fx)
+        converged = (fx == 0) | (jnp.abs(b - a) <= atol + rtol * jnp.abs(s.x))
+        c = (a * fb - b * fa) / (fb - fa)
+        inside = jnp.isfinite(c) & (c > jnp.minimum(a, b)) & (c < jnp.maximum(a, b))
+        p2 = s._replace(
+            a=a,
+            fa=fa,
+            b=b,
+            fb=fb,
+            side=jnp.where(same_as_a, 1, -1),
+            x=jnp.where(converged, s.x, jnp.where(inside, c, 0.5 * (a + b))),
+            done=converged,
+            ok=converged,
+        )
+        new = jax.tree_util.tree_map(
+            lambda u, v, w: jnp.where(s.phase == 0, u, jnp.where(s.phase == 1, v, w)), p0, p1, p2
+        )
+        return new._replace(n_iter=s.n_iter + 1, fits_ok=fits_ok)
 
-    hi, f_hi, _ = jax.lax.while_loop(expand_cond, expand_body, (hi, f(hi), 0))
-    bracketed = (f_lo > 0) & (f_hi <= 0)
-    root, done = _illinois(f, lo, f_lo, hi, f_hi, rtol=rtol, atol=atol, maxiter=maxiter)
-    root = jnp.where(f_lo <= 0, lo, root)
-    ok = (bracketed & done) | (f_lo <= 0)
-    root = jnp.where(ok, root, jnp.nan)
-    converged = ok & fn(root, theta)[1]
-    return root, converged
+    s = jax.lax.while_loop(cond, body, init)
+    root = jnp.where(s.ok, s.x, jnp.nan)
+    return root, s.ok & s.fits_ok
 
 
 @_limit.def_jvp
@@ -192,11 +214,10 @@ def _upper_limit_jit(
     atol,
     root_maxiter,
     fixed,
-    where,
     tol,
     maxiter,
 ):
-    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
+    setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     fit_maxiter = maxiter
     poi = setup.poi_index
     free, gen = setup.batch(setup.data, [None, 0.0])
@@ -216,12 +237,10 @@ def _upper_limit_jit(
         "poi_hi": setup.bounds[poi, 1],
     }
     fixed_mask = setup.fixed
-    log_level = jnp.log(level)
+    log_level = math.log(level)
 
     def curves(mu, th):
-        s = _Setup.core(
-            th["model"], None, th["init"], th["bounds"], fixed_mask, where, tol, fit_maxiter
-        )
+        s = _Setup.core(th["model"], None, th["init"], th["bounds"], fixed_mask, tol, fit_maxiter)
         cond, cond_a = s.batch(jnp.stack([th["data"], th["data_a"]]), [mu, mu])
         q = jnp.maximum(2.0 * (cond.nll - th["nll_free"]), 0.0)
         q = jnp.where(th["mu_hat"] > mu, 0.0, q)

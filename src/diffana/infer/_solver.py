@@ -24,10 +24,8 @@ __all__ = ["SolverResult", "minimize_bounded", "newton_solve_free"]
 # Relative damping always added to the scaled Hessian: makes exactly flat directions
 # (a parameter without effect) solvable without affecting well-determined ones.
 _LAMBDA_FLOOR = 1e-12
-# Damping below which a step counts as a Newton step (for the convergence test).
-_LAMBDA_NEWTON = 1e-4
-# Newton decrement below which a Newton step is accepted without a decrease test:
-# the objective's rounding noise can hide decreases this small.
+# Newton decrement below which the undamped Newton step is taken and accepted without
+# a decrease test: the objective's rounding noise can hide decreases this small.
 _DECREMENT_TRUSTED = 1e-6
 _LAMBDA_FAIL = 1e12
 
@@ -115,19 +113,20 @@ def minimize_bounded(
     n = x0.shape[0]
 
     def propose(x, g, h, lam):
-        """Projected, damped Newton step from an accepted point."""
+        """Projected Newton step from an accepted point: the undamped step when it is
+        small (then also the convergence test), else the damped one."""
         pinned = ((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))
-        step = newton_solve_free(h, -g, free & ~pinned, lam)
-        ok = jnp.all(jnp.isfinite(step))
-        step = jnp.where(ok, step, 0.0)
-        decrement = -jnp.dot(g, step)
-        newton_like = ok & (lam <= _LAMBDA_NEWTON)
+        move = free & ~pinned
+        lams = jnp.stack([jnp.zeros_like(lam), lam])
+        steps = jax.vmap(lambda lam_: newton_solve_free(h, -g, move, lam_))(lams)
+        newton, damped = steps[0], steps[1]
+        newton_ok = jnp.all(jnp.isfinite(newton))
+        decrement = -jnp.dot(g, jnp.where(newton_ok, newton, 0.0))
+        near = newton_ok & (decrement < _DECREMENT_TRUSTED)
+        damped = jnp.where(jnp.all(jnp.isfinite(damped)), damped, 0.0)
+        step = jnp.where(near, newton, damped)
         trial = jnp.where(free, jnp.clip(x + step, lower, upper), x)
-        return (
-            trial,
-            newton_like & (decrement < tol),
-            newton_like & (decrement < _DECREMENT_TRUSTED),
-        )
+        return trial, near & (decrement < tol), near
 
     # The first iteration evaluates x0 and accepts it (f = +inf before).
     state = _State(
@@ -158,6 +157,7 @@ def minimize_bounded(
         accept = finite_t & (first | decreased | s.trial_trusted)
         ratio = actual / jnp.where(predicted < 0, predicted, -1.0)
         lam_accept = jnp.where(ratio > 0.5, 0.1 * s.lam, s.lam)
+        lam_accept = jnp.where(lam_accept < 1e-8, 0.0, lam_accept)
         lam_reject = jnp.maximum(10.0 * s.lam, 1e-3)
         lam = jnp.where(accept, lam_accept, lam_reject)
         x = jnp.where(accept, s.trial, s.x)

@@ -65,7 +65,7 @@ class _Setup:
         self.maxiter = maxiter
 
     @classmethod
-    def core(cls, model, data, init, bounds, fixed, where, tol, maxiter) -> _Setup:
+    def core(cls, model, data, init, bounds, fixed, tol, maxiter, where="diffana.infer") -> _Setup:
         """Rebuild validated inputs inside a jitted core (no checks)."""
         self = cls.__new__(cls)
         self.model, self.where, self.data = model, where, data
@@ -83,7 +83,6 @@ class _Setup:
         """Static arguments of a jitted core."""
         return {
             "fixed": tuple(bool(f) for f in self.fixed),
-            "where": self.where,
             "tol": self.tol,
             "maxiter": self.maxiter,
         }
@@ -134,35 +133,28 @@ def _tmu_like(setup: _Setup, mu, data: Array):
     return t, cond, free
 
 
-def _qmu_like(setup: _Setup, mu, data: Array):
+@eqx.filter_jit
+def _tmu_fits_jit(mu, model, data, init, bounds, *, fixed, tol, maxiter):
+    """The two fits behind every test statistic (one compilation for all of them)."""
+    setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     t, cond, free = _tmu_like(setup, mu, data)
-    q = jnp.where(free.pars[setup.poi_index] > mu, 0.0, t)
-    return q, cond, free
-
-
-def _q0_like(setup: _Setup, data: Array):
-    t, cond, free = _tmu_like(setup, 0.0, data)
-    q = jnp.where(free.pars[setup.poi_index] < 0, 0.0, t)
-    return q, cond, free
-
-
-_KINDS = {"tmu": _tmu_like, "qmu": _qmu_like}
+    return t, cond.pars, free.pars, cond.converged & free.converged
 
 
 @eqx.filter_jit
-def _statistic_jit(mu, model, data, init, bounds, *, kind, fixed, where, tol, maxiter):
-    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
+def _clip(kind, t, mu, mu_hat):
+    if kind == "qmu":
+        return jnp.where(mu_hat > mu, 0.0, t)
     if kind == "q0":
-        stat, cond, free = _q0_like(setup, data)
-    else:
-        stat, cond, free = _KINDS[kind](setup, mu, data)
-    return stat, cond.pars, free.pars, cond.converged & free.converged
+        return jnp.where(mu_hat < 0, 0.0, t)
+    return t
 
 
 def _statistic(kind, mu, setup: _Setup, return_fitted_pars):
     mu = jnp.asarray(mu, dtype=jnp.float64)
-    stat, cond, free, converged = _statistic_jit(mu, *setup.args(), kind=kind, **setup.kwargs())
+    t, cond, free, converged = _tmu_fits_jit(mu, *setup.args(), **setup.kwargs())
     report_convergence(converged, setup.model, setup.where)
+    stat = _clip(kind, t, mu, free[setup.poi_index])
     if return_fitted_pars:
         return stat, (cond, free)
     return stat
@@ -300,10 +292,8 @@ def _asimov_pars(setup: _Setup, poi_value, data: Array | None):
 
 
 @eqx.filter_jit
-def _asimov_jit(
-    poi_value, model, data, init, bounds, *, include_auxdata, fixed, where, tol, maxiter
-):
-    setup = _Setup.core(model, data, init, bounds, fixed, where, tol, maxiter)
+def _asimov_jit(poi_value, model, data, init, bounds, *, include_auxdata, fixed, tol, maxiter):
+    setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     pars, converged = _asimov_pars(setup, poi_value, data)
     return model.expected_data(pars, include_auxdata=include_auxdata), pars, converged
 
