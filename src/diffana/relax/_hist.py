@@ -33,57 +33,38 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 
 @jax.custom_jvp
-def _normal_tail(z):
-    """min(Φ(z), 1 - Φ(z)) = erfc(|z|/√2)/2: the smaller tail, accurate to its last digits.
+def _smooth_cdf(z):
+    """Φ(z) - [z > 0]: the normal CDF less its hard limit, in [-1/2, 1/2].
 
-    Its derivative is taken as that of 1 - Φ at z >= 0 and of Φ at z < 0, which is what
-    the bin masses below use on each side (so an event exactly on an edge is exact too).
+    Computed from the smaller tail, erfc(|z|/√2)/2, so it keeps full relative precision
+    far in both tails (where Φ itself would round to 0 or 1). Its derivative is φ(z).
     """
-    return 0.5 * jax.scipy.special.erfc(jnp.abs(z) * _INV_SQRT_2)
+    tail = 0.5 * jax.scipy.special.erfc(jnp.abs(z) * _INV_SQRT_2)
+    return jnp.where(z > 0, -tail, tail)
 
 
-@_normal_tail.defjvp
-def _normal_tail_jvp(primals, tangents):
+@_smooth_cdf.defjvp
+def _smooth_cdf_jvp(primals, tangents):
     (z,), (dz,) = primals, tangents
     # One exp; clipping keeps higher derivatives finite at |z| = inf (phi(40) is 0 anyway).
     zc = jnp.clip(z, -40.0, 40.0)
-    phi = _INV_SQRT_2PI * jnp.exp(-0.5 * zc * zc)
-    return _normal_tail(z), jnp.where(z >= 0, -phi, phi) * dz
+    return _smooth_cdf(z), _INV_SQRT_2PI * jnp.exp(-0.5 * zc * zc) * dz
 
 
-def _bin_masses(z):
-    """Gaussian mass between consecutive standardised edges: (..., edges) -> (..., bins).
-
-    Computed from the smaller tail on each side, so that every mass keeps full relative
-    precision (no 1 - 1 cancellation in the upper tail) and is >= 0.
-    """
-    t = _normal_tail(z)
-    z_lo, z_hi, t_lo, t_hi = z[..., :-1], z[..., 1:], t[..., :-1], t[..., 1:]
-    above = t_lo - t_hi  # bin above the event: 1-Φ(lo) - (1-Φ(hi))
-    below = t_hi - t_lo  # bin below the event: Φ(hi) - Φ(lo)
-    across = 1.0 - t_lo - t_hi  # bin containing the event: 1 - Φ(lo) - (1-Φ(hi))
-    return jnp.where(z_lo >= 0, above, jnp.where(z_hi < 0, below, across))
-
-
-def _counts_dense(x, w, inv_h, edges, fold):
-    """sum_i w_i [Φ((e_{k+1} - x_i)/h_i) - Φ((e_k - x_i)/h_i)] for every bin k: (bins,).
-
-    With `fold`, `edges` are the inner edges only and the outer ones are -inf and +inf
-    (constants, so that no inf reaches a tangent).
-    """
+def _smooth_sums_dense(x, w, inv_h, edges):
+    """sum_i w_i (Φ((e_j - x_i)/h_i) - [x_i < e_j]) for every edge j: (edges,)."""
     z = (edges[None, :] - x[:, None]) * inv_h[:, None]  # events-major: fastest on CPU
-    if fold:
-        inf = jnp.full((z.shape[0], 1), jnp.inf, dtype=z.dtype)
-        z = jnp.concatenate([-inf, z, inf], axis=1)
-    return jnp.sum(_bin_masses(z) * w[:, None], axis=0)
+    return jnp.sum(_smooth_cdf(z) * w[:, None], axis=0)
 
 
-def _counts(x, w, inv_h, edges, fold):
-    """As `_counts_dense`, in chunks of events so that memory is O(events + edges)."""
-    n, m = x.shape[0], edges.shape[0] + 2 * fold
+def _smooth_sums(x, w, inv_h, edges):
+    """As `_smooth_sums_dense`, in chunks of events so that memory is O(events + edges)."""
+    n, m = x.shape[0], edges.shape[0]
+    if m == 0:
+        return jnp.zeros((0,), dtype=x.dtype)
     chunk = max(1, _CHUNK_ELEMENTS // m)
     if n <= chunk:
-        return _counts_dense(x, w, inv_h, edges, fold)
+        return _smooth_sums_dense(x, w, inv_h, edges)
     nchunks = -(-n // chunk)
     pad = nchunks * chunk - n
     # Padded events carry weight 0 (and a harmless position and bandwidth).
@@ -93,9 +74,9 @@ def _counts(x, w, inv_h, edges, fold):
 
     @jax.checkpoint
     def body(total, chunk_args):
-        return total + _counts_dense(*chunk_args, edges, fold), None
+        return total + _smooth_sums_dense(*chunk_args, edges), None
 
-    total, _ = lax.scan(body, jnp.zeros(m - 1, dtype=x.dtype), (xs, ws, hs))
+    total, _ = lax.scan(body, jnp.zeros(m, dtype=x.dtype), (xs, ws, hs))
     return total
 
 
@@ -149,10 +130,13 @@ def hist(
     [`hard_hist`][diffana.relax.hard_hist] (an event exactly on an edge counts 1/2 to each
     side). The same definition as `relaxed.hist` (without weights).
 
-    **Precision.** Each event's mass in a bin is taken from the smaller Gaussian tail on
-    each side (`erfc`), so counts keep full relative precision (~1e-12) even in bins far
-    in the tails, where `Φ(b) - Φ(a)` would cancel to 0, and are never negative; with
-    `"fold"` they sum to `sum(weights)` up to rounding.
+    **Precision.** The counts are computed as the hard histogram plus the differences of
+    `sum_i w_i (Φ(z_ij) - [z_ij > 0])`, whose terms come from the smaller Gaussian tail
+    (`erfc`): bins far in the tails keep full relative precision (~1e-12) where
+    `Φ(b) - Φ(a)` would cancel to 0. Rounding errors are ~1e-16 of the weight of the
+    events near a bin, so counts are not negative beyond that with non-negative weights
+    (negative weights, as from NLO generators, are allowed); with `"fold"` they sum to
+    `sum(weights)` up to rounding.
 
     **Bias.** For events of density `f`, the expected count in `[a, b)` is
     `∫_a^b f + (h²/2) (f'(b) - f'(a)) + O(h⁴)`: the kernel smooths the density, leaking
@@ -200,11 +184,17 @@ def hist(
 
 @functools.partial(jax.jit, static_argnames=("overflow",))
 def _kde_hist(x, edges, h, w, overflow):
+    # Φ = [z > 0] + (Φ - [z > 0]): the counts are the hard histogram (exact weighted sums)
+    # plus differences of smooth sums that are small wherever the bins are far from the
+    # events, so that no bin loses precision to the others' contents.
     x = jnp.where(jnp.isnan(x) & (w == 0), 0.0, x)
-    if overflow == "fold":
-        # The outer edges move to -inf and +inf: the edge bins take the tails.
-        return _counts(x, w, 1.0 / h, edges[1:-1], fold=True)
-    return _counts(x, w, 1.0 / h, edges, fold=False)
+    hard = _hard_hist(x, edges, w, overflow)
+    if overflow == "fold":  # outer edges at -inf and +inf, where the smooth part is 0
+        zero = jnp.zeros((1,), dtype=x.dtype)
+        smooth = jnp.concatenate([zero, _smooth_sums(x, w, 1.0 / h, edges[1:-1]), zero])
+    else:
+        smooth = _smooth_sums(x, w, 1.0 / h, edges)
+    return hard + jnp.diff(smooth)
 
 
 def hard_hist(
