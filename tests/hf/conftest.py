@@ -488,7 +488,7 @@ def _validation_cases() -> dict[str, tuple[dict, list[float]]]:
 VALIDATION_CASES = _validation_cases()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def validation_cases() -> dict[str, tuple[dict, list[float]]]:
     """pyhf's validation specs: name -> (spec, observed main data, model channel order)."""
     return copy.deepcopy(VALIDATION_CASES)

@@ -38,7 +38,7 @@ def test_docstring_examples(module):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def model(validation_cases) -> hf.Model:
     return hf.Model.from_pyhf(validation_cases["2bin_2channel_coupledhistosys"][0])
 
@@ -60,16 +60,25 @@ def test_metadata_types(model):
 
 def test_expected_pieces_are_consistent(model):
     pars = jnp.array([0.4, 1.3])
-    full = model.expected_data(pars)
-    np.testing.assert_array_equal(full[: model.nbins], model.expected_actualdata(pars))
-    np.testing.assert_array_equal(full[model.nbins :], model.expected_auxdata(pars))
-    np.testing.assert_array_equal(model.expected_data(pars, include_auxdata=False), full[:4])
-    np.testing.assert_allclose(
-        model.expected_by_sample(pars).sum(axis=0), model.expected_actualdata(pars), rtol=1e-15
-    )
-    data = full + 1.0
-    assert model.logpdf(pars, data).shape == ()
-    assert float(model.nll(pars, data)) == -float(model.logpdf(pars, data))
+
+    @jax.jit
+    def pieces(pars, data):
+        return {
+            "full": model.expected_data(pars),
+            "main": model.expected_actualdata(pars),
+            "aux": model.expected_auxdata(pars),
+            "main_only": model.expected_data(pars, include_auxdata=False),
+            "by_sample": model.expected_by_sample(pars),
+            "logpdf": model.logpdf(pars, data),
+            "nll": model.nll(pars, data),
+        }
+
+    out = pieces(pars, jnp.arange(5.0) + 100.0)
+    np.testing.assert_array_equal(out["full"][: model.nbins], out["main"])
+    np.testing.assert_array_equal(out["full"][model.nbins :], out["aux"])
+    np.testing.assert_array_equal(out["main_only"], out["main"])
+    np.testing.assert_allclose(out["by_sample"].sum(axis=0), out["main"], rtol=1e-15)
+    assert out["logpdf"].shape == () and float(out["nll"]) == -float(out["logpdf"])
 
 
 def test_poi_choices(validation_cases):

@@ -16,7 +16,7 @@ import diffana
 import diffana.hf as hf
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def workspace(validation_cases, make_workspace) -> dict:
     """A workspace touching every modifier type, with parameter configs."""
     spec, observed = validation_cases["2bin_2channel_coupledhistosys"]

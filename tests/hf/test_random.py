@@ -147,7 +147,7 @@ def _data(model: hf.Model, rng: np.random.Generator) -> np.ndarray:
 
 
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

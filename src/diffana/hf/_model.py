@@ -25,6 +25,7 @@ from diffana.hf._spec import POI_FROM_SPEC, Structure
 
 __all__ = ["Model", "load_spec", "workspace_data"]
 
+_PLAIN_NUMBERS = frozenset({float, int})
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
 
@@ -101,6 +102,8 @@ def _contains_jax(x: Any) -> bool:
     if isinstance(x, jax.Array):
         return True
     if isinstance(x, list | tuple):
+        if set(map(type, x)) <= _PLAIN_NUMBERS:
+            return False
         return any(_contains_jax(v) for v in x)
     return False
 
@@ -288,6 +291,14 @@ def _poisson_logpdf(n: Array, lam: Array) -> Array:
     log_term = n * jnp.log(jnp.where(positive, lam, 1.0))
     edge = jnp.where(n == 0, 0.0, -jnp.inf)
     return jnp.where(positive, log_term, edge) - lam - gammaln(n + 1.0)
+
+
+def _product(stacked: Array) -> Array:
+    """Product over the first axis, as explicit multiplications (exact zero gradients)."""
+    out = stacked[0]
+    for k in range(1, stacked.shape[0]):
+        out = out * stacked[k]
+    return out
 
 
 def _normal_logpdf(x: Array, mu: Array, sigma: Array) -> Array:
@@ -551,7 +562,8 @@ class Model(eqx.Module):
             c_up, c_dn = histosys_coefficients(st.histosys_code, pars[st.hs_par])
             coeff = jnp.concatenate([c_up, c_dn])
             rates = rates + jnp.tensordot(coeff, self.hs_deltas, axes=1)
-        if st.fac_idx.shape[0]:
+        n_channel, n_bin = st.channel_fac_idx.shape[0], st.bin_fac_idx.shape[0]
+        if n_channel or n_bin:
             parts = [pars]
             if st.ns_par.size:
                 alpha = pars[st.ns_par]
@@ -559,11 +571,19 @@ class Model(eqx.Module):
                     normsys_factors(st.normsys_code, alpha, self.ns_lo, self.ns_hi, self.ns_coef)
                 )
             parts.append(jnp.ones(1, dtype=pars.dtype))
-            gathered = jnp.concatenate(parts)[st.fac_idx]
-            factor = gathered[0]
-            for k in range(1, gathered.shape[0]):
-                factor = factor * gathered[k]
-            rates = factor * rates
+            source = jnp.concatenate(parts)
+            if n_channel:
+                per_channel = _product(source[st.channel_fac_idx])  # (samples, channels)
+                nsamp = per_channel.shape[0]
+                rates = rates * jnp.concatenate(
+                    [
+                        jnp.broadcast_to(per_channel[:, i : i + 1], (nsamp, n))
+                        for i, n in enumerate(st.channel_nbins)
+                    ],
+                    axis=1,
+                )
+            if n_bin:
+                rates = rates * _product(source[st.bin_fac_idx])
         return rates
 
     def expected_by_sample(self, pars: Float[ArrayLike, " npars"]) -> Float[Array, "samples bins"]:

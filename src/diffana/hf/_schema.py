@@ -29,6 +29,9 @@ __all__ = ["describe_path", "skeleton", "validate"]
 SCHEMA_VERSION = "1.0.0"
 
 
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
 class _NumArray(tuple):
     """Skeleton marker of a numeric array: the tuple is its shape."""
 
@@ -57,6 +60,8 @@ def skeleton(obj: Any) -> Any:
         return _NumArray(())
     if isinstance(obj, str | bool) or obj is None:
         return obj
+    if isinstance(obj, list | tuple) and obj and set(map(type, obj)) <= _PLAIN_NUMBERS:
+        return _NumArray((len(obj),))  # fast path for JSON lists of numbers
     if isinstance(obj, Sequence):
         items = [skeleton(x) for x in obj]
         if items and all(isinstance(x, _NumArray) for x in items):

@@ -165,8 +165,9 @@ class Structure:
     ns_par: np.ndarray
     ns_lo_src: np.ndarray
     ns_hi_src: np.ndarray
-    # multiplicative factors: indices into [pars, normsys factors, 1.0], (K, S, B)
-    fac_idx: np.ndarray
+    # multiplicative factors: indices into [pars, normsys factors, 1.0]
+    channel_fac_idx: np.ndarray  # (K, S, C): constant over a channel's bins
+    bin_fac_idx: np.ndarray  # (K, S, B): per bin
     # staterror rows (one per staterror parameter)
     st_par: np.ndarray
     st_bin: np.ndarray
@@ -702,14 +703,33 @@ class _Analysis:
             ss_nom.extend((s_index[s] * nbins + bins_of(c)).tolist())
             factor_lists[(c, s)].append(("par", idx))
 
-        # ---- multiplicative table -------------------------------------------------
+        # ---- multiplicative tables ---------------------------------------------------
+        # factors constant over a channel (normfactor, lumi, normsys) are multiplied per
+        # (sample, channel) and broadcast to the bins; per-bin parameters (staterror,
+        # shapesys, shapefactor) are gathered per bin. Small gathers are much cheaper than
+        # one big (factors, samples, bins) gather, forward and backward.
         one = npars + n_entries
-        k_max = max((len(v) for v in factor_lists.values()), default=0)
-        fac_idx = np.full((k_max, nsamp, nbins), one, dtype=np.int64)
+        channel_index = {c: i for i, c in enumerate(channels)}
+        per_channel: dict[tuple[str, str], list[int]] = {}
+        per_bin: dict[tuple[str, str], list[np.ndarray]] = {}
         for (c, s), items in factor_lists.items():
+            for kind, idx in items:
+                if kind == "normsys":
+                    per_channel.setdefault((c, s), []).append(npars + idx)
+                elif np.ndim(idx) == 0:
+                    per_channel.setdefault((c, s), []).append(int(idx))
+                else:
+                    per_bin.setdefault((c, s), []).append(np.asarray(idx))
+        k_channel = max((len(v) for v in per_channel.values()), default=0)
+        channel_fac_idx = np.full((k_channel, nsamp, len(channels)), one, dtype=np.int64)
+        for (c, s), idxs in per_channel.items():
+            channel_fac_idx[: len(idxs), s_index[s], channel_index[c]] = idxs
+        k_bin = max((len(v) for v in per_bin.values()), default=0)
+        bin_fac_idx = np.full((k_bin, nsamp, nbins), one, dtype=np.int64)
+        for (c, s), rows in per_bin.items():
             sl = slice(offsets[c], offsets[c] + channel_nbins[c])
-            for k, (kind, idx) in enumerate(items):
-                fac_idx[k, s_index[s], sl] = npars + idx if kind == "normsys" else idx
+            for k, idx in enumerate(rows):
+                bin_fac_idx[k, s_index[s], sl] = idx
 
         # ---- constraints and auxdata ----------------------------------------------
         gauss_par, gauss_aux, gauss_sigma = [], [], []
@@ -913,7 +933,8 @@ class _Analysis:
             ns_par=np.asarray(ns_par, dtype=i64),
             ns_lo_src=cat(ns_lo),
             ns_hi_src=cat(ns_hi),
-            fac_idx=fac_idx,
+            channel_fac_idx=channel_fac_idx,
+            bin_fac_idx=bin_fac_idx,
             st_par=st_par_arr,
             st_bin=cat([st_bin]),
             st_users=(np.asarray(st_user_rows, dtype=np.float64).reshape(len(st_par), nsamp)),
