@@ -33,28 +33,30 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 
 @jax.custom_jvp
-def _smooth_cdf(z):
-    """Φ(z) - [z > 0]: the normal CDF less its hard limit, in [-1/2, 1/2].
+def _smooth_cdf(z, sign):
+    """Φ(z) - [x < e] for z = (e - x)/h, given `sign` = -1 where x < e and +1 elsewhere.
 
-    Computed from the smaller tail, erfc(|z|/√2)/2, so it keeps full relative precision
-    far in both tails (where Φ itself would round to 0 or 1). Its derivative is φ(z).
+    The step is decided by comparing x with e, exactly as the hard histogram bins x, not
+    by the sign of z (which underflows to 0 for x within ~1e-308 * h of e). The result is
+    `sign * erfc(|z|/√2)/2`, the smaller tail, so it keeps full relative precision far
+    in both tails (where Φ itself would round to 0 or 1). Its derivative in z is φ(z).
     """
-    tail = 0.5 * jax.scipy.special.erfc(jnp.abs(z) * _INV_SQRT_2)
-    return jnp.where(z > 0, -tail, tail)
+    return sign * (0.5 * jax.scipy.special.erfc(jnp.abs(z) * _INV_SQRT_2))
 
 
 @_smooth_cdf.defjvp
 def _smooth_cdf_jvp(primals, tangents):
-    (z,), (dz,) = primals, tangents
+    (z, sign), (dz, _) = primals, tangents  # `sign` is piecewise constant
     # One exp; clipping keeps higher derivatives finite at |z| = inf (phi(40) is 0 anyway).
     zc = jnp.clip(z, -40.0, 40.0)
-    return _smooth_cdf(z), _INV_SQRT_2PI * jnp.exp(-0.5 * zc * zc) * dz
+    return _smooth_cdf(z, sign), _INV_SQRT_2PI * jnp.exp(-0.5 * zc * zc) * dz
 
 
 def _smooth_sums_dense(x, w, inv_h, edges):
     """sum_i w_i (Φ((e_j - x_i)/h_i) - [x_i < e_j]) for every edge j: (edges,)."""
-    z = (edges[None, :] - x[:, None]) * inv_h[:, None]  # events-major: fastest on CPU
-    return jnp.sum(_smooth_cdf(z) * w[:, None], axis=0)
+    diff = edges[None, :] - x[:, None]  # events-major: fastest on CPU
+    sign = jnp.where(x[:, None] < edges[None, :], -1.0, 1.0)
+    return jnp.sum(_smooth_cdf(diff * inv_h[:, None], sign) * w[:, None], axis=0)
 
 
 def _smooth_sums(x, w, inv_h, edges):
