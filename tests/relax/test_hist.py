@@ -140,6 +140,24 @@ def test_chunked_path_matches_dense(events, monkeypatch):
     np.testing.assert_allclose(grad_chunked, grad, rtol=1e-10)
 
 
+def test_memory_is_linear_in_events(monkeypatch):
+    # Compiled forward+backward never holds events x edges arrays: its scratch memory
+    # stays far below one such array and does not grow with the number of chunks.
+    import diffana.relax._hist as impl
+
+    monkeypatch.setattr(impl, "_CHUNK_ELEMENTS", 2**15)
+    edges = jnp.linspace(-1.0, 1.0, 101)
+
+    def scratch_bytes(n):
+        f = jax.value_and_grad(lambda x, w: jnp.sum(hist(x, edges, 0.1, w) ** 2), (0, 1))
+        compiled = jax.jit(f).lower(jnp.zeros(n), jnp.ones(n)).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    small, large = scratch_bytes(2**14), scratch_bytes(2**17)
+    assert large < 0.25 * 2**17 * 101 * 8  # a quarter of one events x edges array
+    assert large - small < 40 * (2**17 - 2**14) * 8  # O(events) growth: per-event vectors
+
+
 def test_float64_output_from_float32_input(events):
     x, w = events
     out = hist(x.astype(np.float32), EDGES.astype(np.float32), np.float32(0.2), w)

@@ -59,12 +59,12 @@ def _smooth_sums_dense(x, w, inv_h, edges):
     return jnp.sum(_smooth_cdf(diff * inv_h[:, None], sign) * w[:, None], axis=0)
 
 
-def _smooth_sums(x, w, inv_h, edges):
+def _smooth_sums(x, w, inv_h, edges, chunk_elements):
     """As `_smooth_sums_dense`, in chunks of events so that memory is O(events + edges)."""
     n, m = x.shape[0], edges.shape[0]
     if m == 0:
         return jnp.zeros((0,), dtype=x.dtype)
-    chunk = max(1, _CHUNK_ELEMENTS // m)
+    chunk = max(1, chunk_elements // m)
     if n <= chunk:
         return _smooth_sums_dense(x, w, inv_h, edges)
     nchunks = -(-n // chunk)
@@ -181,11 +181,11 @@ def hist(
         raise ValueError(f"{where}: 'bandwidth' must be > 0, got None")
     x, edges, h, w = _hist_operands(where, x, edges, bandwidth, weights)
     check_positive(bandwidth, "bandwidth", where)
-    return _kde_hist(x, edges, h, w, overflow)
+    return _kde_hist(x, edges, h, w, overflow, _CHUNK_ELEMENTS)
 
 
-@functools.partial(jax.jit, static_argnames=("overflow",))
-def _kde_hist(x, edges, h, w, overflow):
+@functools.partial(jax.jit, static_argnames=("overflow", "chunk_elements"))
+def _kde_hist(x, edges, h, w, overflow, chunk_elements):
     # Φ = [z > 0] + (Φ - [z > 0]): the counts are the hard histogram (exact weighted sums)
     # plus differences of smooth sums that are small wherever the bins are far from the
     # events, so that no bin loses precision to the others' contents.
@@ -193,9 +193,10 @@ def _kde_hist(x, edges, h, w, overflow):
     hard = _hard_hist(x, edges, w, overflow)
     if overflow == "fold":  # outer edges at -inf and +inf, where the smooth part is 0
         zero = jnp.zeros((1,), dtype=x.dtype)
-        smooth = jnp.concatenate([zero, _smooth_sums(x, w, 1.0 / h, edges[1:-1]), zero])
+        inner = _smooth_sums(x, w, 1.0 / h, edges[1:-1], chunk_elements)
+        smooth = jnp.concatenate([zero, inner, zero])
     else:
-        smooth = _smooth_sums(x, w, 1.0 / h, edges)
+        smooth = _smooth_sums(x, w, 1.0 / h, edges, chunk_elements)
     return hard + jnp.diff(smooth)
 
 
