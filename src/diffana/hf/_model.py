@@ -176,10 +176,6 @@ def _set(xp: Any, arr: Any, idx: np.ndarray, values: Any) -> Any:
     return jnp.asarray(arr, dtype=float).at[idx].set(values)
 
 
-def _scatter(xp: Any, size: int, idx: np.ndarray, values: Any) -> Any:
-    return _set(xp, xp.zeros(size), idx, values)
-
-
 def _derive(xp: Any, st: Structure, raw: Any) -> tuple[dict[str, Any], Any, Any]:
     """The model's arrays from the flat vector of numbers.
 
@@ -187,15 +183,15 @@ def _derive(xp: Any, st: Structure, raw: Any) -> tuple[dict[str, Any], Any, Any]
     (relative uncertainty 0) and shapesys parameters (no yield or no uncertainty).
     """
     nsamp, nbins = len(st.samples), st.nbins
-    nominal_flat = _scatter(xp, nsamp * nbins, st.nom_dst, raw[st.nom_src])
+    raw_ext = xp.concatenate([raw, xp.zeros(1)])  # index st.nraw is a zero
+    nominal_flat = raw_ext[st.nom_gather]
     nominal = nominal_flat.reshape(nsamp, nbins)
 
     n_hs = st.hs_par.size
     if n_hs:
-        nom_vals = nominal_flat[st.hs_nom]
-        size = n_hs * nsamp * nbins
-        up = _scatter(xp, size, st.hs_dst, raw[st.hs_hi_src] - nom_vals)
-        dn = _scatter(xp, size, st.hs_dst, nom_vals - raw[st.hs_lo_src])
+        nom_vals = xp.concatenate([nominal_flat, xp.zeros(1)])[st.hs_nom_gather]
+        up = raw_ext[st.hs_hi_gather] - nom_vals
+        dn = nom_vals - raw_ext[st.hs_lo_gather]
         hs_deltas = xp.concatenate([up, dn]).reshape(2 * n_hs, nsamp, nbins)
     else:
         hs_deltas = xp.zeros((0, nsamp, nbins))
@@ -208,8 +204,7 @@ def _derive(xp: Any, st: Structure, raw: Any) -> tuple[dict[str, Any], Any, Any]
     auxdata = xp.asarray(st.aux_default)
     st_zero = ss_invalid = None
     if st.st_par.size:
-        unc = _scatter(xp, st.st_par.size * nsamp, st.st_unc_dst, raw[st.st_unc_src])
-        unc = unc.reshape(st.st_par.size, nsamp)
+        unc = raw_ext[st.st_unc_gather].reshape(st.st_par.size, nsamp)
         nomsall = xp.sum(st.st_users * nominal[:, st.st_bin].T, axis=1)
         has_yield = nomsall > 0
         rel = xp.where(has_yield[:, None], unc / xp.where(has_yield, nomsall, 1.0)[:, None], 0.0)

@@ -174,6 +174,12 @@ class Structure:
     st_users: np.ndarray  # (Pst, S) float 0/1
     st_unc_src: np.ndarray
     st_unc_dst: np.ndarray  # into Pst * S
+    # the same placements as gathers from [raw, 0.0] (cheaper than scatters, also under AD)
+    nom_gather: np.ndarray  # (S * B,)
+    hs_hi_gather: np.ndarray  # (Mh * S * B,)
+    hs_lo_gather: np.ndarray
+    hs_nom_gather: np.ndarray  # into [nominal_flat, 0.0]
+    st_unc_gather: np.ndarray  # (Pst * S,)
     # shapesys parameters
     ss_par: np.ndarray
     ss_nom: np.ndarray  # flat S*B index of the nominal of each shapesys parameter
@@ -899,6 +905,22 @@ class _Analysis:
                 return np.zeros(0, dtype=dtype)
             return np.concatenate([np.ravel(np.asarray(p)) for p in parts]).astype(dtype)
 
+        def gather_of(size: int, dst: np.ndarray, src: np.ndarray, zero: int) -> np.ndarray:
+            out = np.full(size, zero, dtype=np.int64)
+            out[dst] = src
+            return out
+
+        nom_src_a, nom_dst_a = cat(nom_src), cat(nom_dst)
+        hs_size = len(hs_par) * nsamp * nbins
+        hs_dst_a = cat(hs_dst)
+        st_size = len(st_par) * nsamp
+        gathers = {
+            "nom_gather": gather_of(nsamp * nbins, nom_dst_a, nom_src_a, self.nraw),
+            "hs_hi_gather": gather_of(hs_size, hs_dst_a, cat(hs_hi), self.nraw),
+            "hs_lo_gather": gather_of(hs_size, hs_dst_a, cat(hs_lo), self.nraw),
+            "hs_nom_gather": gather_of(hs_size, hs_dst_a, cat(hs_nom), nsamp * nbins),
+            "st_unc_gather": gather_of(st_size, cat(st_unc_dst), cat(st_unc_src), self.nraw),
+        }
         st_par_arr = cat([st_par])
         ss_par_arr = cat([ss_par])
         i64 = np.int64
@@ -966,6 +988,7 @@ class _Analysis:
                 np.asarray(user_fixed_val, dtype=bool),
             ),
             obs_src=obs_src,
+            **gathers,
             template=root,
             is_workspace=workspace,
             measurement_name=measurement_name,
