@@ -246,3 +246,11 @@ def test_unknown_targets_name_the_candidates():
 
 def test_docstring_examples():
     assert doctest.testmod(syst).failed == 0
+
+
+def test_variations_are_hashable_static_arguments():
+    assert len({*VARIATIONS}) == len(VARIATIONS)
+    assert VARIATIONS[1].targets["MET_pt"] == ("MET_pt_jesUp", "MET_pt_jesDown")
+    run = jax.jit(syst.evaluate_variations, static_argnums=(0, 3), static_argnames="sample")
+    out = run(pipeline, THETA, SAMPLES["signal"], tuple(VARIATIONS), sample="signal")
+    assert set(out) == set(syst.variant_labels(VARIATIONS, "signal"))

@@ -104,7 +104,9 @@ class ColumnShift:
     - `samples`: the samples it applies to (default: all).
 
     Object order is not re-sorted after a shift; a pipeline that relies on a pT order
-    should not assume it survives a per-object shift.
+    should not assume it survives a per-object shift. The variation is hashable (the
+    shifts are stored as a tuple of `(target, (up, down))`; `targets` gives the mapping),
+    so it can be a static argument of a jitted function.
     """
 
     name: str
@@ -114,9 +116,12 @@ class ColumnShift:
 
     def __post_init__(self) -> None:
         _check_common(self.name, self.modifier, self.samples, "ColumnShift")
-        if not isinstance(self.shifts, Mapping) or not self.shifts:
+        shifts = self.shifts
+        if isinstance(shifts, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in shifts):
+            shifts = dict(shifts)  # the frozen form, e.g. from dataclasses.replace
+        if not isinstance(shifts, Mapping) or not shifts:
             raise DataError(f"ColumnShift '{self.name}': shifts must be a non-empty mapping")
-        for target, pair in self.shifts.items():
+        for target, pair in shifts.items():
             if not isinstance(pair, tuple | list) or len(pair) != 2:
                 raise DataError(
                     f"ColumnShift '{self.name}': shifts['{target}'] must be (up, down), "
@@ -124,8 +129,17 @@ class ColumnShift:
                 )
             for v in pair:
                 _check_shift(v, f"ColumnShift '{self.name}', '{target}'")
+        # stored as a tuple of (target, (up, down)) so that variations are hashable and
+        # can be static arguments of jitted functions
+        frozen = tuple((str(t), (pair[0], pair[1])) for t, pair in shifts.items())
+        object.__setattr__(self, "shifts", frozen)
         if self.samples is not None:
             object.__setattr__(self, "samples", tuple(self.samples))
+
+    @property
+    def targets(self) -> dict[str, tuple[Shift, Shift]]:
+        """`{target: (up, down)}`."""
+        return dict(self.shifts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +229,7 @@ def vary(events: Events, variation: Variation, direction: Literal["up", "down"])
     i = 0 if direction == "up" else 1
     if isinstance(variation, ColumnShift):
         where = f"ColumnShift '{variation.name}' ({direction})"
-        new = {t: _resolve(events, t, pair[i], where) for t, pair in variation.shifts.items()}
+        new = {t: _resolve(events, t, pair[i], where) for t, pair in variation.shifts}
         for target, values in new.items():
             try:
                 events = events.replace(target, values)

@@ -76,18 +76,24 @@ __all__ = [
     "CUT_SCALES",
     "DEFAULT_CUTS",
     "DERIVED_FEATURES",
+    "DIMUON_METHODS",
     "NANOAOD_SAMPLES",
     "NANOAOD_SCHEMA",
+    "SCAN_RANGES",
     "DimuonCuts",
     "DimuonNanoAOD",
     "DimuonNeural",
     "NanoAODLayout",
     "derived_features",
+    "dimuon_loss",
+    "dimuon_results_table",
     "dimuon_variations",
     "generate_nanoaod",
     "jes_shift",
     "pair_features",
     "pair_selection",
+    "run_dimuon_benchmark",
+    "train_dimuon_method",
     "write_nanoaod",
     "write_nanoaod_dataset",
 ]
@@ -902,6 +908,10 @@ def pair_features(events: Events) -> Float[Array, "events pairs features"]:
     return jnp.stack(out, axis=1)
 
 
+def _float_tuple(values) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values).reshape(-1))
+
+
 class DimuonCuts(eqx.Module):
     """Object-level cut analysis: trainable thresholds, histogram of m_μμ.
 
@@ -918,7 +928,7 @@ class DimuonCuts(eqx.Module):
     """
 
     params: Float[Array, " 4"]
-    edges: tuple[float, ...] = eqx.field(static=True)
+    edges: tuple[float, ...] = eqx.field(static=True, converter=_float_tuple)
     relax_name: ClassVar[str] = "slope"
 
     @classmethod
@@ -932,17 +942,22 @@ class DimuonCuts(eqx.Module):
         """The thresholds in GeV / isolation / b-tag units, order `CUT_NAMES`."""
         return jnp.asarray(DEFAULT_CUTS) + self.params * jnp.asarray(CUT_SCALES)
 
-    def _hist(self, sample: Sample, slope, hard: bool) -> Float[Array, " bins"]:
-        events = _LAYOUT.unflatten(sample.x, sample.w)
-        slopes = None if hard else slope * jnp.asarray(CUT_SCALES)
-        m, w = pair_selection(self.physical_thresholds(), events, slopes, hard=hard)
+    def histogram_events(self, events: Events, relax_value) -> Float[Array, " bins"]:
+        """The soft m_μμ histogram of `events` (sigmoid widths `relax * CUT_SCALES`)."""
+        slopes = relax_value * jnp.asarray(CUT_SCALES)
+        m, w = pair_selection(self.physical_thresholds(), events, slopes)
+        return relax.hard_hist(m.reshape(-1), jnp.asarray(self.edges), None, w.reshape(-1))
+
+    def hard_histogram_events(self, events: Events) -> Float[Array, " bins"]:
+        """The hard-cut m_μμ histogram of `events`."""
+        m, w = pair_selection(self.physical_thresholds(), events, None, hard=True)
         return relax.hard_hist(m.reshape(-1), jnp.asarray(self.edges), None, w.reshape(-1))
 
     def histogram(self, sample: Sample, relax_value) -> Float[Array, " bins"]:
-        return self._hist(sample, relax_value, False)
+        return self.histogram_events(_LAYOUT.unflatten(sample.x, sample.w), relax_value)
 
     def hard_histogram(self, sample: Sample) -> Float[Array, " bins"]:
-        return self._hist(sample, None, True)
+        return self.hard_histogram_events(_LAYOUT.unflatten(sample.x, sample.w))
 
 
 class DimuonNeural(eqx.Module):
@@ -958,15 +973,15 @@ class DimuonNeural(eqx.Module):
 
     net: eqx.nn.MLP
     cuts: DimuonCuts
-    shift: tuple[float, ...] = eqx.field(static=True)
-    scale: tuple[float, ...] = eqx.field(static=True)
-    n_bins: int = eqx.field(static=True)
-    cut_slope: float = eqx.field(static=True)
+    shift: tuple[float, ...] = eqx.field(static=True, converter=_float_tuple)
+    scale: tuple[float, ...] = eqx.field(static=True, converter=_float_tuple)
+    n_bins: int = eqx.field(static=True, converter=int)
+    cut_slope: float = eqx.field(static=True, converter=float)
     relax_name: ClassVar[str] = "bandwidth"
 
     def scores(self, events: Events) -> Float[Array, "events pairs"]:
         f = pair_features(events)
-        z = (f - jnp.asarray(self.shift)) / jnp.asarray(self.scale)
+        z = (f - jnp.asarray(self.shift)[None, None, :]) / jnp.asarray(self.scale)[None, None, :]
         flat = z.reshape(-1, z.shape[-1])
         out = jax.vmap(self.net)(flat.astype(jnp.float32)).astype(jnp.float64)
         return jax.nn.sigmoid(out[:, 0]).reshape(z.shape[:-1])
@@ -974,18 +989,24 @@ class DimuonNeural(eqx.Module):
     def edges(self) -> Float[Array, " edges"]:
         return jnp.linspace(0.0, 1.0, self.n_bins + 1)
 
-    def histogram(self, sample: Sample, relax_value) -> Float[Array, " bins"]:
-        events = _LAYOUT.unflatten(sample.x, sample.w)
+    def histogram_events(self, events: Events, relax_value) -> Float[Array, " bins"]:
+        """KDE histogram (bandwidth `relax_value`) of the pair scores of `events`."""
         slopes = self.cut_slope * jnp.asarray(CUT_SCALES)
         _, w = pair_selection(self.cuts.physical_thresholds(), events, slopes)
         s = self.scores(events)
         return relax.hist(s.reshape(-1), self.edges(), relax_value, w.reshape(-1), "fold")
 
-    def hard_histogram(self, sample: Sample) -> Float[Array, " bins"]:
-        events = _LAYOUT.unflatten(sample.x, sample.w)
+    def hard_histogram_events(self, events: Events) -> Float[Array, " bins"]:
+        """Hard cuts, hard pair choice, ordinary histogram of the pair scores."""
         _, w = pair_selection(self.cuts.physical_thresholds(), events, None, hard=True)
         s = self.scores(events)
         return relax.hard_hist(s.reshape(-1), self.edges(), None, w.reshape(-1), "fold")
+
+    def histogram(self, sample: Sample, relax_value) -> Float[Array, " bins"]:
+        return self.histogram_events(_LAYOUT.unflatten(sample.x, sample.w), relax_value)
+
+    def hard_histogram(self, sample: Sample) -> Float[Array, " bins"]:
+        return self.hard_histogram_events(_LAYOUT.unflatten(sample.x, sample.w))
 
 
 _LAYOUT = NanoAODLayout()
@@ -1162,3 +1183,425 @@ class DimuonNanoAOD(Problem):
         info = super().describe()
         info["systematics"] = [v.name for v in self.variations] + list(self.normsys)
         return info
+
+
+# ---------------------------------------------------------------------------------------
+# the object-level benchmark: hand-chosen, scanned, gradient-optimised cuts, neural summary
+# ---------------------------------------------------------------------------------------
+
+#: The methods of the object-level dimuon benchmark.
+DIMUON_METHODS = ("default", "scan", "grad", "neos")
+#: Scan box of the thresholds (physical units, order `CUT_NAMES`).
+SCAN_RANGES = ((15.0, 70.0), (0.04, 0.4), (0.1, 1.0), (25.0, 150.0))
+
+_OBJECT_LEVEL_DEFAULTS: dict[str, Any] = {
+    "loss": "discovery",
+    "batch_size": 4000,
+    "grad": {"steps": 150, "learning_rate": 0.05, "slope": {"start": 0.3, "end": 0.03}},
+    "scan": {"grid_points": 5, "budget": 400, "chunk": 8},
+    "neos": {
+        "steps": 150,
+        "learning_rate": 3e-3,
+        "hidden": [32, 32],
+        "bandwidth": {"start": 0.1, "end": 0.02},
+        "cut_slope": 0.05,
+    },
+}
+
+
+def _stack(samples: Mapping[str, Sample]) -> Events:
+    """The samples' events stacked along a new leading axis (order `NANOAOD_SAMPLES`)."""
+    events = [
+        _LAYOUT.unflatten(jnp.asarray(samples[n].x), jnp.asarray(samples[n].w))
+        for n in NANOAOD_SAMPLES
+    ]
+    sizes = {e.n_events for e in events}
+    if len(sizes) != 1:
+        raise DataError(f"the samples must have equal sizes to be stacked, got {sorted(sizes)}")
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *events)
+
+
+def _variant_yields(problem, fn, pipeline, stacked: Events) -> dict[TemplateKey, Array]:
+    """`{(sample, variant): histogram}`: `fn(pipeline, events)` on every sample and
+    systematic variant, one `vmap` over samples and one over variants."""
+    from diffana.systematics import evaluate_variations
+
+    hists = jax.vmap(lambda ev: evaluate_variations(fn, pipeline, ev, problem.variations))(stacked)
+    return {(n, label): h[i] for label, h in hists.items() for i, n in enumerate(NANOAOD_SAMPLES)}
+
+
+def dimuon_loss(problem: DimuonNanoAOD, scenario: str, kind: str = "discovery"):
+    """``loss_fn(pipeline, batch, relax) -> (loss, figure_of_merit)`` for `diffana.train.fit`.
+
+    Equivalent to `diffana.bench.hf_loss` (the same HistFactory model and loss), but the
+    pipeline is traced once: the samples of the minibatch (equal sizes) are stacked and
+    mapped with `jax.vmap`, and each sample's systematic variants are evaluated with
+    `diffana.systematics.evaluate_variations` (a `vmap` over the varied inputs), instead of
+    one traced copy per (sample, variation) template.
+
+    **Arguments:**
+
+    - `problem`: the `DimuonNanoAOD` problem.
+    - `scenario`: its statistical model.
+    - `kind`: ``"discovery"`` (loss `-Z0`, figure of merit Z0) or ``"cls"`` (expected CLs).
+    """
+    from diffana import hf, losses
+
+    if kind not in ("discovery", "cls"):
+        raise ProblemDefinitionError(f"dimuon loss must be 'discovery' or 'cls', got {kind!r}")
+
+    def loss(pipeline, batch, relax_value):
+        yields = _variant_yields(
+            problem, lambda p, e: p.histogram_events(e, relax_value), pipeline, _stack(batch)
+        )
+        model = hf.Model.from_pyhf(problem.workspace(yields, scenario))
+        if kind == "cls":
+            value = losses.cls_loss(model, mu_test=1.0)
+            return value, value
+        value = losses.discovery_loss(model)
+        return value, -value
+
+    return loss
+
+
+def _object_level_settings(problem: DimuonNanoAOD) -> dict[str, Any]:
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in _OBJECT_LEVEL_DEFAULTS.items()}
+    given = problem.param("analysis", "object_level", dict, {})
+    for key, value in given.items():
+        if key not in cfg:
+            raise ProblemDefinitionError(
+                f"{problem.definition.path}: unknown [analysis.object_level].{key}; "
+                f"known: {sorted(cfg)}"
+            )
+        cfg[key] = {**cfg[key], **value} if isinstance(cfg[key], dict) else value
+    if cfg["loss"] not in ("discovery", "cls"):
+        raise ProblemDefinitionError(
+            f"{problem.definition.path}: [analysis.object_level].loss must be 'discovery' or "
+            f"'cls', got {cfg['loss']!r}"
+        )
+    return cfg
+
+
+def _to_params(thresholds) -> np.ndarray:
+    return (np.asarray(thresholds, dtype=np.float64) - np.asarray(DEFAULT_CUTS)) / np.asarray(
+        CUT_SCALES
+    )
+
+
+def _scan_cuts(problem, scenario, train, cfg, seed, edges):
+    from diffana import hf, losses
+    from diffana.baselines import scan_thresholds
+
+    templates = {
+        k: Sample(jnp.asarray(s.x), jnp.asarray(s.w)) for k, s in problem.templates(train).items()
+    }
+
+    def z0_one(params):
+        pipe = DimuonCuts(params, edges)
+        yields = {k: pipe.hard_histogram(s) for k, s in templates.items()}
+        model = hf.Model.from_pyhf(problem.workspace(yields, scenario))
+        return -losses.discovery_loss(model)
+
+    chunk = int(cfg["chunk"])
+    batched = jax.jit(lambda c: jax.lax.map(z0_one, c, batch_size=chunk))
+    ranges = np.stack([_to_params(lo_hi) for lo_hi in zip(*SCAN_RANGES, strict=True)], axis=1)
+    res = scan_thresholds(
+        lambda c: np.asarray(batched(jnp.asarray(c))),
+        ranges,
+        grid_points=int(cfg["grid_points"]),
+        budget=int(cfg["budget"]),
+        seed=seed,
+        chunk=max(chunk * 8, 1),
+    )
+    info = {"scan": res.kind, "fom_evaluations": res.n_evaluations, "train_fom": res.fom}
+    return DimuonCuts(jnp.asarray(res.thresholds), edges), info, {"fom": res.history}
+
+
+def _neural_pipeline(train, cfg, key, edges, n_bins):
+    events = [_LAYOUT.unflatten(jnp.asarray(s.x), jnp.asarray(s.w)) for s in train.values()]
+    thresholds = jnp.asarray(DEFAULT_CUTS)
+    feats, weights = [], []
+    for ev in events:
+        _, w = pair_selection(thresholds, ev, None, hard=True)
+        f = pair_features(ev)
+        keep = np.asarray(w).reshape(-1) > 0
+        feats.append(np.asarray(f).reshape(-1, f.shape[-1])[keep])
+        weights.append(np.ones(keep.sum()))
+    allf = np.concatenate(feats)
+    shift = tuple(float(v) for v in allf.mean(axis=0))
+    scale = tuple(float(v) if v > 0 else 1.0 for v in allf.std(axis=0))
+    hidden = [int(h) for h in cfg["hidden"]]
+    net = eqx.nn.MLP(
+        allf.shape[1], 1, hidden[0], len(hidden), activation=jax.nn.relu, key=key,
+        dtype=jnp.float32,
+    )  # fmt: skip
+    cuts = DimuonCuts.from_thresholds(DEFAULT_CUTS, edges)
+    return DimuonNeural(net, cuts, shift, scale, int(n_bins), float(cfg["cut_slope"]))
+
+
+def train_dimuon_method(
+    problem: DimuonNanoAOD,
+    method: str,
+    train: Mapping[str, Sample],
+    *,
+    scenario: str = "syst",
+    seed: int = 0,
+    settings: Mapping[str, Any] | None = None,
+):
+    """Build, and train or scan, one object-level method of the dimuon benchmark.
+
+    **Arguments:**
+
+    - `problem`: a `DimuonNanoAOD` problem.
+    - `method`: one of `DIMUON_METHODS`: ``"default"`` (the hand-chosen `DEFAULT_CUTS`),
+      ``"scan"`` (grid or random scan of the four thresholds in `SCAN_RANGES`, hard cuts,
+      maximising the expected Z0 with all systematics on the training sample), ``"grad"``
+      (Adam on sigmoid cuts through the HistFactory model, discovery or CLs loss,
+      annealed slope), ``"neos"`` (a per-pair network whose score is binned with a KDE
+      histogram, trained jointly with the cuts on the same loss).
+    - `train`: the training events (`problem.generate(seed, "train")`).
+    - `scenario`: the statistical model of the loss.
+    - `seed`: initialisation, minibatches and random scans.
+    - `settings`: overrides of ``[analysis.object_level]``.
+
+    **Returns:** `diffana.bench.TrainedAnalysis(pipeline, training, history)`.
+    """
+    import time
+
+    from diffana.bench import TrainedAnalysis
+    from diffana.train import fit
+
+    if method not in DIMUON_METHODS:
+        raise ProblemDefinitionError(f"method must be one of {DIMUON_METHODS}, got {method!r}")
+    cfg = _object_level_settings(problem)
+    for key, value in dict(settings or {}).items():
+        cfg[key] = {**cfg[key], **value} if isinstance(cfg.get(key), dict) else value
+    edges = tuple(float(e) for e in problem.edges)
+    key = jax.random.fold_in(jax.random.key(seed), 11)
+    k_init, k_fit = jax.random.split(key)
+    t0 = time.perf_counter()
+    if method == "default":
+        pipe = DimuonCuts.from_thresholds(DEFAULT_CUTS, edges)
+        info, history = {"fom_evaluations": 0}, {}
+    elif method == "scan":
+        pipe, info, history = _scan_cuts(problem, scenario, train, cfg["scan"], seed, edges)
+    else:
+        sub = cfg[method]
+        if method == "grad":
+            pipe = DimuonCuts.from_thresholds(DEFAULT_CUTS, edges)
+            relax_value = sub["slope"]
+        else:
+            pipe = _neural_pipeline(train, sub, k_init, edges, problem.n_bins)
+            relax_value = sub["bandwidth"]
+        res = fit(
+            dimuon_loss(problem, scenario, cfg["loss"]),
+            pipe,
+            train,
+            steps=int(sub["steps"]),
+            batch_size=int(cfg["batch_size"]),
+            key=k_fit,
+            learning_rate=float(sub["learning_rate"]),
+            relax=relax_value,
+        )
+        pipe, history = res.pipeline, res.history
+        info = {
+            "steps": int(sub["steps"]),
+            "fom_evaluations": int(sub["steps"]),
+            "compile_time_s": res.compile_time,
+            "skipped_steps": res.skipped_steps,
+            "final_loss": float(history["loss"][-1]) if len(history["loss"]) else float("nan"),
+        }
+    info["train_time_s"] = time.perf_counter() - t0
+    cuts = pipe if isinstance(pipe, DimuonCuts) else pipe.cuts
+    info["thresholds"] = dict(
+        zip(CUT_NAMES, np.asarray(cuts.physical_thresholds()).tolist(), strict=True)
+    )
+    return TrainedAnalysis(pipe, info, {k: np.asarray(v) for k, v in history.items()})
+
+
+def run_dimuon_benchmark(
+    *,
+    mode: str = "quick",
+    seed: int = 0,
+    scenario: str = "syst",
+    methods: tuple[str, ...] = DIMUON_METHODS,
+    out: str | os.PathLike | None = None,
+    referee: bool = True,
+    problem: DimuonNanoAOD | None = None,
+) -> dict[str, Any]:
+    """Run the object-level dimuon benchmark and evaluate every method hard.
+
+    Each method is trained on ``generate(seed, "train")`` and evaluated like every
+    `diffana bench` run: its hard twin on the independent test sample, histograms of every
+    template (`diffana.bench.hard_yields`), and the metrics of `diffana.bench.METRICS`
+    (expected CLs, Z0, σ(POI), and pyhf's CLs and Z0 on the exported workspace).
+
+    **Arguments:**
+
+    - `mode`: ``"quick"``, ``"default"`` or ``"full"`` (the definition's ``[modes]``).
+    - `seed`: the run seed.
+    - `scenario`: the statistical model (``"syst"`` or ``"stat"``).
+    - `methods`: a subset of `DIMUON_METHODS`.
+    - `out`: optional folder for ``dimuon_results.json``, ``dimuon_results.md``, the
+      workspaces and plots.
+    - `referee`: also compute pyhf's numbers.
+    - `problem`: an already loaded problem (default: the packaged ``dimuon``).
+
+    **Returns:** ``{"methods": {method: {"training": ..., "evaluation": ...}}, ...}``.
+    """
+    import time
+
+    from diffana.bench import evaluate_yields, hard_yields
+
+    if problem is None:
+        from diffana.problems._registry import load_problem
+
+        problem = load_problem("dimuon", mode=mode)
+    t0 = time.perf_counter()
+    train = problem.generate(seed, "train")
+    test = problem.generate(seed, "test")
+    test_templates = problem.templates(test)
+    gen_time = time.perf_counter() - t0
+    results: dict[str, Any] = {
+        "problem": problem.describe(),
+        "mode": problem.definition.mode,
+        "seed": seed,
+        "scenario": scenario,
+        "generation_time_s": gen_time,
+        "methods": {},
+    }
+    pipelines = {}
+    for method in methods:
+        trained = train_dimuon_method(problem, method, train, scenario=scenario, seed=seed)
+        t1 = time.perf_counter()
+        yields, counts = hard_yields(trained.pipeline, test_templates)
+        evaluation = evaluate_yields(problem, yields, [scenario], referee=referee)[scenario]
+        evaluation["eval_time_s"] = time.perf_counter() - t1
+        pipelines[method] = (trained, yields)
+        results["methods"][method] = {
+            "training": trained.training,
+            "evaluation": evaluation,
+            "hard_yields": {f"{k[0]}/{k[1]}": v.tolist() for k, v in yields.items()},
+            "mc_counts": {f"{k[0]}/{k[1]}": v.tolist() for k, v in counts.items()},
+        }
+    results["total_time_s"] = time.perf_counter() - t0
+    if out is not None:
+        _write_dimuon_outputs(Path(out), problem, results, pipelines)
+    return results
+
+
+def dimuon_results_table(results: Mapping[str, Any]) -> str:
+    """A Markdown table of `run_dimuon_benchmark` results."""
+    lines = [
+        "| method | mu_pt_min | mu_iso_max | btag_veto | met_max | Z0 | CLs | pyhf Z0 "
+        "| pyhf CLs | σ(μ) × s | train time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, r in results["methods"].items():
+        t = r["training"]["thresholds"]
+        e = r["evaluation"]
+        pz0, pcls = e.get("pyhf_z0", float("nan")), e.get("pyhf_cls", float("nan"))
+        lines.append(
+            f"| {method} | {t['mu_pt_min']:.1f} | {t['mu_iso_max']:.3f} | {t['btag_veto']:.2f} "
+            f"| {t['met_max']:.0f} | {e['z0']:.3f} | {e['cls']:.4f} | {pz0:.3f} "
+            f"| {pcls:.4f} | {e['sigma_poi_fisher']:.1f} "
+            f"| {r['training']['train_time_s']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _write_dimuon_outputs(out: Path, problem, results, pipelines) -> None:
+    import json
+
+    from diffana.io import write_workspace
+    from diffana.train import atomic_write_json, atomic_write_text, json_default
+
+    out.mkdir(parents=True, exist_ok=True)
+    for method, r in results["methods"].items():
+        ws = r["evaluation"].pop("workspace", None)
+        if ws is not None:
+            write_workspace(out / f"dimuon_{method}_workspace.json", ws)
+    atomic_write_json(
+        out / "dimuon_results.json", json.loads(json.dumps(results, default=json_default))
+    )
+    text = [
+        f"# dimuon object-level benchmark ({results['mode']} mode, seed {results['seed']}, "
+        f"scenario `{results['scenario']}`)",
+        "",
+        "Hard cuts and hard histograms on the independent test sample; Z0 and CLs expected "
+        "(Asimov), diffana and pyhf on the exported workspace.",
+        "",
+        dimuon_results_table(results),
+        "",
+        f"Total wall time {results['total_time_s']:.0f} s "
+        f"(generation and reading of the ROOT files {results['generation_time_s']:.0f} s).",
+    ]
+    try:
+        _plot_dimuon(out, problem, pipelines)
+        text += ["", "![m_mumu](dimuon_mass.png)", "![training](dimuon_training.png)"]
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        pass
+    atomic_write_text(out / "dimuon_results.md", "\n".join(text) + "\n")
+
+
+def _plot_dimuon(out: Path, problem, pipelines) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    cut_methods = [m for m in ("default", "scan", "grad") if m in pipelines]
+    if cut_methods:
+        fig, axes = plt.subplots(1, len(cut_methods), figsize=(4.5 * len(cut_methods), 4))
+        axes = np.atleast_1d(axes)
+        for ax, method in zip(axes, cut_methods, strict=True):
+            _, yields = pipelines[method]
+            bkgs = list(problem.background_samples)
+            mplhep.histplot(
+                [yields[(b, "nominal")] for b in bkgs], problem.edges, stack=True,
+                histtype="fill", label=bkgs, ax=ax,
+            )  # fmt: skip
+            mplhep.histplot(
+                yields[("signal", "nominal")], problem.edges, ax=ax, color="k", label="signal"
+            )
+            ax.set_xlabel("m_μμ [GeV]")
+            ax.set_ylabel("events / bin")
+            ax.set_title(method)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "dimuon_mass.png", dpi=110)
+        plt.close(fig)
+    trained = [m for m in ("grad", "neos") if m in pipelines]
+    if trained:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for method in trained:
+            fom = pipelines[method][0].history.get("fom")
+            if fom is not None and len(fom):
+                ax.plot(fom, label=method)
+        ax.set_xlabel("step")
+        ax.set_ylabel("figure of merit (minibatch)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "dimuon_training.png", dpi=110)
+        plt.close(fig)
+
+
+if __name__ == "__main__":  # pragma: no cover - command-line entry
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The object-level dimuon benchmark.")
+    parser.add_argument("--mode", default="quick", choices=("quick", "default", "full"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenario", default="syst")
+    parser.add_argument("--methods", default=",".join(DIMUON_METHODS))
+    parser.add_argument("--out", default="dimuon-results")
+    args = parser.parse_args()
+    # the package's own module, so that the problem's classes and these are the same
+    from diffana.problems import _nanoaod
+
+    res = _nanoaod.run_dimuon_benchmark(
+        mode=args.mode, seed=args.seed, scenario=args.scenario,
+        methods=tuple(args.methods.split(",")), out=args.out,
+    )  # fmt: skip
+    print(_nanoaod.dimuon_results_table(res))
