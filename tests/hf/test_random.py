@@ -147,7 +147,7 @@ def _data(model: hf.Model, rng: np.random.Generator) -> np.ndarray:
 
 
 @settings(
-    max_examples=12,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -197,7 +197,7 @@ def _fill(template: Any, arrays: list[jax.Array]) -> Any:
     return template
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=random_specs())
 def test_traced_construction_agrees_with_pyhf(case, pyhf_model, assert_logpdf_close):
     # the model is built inside jit from traced numbers (the path of differentiable
