@@ -127,3 +127,22 @@ def test_two_pass_needs_reiterable(two_files):
 def test_bad_step_size(two_files, step):
     with pytest.raises(diffana.DataError, match="step_size"):
         dio.iterate_events(two_files, SCHEMA, step_size=step)
+
+
+def test_rntuple_streams_like_ttree(nano_file, rntuple_file):
+    schema = dio.Schema([dio.Collection("Muon", ["pt"], n_max=2)], ["MET_pt"], "genWeight")
+    a = dio.sum_over_chunks(
+        lambda t, ev: hist(
+            ev["Muon.pt"][:, 0], EDGES, 4.0, weights=ev.weights * ev["Muon"].mask[:, 0]
+        ),
+        THETA,
+        dio.iterate_events(nano_file, schema, step_size=300),
+    )
+    b = dio.sum_over_chunks(
+        lambda t, ev: hist(
+            ev["Muon.pt"][:, 0], EDGES, 4.0, weights=ev.weights * ev["Muon"].mask[:, 0]
+        ),
+        THETA,
+        dio.iterate_events(rntuple_file, schema, step_size=300),
+    )
+    np.testing.assert_allclose(a, b, rtol=1e-12)
