@@ -214,3 +214,41 @@ def pyhf_model_data(workspace: dict):
 @pytest.fixture(scope="session")
 def pyhf_model_data_factory():
     return pyhf_model_data
+
+
+def eager_fd_check(fun, x, *, rtol=1e-4, atol=1e-8, eps=1e-6):
+    """`jax.grad(fun)` against central finite differences, evaluated eagerly.
+
+    Same comparison and step rule as `diffana.testing.assert_grad_matches_fd` (relative
+    step `eps * max(|x_i|, 1)`, float64), but `fun` is called without a `jax.jit`
+    wrapper, so the inference functions' own compiled kernels are reused instead of
+    compiling the whole graph again for every check.
+    """
+    import jax
+
+    x = np.asarray(x, dtype=np.float64)
+    auto = np.asarray(jax.grad(lambda v: jnp.asarray(fun(v), dtype=jnp.float64))(jnp.asarray(x)))
+    assert np.all(np.isfinite(auto)), f"autodiff gradient has non-finite entries: {auto}"
+    flat = x.ravel()
+    steps = eps * np.maximum(np.abs(flat), 1.0)
+    fd = np.empty_like(flat)
+    for i in range(flat.size):
+        up, dn = flat.copy(), flat.copy()
+        up[i] += steps[i]
+        dn[i] -= steps[i]
+        f_up = float(fun(jnp.asarray(up.reshape(x.shape))))
+        f_dn = float(fun(jnp.asarray(dn.reshape(x.shape))))
+        fd[i] = (f_up - f_dn) / (2 * steps[i])
+    np.testing.assert_allclose(
+        auto,
+        fd.reshape(x.shape),
+        rtol=rtol,
+        atol=atol,
+        err_msg="autodiff gradient != finite differences",
+    )
+    return auto
+
+
+@pytest.fixture(scope="session")
+def fd_check():
+    return eager_fd_check

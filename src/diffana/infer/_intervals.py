@@ -235,12 +235,16 @@ def _upper_limit_jit(
         "bounds": setup.bounds,
         "poi_lo": setup.bounds[poi, 0],
         "poi_hi": setup.bounds[poi, 1],
+        "fixed": setup.fixed,
+        "tol": tol,
+        "maxiter": fit_maxiter,
     }
-    fixed_mask = setup.fixed
     log_level = math.log(level)
 
     def curves(mu, th):
-        s = _Setup.core(th["model"], None, th["init"], th["bounds"], fixed_mask, tol, fit_maxiter)
+        s = _Setup.core(
+            th["model"], None, th["init"], th["bounds"], th["fixed"], th["tol"], th["maxiter"]
+        )
         cond, cond_a = s.batch(jnp.stack([th["data"], th["data_a"]]), [mu, mu])
         q = jnp.maximum(2.0 * (cond.nll - th["nll_free"]), 0.0)
         q = jnp.where(th["mu_hat"] > mu, 0.0, q)

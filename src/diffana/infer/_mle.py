@@ -168,6 +168,19 @@ def resolve_fixed(model: Any, fixed: Sequence[bool] | None, npars: int, where: s
     return fixed
 
 
+def dynamic_options(fixed, tol: float, maxiter: int) -> dict[str, Array]:
+    """Fit options as arrays, so that changing them does not recompile."""
+    if not float(tol) > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    if int(maxiter) < 1:
+        raise ValueError(f"maxiter must be at least 1; got {maxiter}")
+    return {
+        "fixed": jnp.asarray(np.asarray(fixed, dtype=bool)),
+        "tol": jnp.asarray(tol, dtype=jnp.float64),
+        "maxiter": jnp.asarray(maxiter, dtype=jnp.int32),
+    }
+
+
 def require_poi(poi_index: int | None, where: str) -> int:
     if poi_index is None:
         raise ValueError(
@@ -200,7 +213,7 @@ def _solve(model, data, x0, bounds, free, *, tol, maxiter):
 
 
 @eqx.filter_custom_jvp
-def _argmin(model, data, x0, bounds, free, *, tol, maxiter):
+def _argmin(model, data, x0, bounds, free, tol, maxiter):
     res = _solve(model, data, x0, bounds, free, tol=tol, maxiter=maxiter)
     return res.x, res.n_iter, res.converged
 
@@ -221,9 +234,9 @@ def _zeros_for_none(primal, tangent):
 
 
 @_argmin.def_jvp
-def _argmin_jvp(primals, tangents, *, tol, maxiter):
-    model, data, x0, bounds, free = primals
-    t_model, t_data, t_x0, t_bounds, _ = tangents
+def _argmin_jvp(primals, tangents):
+    model, data, x0, bounds, free, tol, maxiter = primals
+    t_model, t_data, t_x0, t_bounds, _, _, _ = tangents
     res = _solve(model, data, x0, bounds, free, tol=tol, maxiter=maxiter)
     x = res.x
     lower, upper = bounds[:, 0], bounds[:, 1]
@@ -254,8 +267,8 @@ def _argmin_jvp(primals, tangents, *, tol, maxiter):
 
 
 def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties):
-    free = jnp.asarray(~fixed)
-    pars, n_iter, converged = _argmin(model, data, init, bounds, free, tol=tol, maxiter=maxiter)
+    free = ~jnp.asarray(fixed)
+    pars, n_iter, converged = _argmin(model, data, init, bounds, free, tol, maxiter)
     nll = model.nll(pars, data)
     if return_uncertainties:
         h = jax.hessian(_objective)(pars, (model, data))
@@ -268,22 +281,20 @@ def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainti
 
 @eqx.filter_jit
 def _fit_jit(model, data, init, bounds, *, fixed, tol, maxiter, return_uncertainties):
-    return _fit_impl(
-        model, data, init, bounds, np.asarray(fixed, dtype=bool), tol, maxiter, return_uncertainties
-    )
+    return _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties)
 
 
 def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResult:
     """Several fits of one model in one vmapped solver loop (one compilation).
 
-    `data` is `(k, n)` or `(n,)` (shared), `inits` `(k, npars)`, `fixed_masks` a numpy
-    bool array `(k, npars)`. Returns a batched :class:`FitResult` (no uncertainties).
+    `data` is `(k, n)` or `(n,)` (shared), `inits` `(k, npars)`, `fixed_masks` a bool
+    array `(k, npars)`. Returns a batched :class:`FitResult` (no uncertainties).
     """
-    free = jnp.asarray(~np.asarray(fixed_masks))
+    free = ~jnp.asarray(fixed_masks)
     data_axis = 0 if data.ndim == 2 else None
 
     def one(d, x0, fr):
-        pars, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol=tol, maxiter=maxiter)
+        pars, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
         return FitResult(pars, model.nll(pars, d), converged, n_iter, jnp.zeros_like(pars))
 
     return jax.vmap(one, in_axes=(data_axis, 0, 0))(data, inits, free)
@@ -351,9 +362,7 @@ def fit(
         data,
         init,
         bounds,
-        fixed=tuple(bool(f) for f in fixed),
-        tol=tol,
-        maxiter=maxiter,
+        **dynamic_options(fixed, tol, maxiter),
         return_uncertainties=return_uncertainties,
     )
     report_convergence(res.converged, model, where)
@@ -414,8 +423,6 @@ def _fixed_poi_fit(
         data,
         init,
         bounds,
-        fixed=tuple(bool(f) for f in fixed),
-        tol=tol,
-        maxiter=maxiter,
+        **dynamic_options(fixed, tol, maxiter),
         return_uncertainties=return_uncertainties,
     )

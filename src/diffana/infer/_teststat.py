@@ -8,7 +8,6 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from diffana.infer._mle import (
@@ -17,6 +16,7 @@ from diffana.infer._mle import (
     FitResult,
     _fit_impl,
     as_data,
+    dynamic_options,
     fit_batch,
     model_arrays,
     report_convergence,
@@ -71,7 +71,7 @@ class _Setup:
         self.model, self.where, self.data = model, where, data
         self.npars, self.poi_index = int(model.npars), int(model.poi_index)
         self.init, self.bounds = init, bounds
-        self.fixed = np.asarray(fixed, dtype=bool)
+        self.fixed = jnp.asarray(fixed)
         self.tol, self.maxiter = tol, maxiter
         return self
 
@@ -81,11 +81,7 @@ class _Setup:
 
     def kwargs(self) -> dict:
         """Static arguments of a jitted core."""
-        return {
-            "fixed": tuple(bool(f) for f in self.fixed),
-            "tol": self.tol,
-            "maxiter": self.maxiter,
-        }
+        return dynamic_options(self.fixed, self.tol, self.maxiter)
 
     def free_fit(self, data: Array, init: Array | None = None) -> FitResult:
         init = self.init if init is None else init
@@ -94,8 +90,7 @@ class _Setup:
         )
 
     def fixed_poi_fit(self, poi_value, data: Array) -> FitResult:
-        fixed = self.fixed.copy()
-        fixed[self.poi_index] = True
+        fixed = jnp.asarray(self.fixed).at[self.poi_index].set(True)
         init = self.init.at[self.poi_index].set(jnp.asarray(poi_value, dtype=jnp.float64))
         return _fit_impl(self.model, data, init, self.bounds, fixed, self.tol, self.maxiter, False)
 
@@ -108,10 +103,10 @@ class _Setup:
         rows, masks = [], []
         for value, start in zip(poi_values, inits, strict=True):
             row = self.init if start is None else start
-            mask = self.fixed.copy()
+            mask = jnp.asarray(self.fixed)
             if value is not None:
                 row = row.at[self.poi_index].set(jnp.asarray(value, dtype=jnp.float64))
-                mask[self.poi_index] = True
+                mask = mask.at[self.poi_index].set(True)
             rows.append(row)
             masks.append(mask)
         res = fit_batch(
@@ -119,7 +114,7 @@ class _Setup:
             data,
             jnp.stack(rows),
             self.bounds,
-            np.stack(masks),
+            jnp.stack(masks),
             self.tol,
             self.maxiter,
         )
