@@ -70,8 +70,9 @@ def cut(
     check_direction(direction, where)
     if hard:
         return hard_cut(x, threshold, slope, direction)
+    broadcast_shape(where, x=x, threshold=threshold, slope=slope)
+    check_positive(slope, "slope", where)  # before broadcasting: checks the small array
     x, threshold, slope = _operands(where, x=x, threshold=threshold, slope=slope)
-    check_positive(slope, "slope", where)
     z = (x - threshold) / slope if direction.startswith(">") else (threshold - x) / slope
     return jax.nn.sigmoid(z)
 
@@ -136,9 +137,10 @@ def window(
     where = "diffana.relax.window"
     if hard:
         return hard_window(x, lo, hi, slope)
-    x, lo, hi, slope = _operands(where, x=x, lo=lo, hi=hi, slope=slope)
-    check_positive(slope, "slope", where)
+    broadcast_shape(where, x=x, lo=lo, hi=hi, slope=slope)
+    check_positive(slope, "slope", where)  # before broadcasting: checks the small arrays
     _check_window(lo, hi, where)
+    x, lo, hi, slope = _operands(where, x=x, lo=lo, hi=hi, slope=slope)
     return jax.nn.sigmoid((x - lo) / slope) * jax.nn.sigmoid((hi - x) / slope)
 
 
@@ -153,8 +155,9 @@ def hard_window(
     `slope` is accepted and ignored. **Returns:** weights in {0, 1} (float64).
     """
     where = "diffana.relax.hard_window"
-    x, lo, hi = _operands(where, x=x, lo=lo, hi=hi)
+    broadcast_shape(where, x=x, lo=lo, hi=hi)
     _check_window(lo, hi, where)
+    x, lo, hi = _operands(where, x=x, lo=lo, hi=hi)
     return ((x >= lo) & (x < hi)).astype(x.dtype)
 
 
