@@ -50,7 +50,9 @@ histogram of width `bandwidth` (see *Concepts → Relaxations*). The trained thr
 then evaluated with the **hard twins** (`hard_cut`, `hard_hist`): that number, not the soft
 one, is what the analysis is worth. pyhf referees it.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 STEPS = 30 if QUICK else 150
 
 import jax
@@ -67,7 +69,8 @@ import diffana.infer
 import diffana.losses
 import diffana.relax
 
-print("diffana", diffana.__version__, "| jax", jax.__version__, "| float64:", diffana.x64_enabled())"""),
+print("diffana", diffana.__version__, "| jax", jax.__version__, "| float64:", diffana.x64_enabled())"""
+    ),
     md("""
 ## Toy events
 
@@ -208,7 +211,9 @@ workspace, and its expected CLs, $Z_0$ and $\sigma(\mu)$. This uses the same fun
 `diffana bench` (`method_settings`, `train_method`, `hard_yields`, `evaluate_yields`),
 at far fewer steps and a smaller network than `diffana bench gaussian_blobs`.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 STEPS = 20 if QUICK else 150
 HIDDEN = [32, 32]
 
@@ -223,7 +228,8 @@ train = problem.generate(seed=0, split="train")
 test = problem.generate(seed=0, split="test")
 print(problem.definition.description)
 for name, s in test.items():
-    print(f"{name:16s} {s.x.shape[0]:6d} test events, expected yield {float(s.w.sum()):6.1f}")"""),
+    print(f"{name:16s} {s.x.shape[0]:6d} test events, expected yield {float(s.w.sum()):6.1f}")"""
+    ),
     code("""
 fig, ax = plt.subplots(figsize=(4.5, 4))
 for name, s in train.items():
@@ -283,6 +289,7 @@ for ax, (method, y) in zip(axes, hard.items()):
     down = [k for k in y if k[0] == "background" and k[1].endswith("down")][0]
     ax.stairs(y[up], bins, color="C0", ls="--", label="background up")
     ax.stairs(y[down], bins, color="C0", ls=":", label="background down")
+    ax.set_xticks(bins)
     ax.set(title=f"{method}: CLs = {metrics[method]['cls']:.2e}", xlabel="bin", ylabel="events")
 axes[0].legend()
 fig.tight_layout()"""),
@@ -317,7 +324,9 @@ diffana bench inferno3d --full
 (10 seeds per method, 2000 steps, all scenarios), whose report places them next to the
 table.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 STEPS = 40 if QUICK else 600
 SCENARIO = "b2"
 
@@ -331,7 +340,8 @@ problem = load_problem("inferno3d", mode="quick")
 train = problem.generate(seed=0, split="train")
 test = problem.generate(seed=0, split="test")
 print(problem.definition.description)
-print("scenarios:", problem.scenarios)"""),
+print("scenarios:", problem.scenarios)"""
+    ),
     md("""
 ## The published table
 
@@ -416,7 +426,9 @@ normalisations, not cross-sections; the files are far too small for a physics re
 The files are looked up in `../shared/data/cms-opendata/` relative to the repository root
 (or `$DIFFANA_CMS_OPENDATA`); the notebook stops with a message if they are absent.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 STEPS = 25 if QUICK else 120
 from pathlib import Path
 
@@ -435,7 +447,8 @@ FILES = {
 }
 HAVE_DATA = all(p.exists() for p in FILES.values())
 if not HAVE_DATA:
-    print(f"CMS open-data files not found in {DATA}: the rest of this notebook is skipped.")"""),
+    print(f"CMS open-data files not found in {DATA}: the rest of this notebook is skipped.")"""
+    ),
     code("""
 import jax
 import jax.numpy as jnp
@@ -581,7 +594,9 @@ They work for relaxed operations and for fits (whose gradients come from the
 implicit-function theorem) alike. Below: a pipeline, the checks, and a pytest file that
 runs them.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -590,7 +605,8 @@ import diffana.hf
 import diffana.infer
 import diffana.losses
 import diffana.relax
-from diffana.testing import assert_grad_matches_fd, finite_difference_grad"""),
+from diffana.testing import assert_grad_matches_fd, finite_difference_grad"""
+    ),
     md("""
 ## A relaxed operation
 
@@ -694,7 +710,7 @@ import tempfile
 folder = pathlib.Path(tempfile.mkdtemp())
 (folder / "test_my_analysis.py").write_text(test_file)
 result = subprocess.run(
-    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", str(folder)],
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", "-W", "error", str(folder)],
     capture_output=True, text=True, cwd=folder,
 )
 print(result.stdout[-1500:])
@@ -719,7 +735,11 @@ NOTEBOOKS = {
 def make(cells) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
