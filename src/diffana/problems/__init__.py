@@ -90,7 +90,7 @@ from diffana.problems._inferno3d import (
     transform_background,
 )
 from diffana.problems._registry import load_problem, problem_kinds, register_problem
-from diffana.problems._workspace import histosys, make_workspace, normfactor, normsys
+from diffana.problems._workspace import histosys, make_workspace, normfactor, normsys, staterror
 
 __all__ = [
     "CUT_FEATURES",
@@ -125,6 +125,7 @@ __all__ = [
     "problem_kinds",
     "register_problem",
     "split_seed",
+    "staterror",
     "subsample",
     "transform_background",
 ]

@@ -42,10 +42,18 @@ class Sample(NamedTuple):
 
     - `x`: `Float[Array, "events features"]`, the observables.
     - `w`: `Float[Array, "events"]`, the event weights (expected events per MC event).
+    - `w2`: `Float[Array, "events"]` or None: each event's contribution to the sum of
+      squared weights of the full sample (None: ``w**2``). `subsample` sets it so that a
+      minibatch still estimates the Monte Carlo statistical uncertainty of the full sample.
     """
 
     x: Float[Array, "events features"]
     w: Float[Array, " events"]
+    w2: Float[Array, " events"] | None = None
+
+    def sumw2(self) -> Float[Array, " events"]:
+        """Per-event contributions to the sum of squared weights (``w2``, else ``w**2``)."""
+        return self.w**2 if self.w2 is None else self.w2
 
 
 #: ``(sample, variation)``, e.g. ``("background", "nominal")`` or ``("background", "r_up")``.
@@ -64,7 +72,8 @@ def subsample(key: Array, samples: Mapping[str, Sample], size: int) -> dict[str,
     """Draw `size` events per sample (with replacement), reweighted to the same yield.
 
     Used for minibatches: the expected yields of the batch equal those of the full
-    sample, so batch histograms estimate the full templates without bias.
+    sample, so batch histograms estimate the full templates without bias; likewise the
+    batch's `Sample.w2` estimates the full sample's sum of squared weights.
 
     **Arguments:**
 
@@ -79,8 +88,7 @@ def subsample(key: Array, samples: Mapping[str, Sample], size: int) -> dict[str,
     for k, (name, s) in zip(keys, sorted(samples.items()), strict=True):
         n = s.x.shape[0]
         idx = jax.random.randint(k, (size,), 0, n)
-        w = s.w[idx] * (n / size)
-        out[name] = Sample(s.x[idx], w)
+        out[name] = Sample(s.x[idx], s.w[idx] * (n / size), s.sumw2()[idx] * (n / size))
     return out
 
 
@@ -250,4 +258,4 @@ def as_numpy_samples(samples: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> di
 
 def to_jax(samples: Mapping[str, Sample]) -> dict[str, Sample]:
     """The same samples as JAX float64 arrays."""
-    return {k: Sample(jnp.asarray(s.x), jnp.asarray(s.w)) for k, s in samples.items()}
+    return {k: jax.tree.map(jnp.asarray, s) for k, s in samples.items()}

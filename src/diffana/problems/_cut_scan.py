@@ -1,6 +1,7 @@
 """A cut-and-count search in seven physics-like observables with two systematics.
 
-A resonance decaying to two b-jets (signal) over a falling multijet-like background.
+A resonance decaying to two b-jets (signal) over a falling multijet-like background;
+the shapes overlap enough that the best selections keep hundreds of background events.
 The standard analysis scans cut thresholds on a grid or at random; the differentiable
 one optimises them by gradient descent through sigmoid cuts. The problem exists to show
 how both scale with the number of thresholds.
@@ -23,7 +24,13 @@ from diffana.problems._base import (
     Yields,
     split_seed,
 )
-from diffana.problems._workspace import histosys, make_workspace, normfactor, normsys
+from diffana.problems._workspace import (
+    histosys,
+    make_workspace,
+    normfactor,
+    normsys,
+    staterror,
+)
 
 __all__ = ["CUT_FEATURES", "CutScan", "generate_cut_scan"]
 
@@ -36,7 +43,7 @@ _JES_FEATURES = (0, 1, 2, 6)
 def generate_cut_scan(n: int, seed: int) -> dict[str, np.ndarray]:
     """Signal and background events, `n` each, in the observables `CUT_FEATURES`.
 
-    Signal: a mass peak at 125 GeV (width 12), harder jets and missing energy, central
+    Signal: a mass peak at 125 GeV (width 15), harder jets and missing energy, central
     jets, small separation, high b-tag score. Background: a falling mass spectrum, softer
     and forward jets, wide separation, low b-tag score. ``ht`` is the leading jet's pT plus
     the rest of the event, so it is correlated with ``pt``.
@@ -54,29 +61,31 @@ def generate_cut_scan(n: int, seed: int) -> dict[str, np.ndarray]:
     def draw(signal: bool) -> np.ndarray:
         x = np.empty((n, len(CUT_FEATURES)))
         if signal:
-            x[:, 0] = rng.normal(125.0, 12.0, n)
-            x[:, 1] = 30.0 + rng.gamma(3.0, 25.0, n)
-            x[:, 2] = rng.gamma(2.0, 30.0, n)
-            x[:, 3] = np.abs(rng.normal(0.0, 1.0, n))
-            x[:, 4] = 0.4 + rng.gamma(3.0, 0.4, n)
-            x[:, 5] = rng.beta(4.0, 1.5, n)
-            x[:, 6] = x[:, 1] + rng.gamma(3.0, 40.0, n)
+            x[:, 0] = rng.normal(125.0, 15.0, n)
+            x[:, 1] = 30.0 + rng.gamma(2.5, 25.0, n)
+            x[:, 2] = rng.gamma(2.0, 25.0, n)
+            x[:, 3] = np.abs(rng.normal(0.0, 1.2, n))
+            x[:, 4] = 0.4 + rng.gamma(3.0, 0.5, n)
+            x[:, 5] = rng.beta(3.0, 1.5, n)
+            x[:, 6] = x[:, 1] + rng.gamma(3.0, 35.0, n)
         else:
-            x[:, 0] = 40.0 + rng.exponential(70.0, n)
-            x[:, 1] = 30.0 + rng.exponential(35.0, n)
+            x[:, 0] = 40.0 + rng.exponential(80.0, n)
+            x[:, 1] = 30.0 + rng.exponential(40.0, n)
             x[:, 2] = rng.exponential(30.0, n)
-            x[:, 3] = np.abs(rng.normal(0.0, 1.6, n))
-            x[:, 4] = 0.4 + rng.gamma(3.0, 0.8, n)
-            x[:, 5] = rng.beta(1.2, 3.0, n)
-            x[:, 6] = x[:, 1] + rng.gamma(2.0, 40.0, n)
+            x[:, 3] = np.abs(rng.normal(0.0, 1.5, n))
+            x[:, 4] = 0.4 + rng.gamma(3.0, 0.7, n)
+            x[:, 5] = rng.beta(1.5, 2.5, n)
+            x[:, 6] = x[:, 1] + rng.gamma(2.5, 35.0, n)
         return x
 
     return {"signal": draw(True), "background": draw(False)}
 
 
 class CutScan(Problem):
-    """Cut-and-count with a background normalisation (normsys) and a jet energy scale
-    (histosys, on both samples) uncertainty.
+    """Cut-and-count with a background normalisation (normsys), a jet energy scale
+    (histosys, on both samples) and the background's Monte Carlo statistical (staterror)
+    uncertainty. The last keeps the optimisers out of selections that look background-free
+    only because the simulation has no events there.
 
     Definition fields: ``[generator]`` ``n_train``/``n_valid``/``n_test``, ``seed``;
     ``[analysis]`` ``bins`` (1: cut-and-count), ``signal_yield``, ``background_yield``
@@ -143,6 +152,9 @@ class CutScan(Problem):
             out[(name, "nominal")] = s
             for sign, tag in ((1.0, "up"), (-1.0, "down")):
                 out[(name, f"jes_{tag}")] = Sample(s.x * (1.0 + sign * self.jes * scale), s.w)
+        # Histogrammed with the squared weights: the Monte Carlo statistical uncertainty.
+        bkg = samples["background"]
+        out[("background", "sumw2")] = Sample(bkg.x, bkg.sumw2())
         return out
 
     def workspace(self, yields: Yields, scenario: str) -> dict[str, Any]:
@@ -166,6 +178,7 @@ class CutScan(Problem):
                     bkg,
                     [
                         normsys("bkg_norm", 1.0 + self.norm, 1.0 - self.norm),
+                        staterror("mc_stat", _safe_sqrt(yields[("background", "sumw2")])),
                         histosys(
                             "jes",
                             yields[("background", "jes_up")],
@@ -180,3 +193,10 @@ class CutScan(Problem):
 
 def _variations(yields: Yields, sample: str, name: str):
     return yields[(sample, f"{name}_up")], yields[(sample, f"{name}_down")]
+
+
+def _safe_sqrt(x):
+    # sqrt with a finite gradient at 0 (an empty soft bin).
+    x = jnp.asarray(x)
+    ok = x > 1e-30
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 1e-15)

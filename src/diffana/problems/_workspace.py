@@ -8,7 +8,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["histosys", "make_workspace", "normfactor", "normsys", "to_json_compatible"]
+__all__ = [
+    "histosys",
+    "make_workspace",
+    "normfactor",
+    "normsys",
+    "staterror",
+    "to_json_compatible",
+]
 
 
 def normfactor(name: str) -> dict[str, Any]:
@@ -24,6 +31,12 @@ def normsys(name: str, hi: float, lo: float) -> dict[str, Any]:
 def histosys(name: str, up, down) -> dict[str, Any]:
     """A constrained shape uncertainty from the +1 / -1 sigma histograms."""
     return {"name": name, "type": "histosys", "data": {"hi_data": up, "lo_data": down}}
+
+
+def staterror(name: str, uncertainties) -> dict[str, Any]:
+    """Monte Carlo statistical uncertainty (Barlow-Beeston lite): absolute per-bin
+    uncertainties ``sqrt(sum w^2)``."""
+    return {"name": name, "type": "staterror", "data": uncertainties}
 
 
 def make_workspace(

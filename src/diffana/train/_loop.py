@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -13,6 +16,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
+from diffana.errors import ConvergenceWarning
 from diffana.problems import Sample, subsample
 from diffana.train._schedules import Annealing, as_annealing
 from diffana.train._tracking import RunTracker
@@ -34,6 +38,8 @@ class TrainResult(NamedTuple):
     - `compile_time`: seconds of the first step (tracing and compilation).
     - `steps_per_second`: steps after the first divided by their wall time.
     - `skipped_steps`: updates skipped because the loss or gradient was not finite.
+    - `warnings`: ``{message: count}`` of the `diffana.ConvergenceWarning`s raised by fits
+      inside the loss (recorded instead of printed at every step).
     """
 
     pipeline: Any
@@ -42,8 +48,10 @@ class TrainResult(NamedTuple):
     compile_time: float
     steps_per_second: float
     skipped_steps: int
+    warnings: dict[str, int]
 
 
+@functools.lru_cache(maxsize=64)
 def make_optimizer(
     name: str, learning_rate: float, steps: int, schedule: str = "constant"
 ) -> tuple[optax.GradientTransformation, Callable[[int], float]]:
@@ -57,7 +65,8 @@ def make_optimizer(
     - `schedule`: ``"constant"`` or ``"cosine"`` (decays to 1% over `steps`).
 
     **Returns:** ``(optimizer, schedule)``; non-finite updates are skipped
-    (``optax.apply_if_finite``), so one bad batch cannot poison the parameters.
+    (``optax.apply_if_finite``), so one bad batch cannot poison the parameters. Equal
+    arguments return the same objects, so that repeated runs reuse the compiled step.
     """
     if schedule == "constant":
         sched = optax.constant_schedule(learning_rate)
@@ -70,6 +79,21 @@ def make_optimizer(
         raise ValueError(f"optimizer must be one of {sorted(makers)}, got {name!r}")
     opt = optax.apply_if_finite(makers[name](sched), max_consecutive_errors=10**9)
     return opt, lambda step: float(sched(step))
+
+
+@eqx.filter_jit
+def _train_step(params, opt_state, data, key, relax_value, static, loss_fn, opt, batch_size):
+    # Module level, with the loss, optimiser and batch size as static arguments: runs with
+    # the same loss function, optimiser and pipeline structure share one compilation.
+    batch = subsample(key, data, batch_size)
+
+    def objective(p):
+        return loss_fn(eqx.combine(p, static), batch, relax_value)
+
+    (loss, fom), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = eqx.apply_updates(params, updates)
+    return params, opt_state, loss, fom
 
 
 def fit(
@@ -93,7 +117,8 @@ def fit(
     reweighted to the full yields, see `diffana.problems.subsample`), evaluates the loss at
     the current relaxation parameter and applies one optimiser update. Steps are jitted
     once; the relaxation parameter and the data are traced, so annealing costs no
-    recompilation.
+    recompilation, and later calls with the same `loss_fn` object, optimiser settings,
+    batch size and pipeline structure reuse the compiled step.
 
     **Arguments:**
 
@@ -129,41 +154,35 @@ def fit(
     opt, sched = make_optimizer(optimizer, learning_rate, steps, lr_schedule)
     params, static = eqx.partition(pipeline, eqx.is_inexact_array)
     opt_state = opt.init(params)
-    train = {k: Sample(jnp.asarray(s.x), jnp.asarray(s.w)) for k, s in train.items()}
+    train = {k: jax.tree.map(jnp.asarray, s) for k, s in train.items()}
 
-    @eqx.filter_jit
     def step(params, opt_state, data, key, relax_value):
-        batch = subsample(key, data, batch_size)
-
-        def objective(p):
-            loss, fom = loss_fn(eqx.combine(p, static), batch, relax_value)
-            return loss, fom
-
-        (loss, fom), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        params = eqx.apply_updates(params, updates)
-        return params, opt_state, loss, fom
+        return _train_step(
+            params, opt_state, data, key, relax_value, static, loss_fn, opt, batch_size
+        )
 
     hist = {k: np.empty(steps) for k in ("loss", "fom", "learning_rate", "relax")}
     keys = jax.random.split(key, max(steps, 1))
     skipped = 0
     t0 = time.perf_counter()
     t_first = t0
-    for i in range(steps):
-        r = anneal(i, steps)
-        lr = sched(i)
-        params, opt_state, loss, fom = step(params, opt_state, train, keys[i], jnp.asarray(r))
-        loss_f, fom_f = float(loss), float(fom)
-        if i == 0:
-            t_first = time.perf_counter()
-        if not np.isfinite(loss_f):
-            skipped += 1
-        hist["loss"][i], hist["fom"][i] = loss_f, fom_f
-        hist["learning_rate"][i], hist["relax"][i] = lr, r
-        if tracker is not None:
-            tracker.log(i, loss=loss_f, fom=fom_f, learning_rate=lr, **{relax_name: r})
-        if callback is not None:
-            callback(i, loss_f)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        for i in range(steps):
+            r = anneal(i, steps)
+            lr = sched(i)
+            params, opt_state, loss, fom = step(params, opt_state, train, keys[i], jnp.asarray(r))
+            loss_f, fom_f = float(loss), float(fom)
+            if i == 0:
+                t_first = time.perf_counter()
+            if not np.isfinite(loss_f):
+                skipped += 1
+            hist["loss"][i], hist["fom"][i] = loss_f, fom_f
+            hist["learning_rate"][i], hist["relax"][i] = lr, r
+            if tracker is not None:
+                tracker.log(i, loss=loss_f, fom=fom_f, learning_rate=lr, **{relax_name: r})
+            if callback is not None:
+                callback(i, loss_f)
     t_end = time.perf_counter()
     if tracker is not None:
         tracker.flush()
@@ -177,4 +196,5 @@ def fit(
         compile_time=compile_time,
         steps_per_second=sps,
         skipped_steps=skipped,
+        warnings=dict(Counter(f"{w.category.__name__}: {w.message}" for w in caught)),
     )

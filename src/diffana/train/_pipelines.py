@@ -50,14 +50,15 @@ class Network(eqx.Module):
     - `n_features`, `n_outputs`: input and output sizes.
     - `hidden`: widths of the hidden layers (equal widths, e.g. ``(100, 100)``).
     - `key`: PRNG key of the initialisation.
-    - `shift`, `scale`: fixed standardisation ``(x - shift) / scale`` of the inputs.
+    - `shift`, `scale`: fixed standardisation ``(x - shift) / scale`` of the inputs (arrays
+      that gradients do not reach).
     - `dtype`: parameter dtype; float32 is faster on CPU, downstream statistics are
       float64 regardless.
     """
 
     mlp: eqx.nn.MLP
-    shift: tuple[float, ...] = eqx.field(static=True)
-    scale: tuple[float, ...] = eqx.field(static=True)
+    shift: Float[Array, " features"]
+    scale: Float[Array, " features"]
 
     def __init__(
         self,
@@ -77,12 +78,15 @@ class Network(eqx.Module):
             n_features, n_outputs, hidden[0], len(hidden), activation=jax.nn.relu,
             key=key, dtype=dtype,
         )  # fmt: skip
-        self.shift = tuple(shift) if shift is not None else (0.0,) * n_features
-        self.scale = tuple(scale) if scale is not None else (1.0,) * n_features
+        # Arrays rather than static metadata, so that networks standardised on different
+        # samples share one compiled training step; they are never trained (stop_gradient).
+        self.shift = jnp.asarray(shift if shift is not None else np.zeros(n_features), float)
+        self.scale = jnp.asarray(scale if scale is not None else np.ones(n_features), float)
 
     def __call__(self, x: Float[Array, "events features"]) -> Float[Array, "events outputs"]:
         dtype = self.mlp.layers[0].weight.dtype
-        z = (x - jnp.asarray(self.shift)[None, :]) / jnp.asarray(self.scale)[None, :]
+        shift, scale = jax.lax.stop_gradient((self.shift, self.scale))
+        z = (x - shift[None, :]) / scale[None, :]
         out = jax.vmap(self.mlp)(z.astype(dtype))
         return out.astype(jnp.float64)
 
@@ -164,19 +168,26 @@ class CutSelection(eqx.Module):
     One bin: the selected yield."""
 
     thresholds: Float[Array, " cuts"]
+    shift: Float[Array, " features"]
+    scale: Float[Array, " features"]
     cuts: tuple[CutVariable, ...] = eqx.field(static=True)
-    shift: tuple[float, ...] = eqx.field(static=True)
-    scale: tuple[float, ...] = eqx.field(static=True)
     relax_name: ClassVar[str] = "slope"
+
+    def __init__(self, thresholds, cuts: Sequence[CutVariable], shift, scale):
+        self.thresholds = jnp.asarray(thresholds, dtype=jnp.float64)
+        self.cuts = tuple(cuts)
+        self.shift = jnp.asarray(shift, dtype=jnp.float64)
+        self.scale = jnp.asarray(scale, dtype=jnp.float64)
 
     def physical_thresholds(self) -> Float[Array, " cuts"]:
         """The thresholds in the features' own units."""
         idx = np.asarray([c.feature for c in self.cuts], dtype=int)
-        return self.thresholds * jnp.asarray(self.scale)[idx] + jnp.asarray(self.shift)[idx]
+        return self.thresholds * self.scale[idx] + self.shift[idx]
 
     def _standardised(self, x: Float[Array, "events features"], i: int) -> Float[Array, " events"]:
         f = self.cuts[i].feature
-        return (x[:, f] - self.shift[f]) / self.scale[f]
+        shift, scale = jax.lax.stop_gradient((self.shift[f], self.scale[f]))
+        return (x[:, f] - shift) / scale
 
     def weights(self, x, slope) -> Float[Array, " events"]:
         w = jnp.ones(x.shape[0])

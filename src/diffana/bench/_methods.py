@@ -1,0 +1,323 @@
+"""The methods `diffana bench` compares: how each one builds and trains its pipeline."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffana import hf, losses
+from diffana.baselines import candidate_ranges, scan_thresholds, train_classifier
+from diffana.errors import ConvergenceWarning, ProblemDefinitionError
+from diffana.problems import Problem, Sample
+from diffana.train import RunTracker, fit
+from diffana.train._pipelines import CutSelection, KDEBins, Network, SoftmaxBins, standardisation
+
+__all__ = ["HF_LOSSES", "TrainedAnalysis", "hf_loss", "method_settings", "train_method"]
+
+#: Losses computed on the HistFactory model built from the soft histograms.
+HF_LOSSES = ("cls", "discovery", "poi_uncertainty")
+
+_DEFAULT_LOSS = {
+    "neos": "cls",
+    "discovery": "discovery",
+    "inferno": "poi_uncertainty",
+    "bce": "bce",
+    "cuts_grad": "discovery",
+}
+_DEFAULT_PIPELINE = {
+    "neos": "nn_kde",
+    "discovery": "nn_kde",
+    "inferno": "nn_softmax",
+    "bce": "classifier",
+    "cuts_grad": "cuts",
+}
+
+
+class TrainedAnalysis(NamedTuple):
+    """A trained (or scanned) analysis, ready for the hard evaluation.
+
+    **Fields:**
+
+    - `pipeline`: the pipeline; its ``hard_histogram(sample)`` is what gets evaluated.
+    - `training`: JSON-able facts of the training (steps, times, rates, final loss, ...).
+    - `history`: per-step ``loss``, ``fom``, ``learning_rate``, ``relax`` (numpy arrays),
+      or per-chunk best figure of merit for scans.
+    """
+
+    pipeline: Any
+    training: dict[str, Any]
+    history: dict[str, np.ndarray]
+
+
+def method_settings(problem: Problem, method: str, steps: int | None = None) -> dict[str, Any]:
+    """The hyperparameters of `method` from the definition, with defaults filled in and
+    `steps` (if given) overriding the definition's."""
+    cfg = dict(problem.definition.method(method))
+    cfg.setdefault("loss", _DEFAULT_LOSS.get(method))
+    cfg.setdefault("pipeline", _DEFAULT_PIPELINE.get(method))
+    cfg.setdefault("per_scenario", method != "bce")
+    cfg.setdefault("optimizer", "adam")
+    cfg.setdefault("learning_rate", 1e-3)
+    cfg.setdefault("lr_schedule", "constant")
+    cfg.setdefault("hidden", [100, 100])
+    if steps is not None and method != "cuts_scan":
+        cfg["steps"] = int(steps)
+    if method != "cuts_scan":
+        for key in ("steps", "batch_size"):
+            if not isinstance(cfg.get(key), int) or cfg[key] < (0 if key == "steps" else 1):
+                raise ProblemDefinitionError(
+                    f"{problem.definition.path}: [methods.{method}].{key} must be a "
+                    f"{'non-negative' if key == 'steps' else 'positive'} integer"
+                )
+    return cfg
+
+
+@functools.lru_cache(maxsize=256)
+def hf_loss(problem: Problem, scenario: str, kind: str) -> Callable:
+    """``loss_fn(pipeline, batch, relax) -> (loss, figure_of_merit)`` on the HistFactory
+    model of `scenario` built from the pipeline's soft histograms of the batch.
+
+    `kind`: ``"cls"`` (expected CLs at mu = 1, figure of merit CLs), ``"discovery"``
+    (loss -Z0, figure of merit Z0) or ``"poi_uncertainty"`` (Cramér-Rao sigma of the POI;
+    figure of merit in physical units, times `Problem.poi_scale`). Cached, so that runs
+    of the same problem and scenario share one compiled training step.
+    """
+    if kind not in HF_LOSSES:
+        raise ValueError(f"HistFactory loss must be one of {HF_LOSSES}, got {kind!r}")
+    settings = problem.modifier_settings(scenario)
+    scale = problem.poi_scale
+
+    def loss(pipeline, batch: Mapping[str, Sample], relax_value):
+        templates = problem.templates(batch)
+        yields = {k: pipeline.histogram(s, relax_value) for k, s in templates.items()}
+        model = hf.Model.from_pyhf(problem.workspace(yields, scenario), modifier_settings=settings)
+        if kind == "cls":
+            value = losses.cls_loss(model, mu_test=1.0)
+            return value, value
+        if kind == "discovery":
+            value = losses.discovery_loss(model)
+            return value, -value
+        value = losses.poi_uncertainty_loss(model)
+        return value, value * scale
+
+    return loss
+
+
+@functools.lru_cache(maxsize=256)
+def _native_loss(problem: Problem, method: str, scenario: str) -> Callable:
+    native = problem.native_loss(method, scenario)
+    if native is None:
+        raise ProblemDefinitionError(
+            f"{problem.definition.path}: [methods.{method}].loss = 'native', but problem "
+            f"kind {problem.definition.kind!r} has no native loss for {method!r}"
+        )
+
+    def loss_fn(pipeline, batch, relax_value):
+        return native(lambda s: pipeline.histogram(s, relax_value), batch)
+
+    return loss_fn
+
+
+def _network_pipeline(problem: Problem, cfg, train, key):
+    allx = np.concatenate([np.asarray(s.x) for s in train.values()])
+    shift, scale = standardisation(allx)
+    kind = cfg["pipeline"]
+    n_out = problem.n_bins if kind == "nn_softmax" else 1
+    net = Network(problem.n_features, n_out, cfg["hidden"], key=key, shift=shift, scale=scale)
+    if kind == "nn_softmax":
+        return SoftmaxBins(net)
+    if kind == "nn_kde":
+        return KDEBins(net, problem.n_bins, bool(cfg.get("trainable_edges", True)))
+    raise ProblemDefinitionError(
+        f"{problem.definition.path}: unknown pipeline {kind!r}; "
+        "known: nn_softmax, nn_kde, classifier, cuts"
+    )
+
+
+def _relax_setting(cfg: Mapping[str, Any], pipeline) -> Any:
+    name = getattr(pipeline, "relax_name", "relax")
+    return cfg.get(name, 1.0)
+
+
+def _fit_info(res, cfg) -> dict[str, Any]:
+    finite = res.history["loss"][np.isfinite(res.history["loss"])]
+    return {
+        "steps": int(cfg["steps"]),
+        "batch_size": int(cfg["batch_size"]),
+        "train_time_s": res.train_time,
+        "compile_time_s": res.compile_time,
+        "steps_per_second": res.steps_per_second,
+        "skipped_steps": res.skipped_steps,
+        "final_loss": float(finite[-1]) if finite.size else float("nan"),
+        "fom_evaluations": int(cfg["steps"]),
+        "fit_warnings": res.warnings,
+    }
+
+
+def _cut_selection(problem: Problem, scenario: str, train, init_keep: float = 0.98):
+    cuts = problem.cuts(scenario)
+    if not cuts:
+        raise ProblemDefinitionError(
+            f"{problem.definition.path}: problem {problem.name!r} defines no cuts for "
+            f"scenario {scenario!r}, so cut-based methods do not apply"
+        )
+    allx = np.concatenate([np.asarray(train[n].x) for n in problem.background_samples])
+    shift, scale = standardisation(allx)
+
+    def to_std(f, v):
+        return (v - shift[f]) / scale[f]
+
+    ranges = candidate_ranges(train, problem.signal_samples, cuts, to_std, keep=0.02)
+    # Start (almost) open: each cut keeps init_keep of the signal.
+    sig = np.concatenate([np.asarray(train[n].x) for n in problem.signal_samples])
+    init = []
+    for c in cuts:
+        q = 1.0 - init_keep if c.direction.startswith(">") else init_keep
+        init.append(to_std(c.feature, np.quantile(sig[:, c.feature], q)))
+    sel = CutSelection(np.asarray(init, dtype=np.float64), cuts, shift, scale)
+    return sel, ranges
+
+
+def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Callable:
+    """Expected discovery Z0 of hard cuts, vectorised over candidate thresholds.
+
+    The baseline gets its fastest form: every cut is turned into ``x' > t'`` on the
+    standardised feature (sign-flipped for ``"<"``), so that a candidate's yields are a
+    boolean mask times the weights (a matrix product), and the HistFactory fits of all
+    candidates in a chunk run vmapped.
+    """
+    sign = np.asarray([1.0 if c.direction.startswith(">") else -1.0 for c in sel.cuts])
+    columns = {}
+    weights = {}
+    for key, s in problem.templates(train).items():
+        x = np.asarray(s.x)
+        shift, scale = np.asarray(sel.shift), np.asarray(sel.scale)
+        cols = [sign[i] * (x[:, c.feature] - shift[c.feature]) / scale[c.feature]
+                for i, c in enumerate(sel.cuts)]  # fmt: skip
+        columns[key] = jnp.asarray(np.stack(cols, axis=1))
+        weights[key] = jnp.asarray(np.asarray(s.w))
+    settings = problem.modifier_settings(scenario)
+    sign_j = jnp.asarray(sign)
+
+    @jax.jit
+    def z0(candidates):
+        t = candidates * sign_j[None, :]
+        yields = {}
+        for key, cols in columns.items():
+            mask = jnp.ones((t.shape[0], cols.shape[0]), dtype=bool)
+            for i in range(t.shape[1]):
+                mask = mask & (cols[None, :, i] > t[:, i, None])
+            yields[key] = (mask.astype(jnp.float64) @ weights[key])[:, None]
+
+        def one(y):
+            model = hf.Model.from_pyhf(problem.workspace(y, scenario), modifier_settings=settings)
+            return -losses.discovery_loss(model)
+
+        return jax.vmap(one)(yields)
+
+    return lambda cand: np.asarray(z0(jnp.asarray(cand)))
+
+
+def train_method(
+    problem: Problem,
+    method: str,
+    cfg: Mapping[str, Any],
+    scenario: str,
+    seed: int,
+    train: Mapping[str, Sample],
+    tracker: RunTracker | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainedAnalysis:
+    """Build and train (or scan) `method`'s pipeline on `train` for `scenario`.
+
+    **Arguments:**
+
+    - `problem`, `method`, `cfg`: the problem, the method's name and its settings
+      (`method_settings`).
+    - `scenario`: the scenario whose statistical model the loss uses (ignored by
+      ``bce``, whose loss does not depend on it).
+    - `seed`: the run seed (initialisation, batches, random scans).
+    - `train`: the training events from ``problem.generate(seed, "train")``.
+    - `tracker`, `callback`: per-step tracking and progress.
+
+    **Returns:** a `TrainedAnalysis`.
+    """
+    key = jax.random.fold_in(jax.random.key(seed), 7)
+    k_init, k_fit = jax.random.split(key)
+    common = {
+        "steps": cfg.get("steps", 0),
+        "batch_size": cfg.get("batch_size", 1),
+        "optimizer": cfg["optimizer"],
+        "learning_rate": float(cfg["learning_rate"]),
+        "lr_schedule": cfg["lr_schedule"],
+        "tracker": tracker,
+        "callback": callback,
+    }
+    if method == "bce":
+        res = train_classifier(
+            train, problem.signal_samples, problem.background_samples,
+            n_bins=problem.n_bins, hidden=cfg["hidden"], key=key, **common,
+        )  # fmt: skip
+        return TrainedAnalysis(res.pipeline, _fit_info(res, cfg), res.history)
+
+    if method == "cuts_scan":
+        sel, ranges = _cut_selection(problem, scenario, train)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            t0 = time.perf_counter()
+            fom = _scan_fom(problem, scenario, sel, train)
+            chunk = int(cfg.get("batch", 256))
+            fom(np.repeat(ranges.mean(axis=1)[None, :], chunk, axis=0))  # compile: timed too
+            compile_time = time.perf_counter() - t0
+            res = scan_thresholds(
+                fom, ranges,
+                grid_points=int(cfg.get("grid_points", 10)), budget=int(cfg.get("budget", 1000)),
+                seed=seed, chunk=chunk,
+                progress=None if callback is None else (lambda d, n: callback(d - 1, math.nan)),
+            )  # fmt: skip
+        pipe = CutSelection(res.thresholds, sel.cuts, sel.shift, sel.scale)
+        if tracker is not None:
+            for i, v in enumerate(res.history):
+                tracker.log(i, fom=v)
+            tracker.flush()
+        info = {
+            "scan": res.kind,
+            "fom_evaluations": res.n_evaluations,
+            "train_time_s": res.scan_time + compile_time,
+            "compile_time_s": compile_time,
+            "evaluations_per_second": res.n_evaluations / max(res.scan_time, 1e-9),
+            "train_fom": res.fom,
+            "thresholds": np.asarray(pipe.physical_thresholds()).tolist(),
+            "fit_warnings": dict(Counter(f"{w.category.__name__}: {w.message}" for w in caught)),
+        }
+        return TrainedAnalysis(pipe, info, {"fom": res.history})
+
+    loss_kind = cfg["loss"]
+    if method == "cuts_grad":
+        pipe, _ = _cut_selection(problem, scenario, train)
+    else:
+        pipe = _network_pipeline(problem, cfg, train, k_init)
+    if loss_kind == "native":
+        loss_fn = _native_loss(problem, method, scenario)
+    elif loss_kind in HF_LOSSES:
+        loss_fn = hf_loss(problem, scenario, loss_kind)
+    else:
+        raise ProblemDefinitionError(
+            f"{problem.definition.path}: [methods.{method}].loss must be one of "
+            f"{(*HF_LOSSES, 'native')}, got {loss_kind!r}"
+        )
+    res = fit(loss_fn, pipe, train, key=k_fit, relax=_relax_setting(cfg, pipe), **common)
+    info = _fit_info(res, cfg)
+    if method == "cuts_grad":
+        info["thresholds"] = np.asarray(res.pipeline.physical_thresholds()).tolist()
+        info["train_fom"] = float(res.history["fom"][-1]) if cfg["steps"] else float("nan")
+    return TrainedAnalysis(res.pipeline, info, res.history)

@@ -1,0 +1,367 @@
+"""Planning, running and resuming a benchmark: one folder per training run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import diffana
+from diffana.bench._evaluate import evaluate_yields, hard_yields, template_key_str
+from diffana.bench._methods import method_settings, train_method
+from diffana.errors import DiffanaError, ProblemDefinitionError
+from diffana.problems import Problem, load_problem
+from diffana.train import RunTracker, atomic_write_json
+
+__all__ = ["RUN_SCHEMA", "BenchError", "RunSpec", "plan_runs", "run_bench", "run_one"]
+
+#: Schema of a run's ``result.json``.
+RUN_SCHEMA = "diffana.bench.run/1"
+
+
+class BenchError(DiffanaError):
+    """`diffana bench` cannot run as asked (bad arguments, unwritable output folder)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run: a method trained with one seed on one problem.
+
+    **Fields:** `problem`, `method`, `seed`; `train_scenario` (the scenario whose model the
+    loss uses, ``None`` for scenario-independent methods such as ``bce``) and
+    `eval_scenarios` (the scenarios it is evaluated on).
+    """
+
+    problem: str
+    method: str
+    seed: int
+    train_scenario: str | None
+    eval_scenarios: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return (
+            self.method if self.train_scenario is None else f"{self.method}@{self.train_scenario}"
+        )
+
+    @property
+    def rel_dir(self) -> Path:
+        return Path(self.problem) / self.label / f"seed{self.seed}"
+
+
+def plan_runs(
+    problem: Problem, methods: Sequence[str] | None = None, seeds: int | None = None
+) -> list[RunSpec]:
+    """The runs of `problem`: its ``[bench]`` methods (or `methods` that it defines) times
+    seeds ``0..seeds-1`` times, for per-scenario methods, its ``[bench]`` scenarios."""
+    d = problem.definition
+    chosen = list(methods) if methods else list(d.bench.get("methods") or d.methods)
+    chosen = [m for m in chosen if m in d.methods]
+    n_seeds = int(seeds if seeds is not None else d.bench.get("seeds", 1))
+    scenarios = tuple(d.bench.get("scenarios") or d.scenarios)
+    runs = []
+    for method in chosen:
+        per_scenario = bool(d.methods[method].get("per_scenario", method != "bce"))
+        for seed in range(n_seeds):
+            if per_scenario:
+                runs += [RunSpec(d.name, method, seed, s, (s,)) for s in scenarios]
+            else:
+                runs.append(RunSpec(d.name, method, seed, None, scenarios))
+    return runs
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise BenchError(
+            f"output folder {str(out)!r} is not writable: {err.strerror or err}"
+        ) from None
+
+
+def _jsonable_config(problem: Problem, spec: RunSpec, cfg: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "problem": problem.describe(),
+        "mode": problem.definition.mode,
+        "method": spec.method,
+        "method_settings": cfg,
+        "seed": spec.seed,
+        "train_scenario": spec.train_scenario,
+        "eval_scenarios": list(spec.eval_scenarios),
+        "generator": problem.definition.generator,
+        "analysis": problem.definition.analysis,
+    }
+
+
+def _existing(result_path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished result at `result_path` if it was made with the same `config`."""
+    if not result_path.is_file():
+        return None
+    try:
+        with open(result_path, encoding="utf-8") as f:
+            done = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = json.loads(json.dumps(config, default=str)) == done.get("config")
+    return done if done.get("schema") == RUN_SCHEMA and same else None
+
+
+class _DataCache:
+    """Generated events of the latest (problem, seed, split), reused across methods."""
+
+    def __init__(self):
+        self._store: dict[tuple[str, int, str], Any] = {}
+
+    def get(self, problem: Problem, seed: int, split: str):
+        key = (problem.name, seed if split != "test" else -1, split)
+        if key not in self._store:
+            # Keep only this problem's test sample and the current seed's samples.
+            self._store = {
+                k: v for k, v in self._store.items() if k[0] == problem.name and k[2] == "test"
+            }
+            self._store[key] = problem.generate(seed, split)
+        return self._store[key]
+
+
+def run_one(
+    problem: Problem,
+    spec: RunSpec,
+    out: Path,
+    *,
+    steps: int | None = None,
+    tensorboard: bool | None = None,
+    cache: _DataCache | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    referee: bool = True,
+) -> tuple[dict[str, Any], bool]:
+    """Train, evaluate and record one run; skip it if its result already exists.
+
+    **Returns:** ``(result, reused)``; `reused` tells whether a finished result with the same
+    configuration was found and returned without running.
+    """
+    cache = cache or _DataCache()
+    cfg = method_settings(problem, spec.method, steps)
+    config = _jsonable_config(problem, spec, cfg)
+    run_dir = out / spec.rel_dir
+    result_path = run_dir / "result.json"
+    done = _existing(result_path, config)
+    if done is not None:
+        return done, True
+    if result_path.exists():
+        result_path.unlink()  # made with another configuration: redo it
+    train = cache.get(problem, spec.seed, "train")
+    scenario = spec.train_scenario or spec.eval_scenarios[0]
+    with RunTracker(run_dir, config, tensorboard=tensorboard) as tracker:
+        trained = train_method(
+            problem, spec.method, cfg, scenario, spec.seed, train, tracker, on_step
+        )
+    t0 = time.perf_counter()
+    test = cache.get(problem, spec.seed, "test")
+    yields, counts = hard_yields(trained.pipeline, problem.templates(test))
+    evaluation = evaluate_yields(problem, yields, spec.eval_scenarios, referee=referee)
+    for scen, entry in evaluation.items():
+        ws = entry.pop("workspace", None)
+        if ws is not None:
+            atomic_write_json(run_dir / f"workspace_{scen}.json", ws)
+    result = {
+        "schema": RUN_SCHEMA,
+        "config": json.loads(json.dumps(config, default=str)),
+        "problem": spec.problem,
+        "method": spec.method,
+        "label": spec.label,
+        "seed": spec.seed,
+        "train_scenario": spec.train_scenario,
+        "training": trained.training,
+        "evaluation": evaluation,
+        "eval_time_s": time.perf_counter() - t0,
+        "hard_yields": {template_key_str(k): v.tolist() for k, v in yields.items()},
+        "mc_counts": {template_key_str(k): v.tolist() for k, v in counts.items()},
+        "history": _thin_history(trained.history),
+    }
+    atomic_write_json(result_path, result)
+    return json.loads(json.dumps(result, default=str)), False
+
+
+def _thin_history(history: dict[str, np.ndarray], max_points: int = 400) -> dict[str, list]:
+    out = {}
+    for k, v in history.items():
+        v = np.asarray(v, dtype=np.float64)
+        idx = np.unique(np.linspace(0, len(v) - 1, min(len(v), max_points)).astype(int))
+        out[k] = v[idx].tolist() if len(v) else []
+        out["step"] = idx.tolist()
+    return out
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "diffana": diffana.__version__,
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def run_bench(
+    problems: Sequence[str | os.PathLike] = (),
+    *,
+    methods: Sequence[str] | None = None,
+    seeds: int | None = None,
+    steps: int | None = None,
+    out: str | os.PathLike = "bench-results",
+    mode: str = "default",
+    tensorboard: bool | None = None,
+    referee: bool = True,
+    plots: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run `diffana bench`: train every method on every problem, evaluate, report.
+
+    **Arguments:**
+
+    - `problems`: names or definition-file paths; empty runs every packaged problem.
+    - `methods`: restrict to these methods (each must be defined by at least one problem).
+    - `seeds`: seeds per method (default: the definition's ``[bench].seeds``).
+    - `steps`: override the training steps of every trained method.
+    - `out`: output folder (created); finished runs there are reused (resume).
+    - `mode`: ``"quick"``, ``"default"`` or ``"full"`` (the definitions' ``[modes]``).
+    - `tensorboard`: as in `diffana.train.RunTracker`.
+    - `referee`: also compute pyhf's CLs and Z0 on every exported workspace.
+    - `plots`: write the plots.
+    - `progress`: show rich progress bars on stderr.
+    - `command`: the command line, recorded in the results.
+
+    **Returns:** the content of ``results.json``.
+
+    **Raises:** `BenchError` or `ProblemDefinitionError` before any run starts when the
+    arguments, a definition or the output folder are at fault.
+    """
+    from diffana.bench._report import write_reports
+    from diffana.problems import METHOD_NAMES, available_problems
+
+    out = Path(out)
+    names = list(problems) or sorted(available_problems())
+    loaded = [load_problem(p, mode=mode) for p in names]
+    if len({p.name for p in loaded}) != len(loaded):
+        raise BenchError("the same problem was given twice")
+    if methods:
+        unknown = [m for m in methods if m not in METHOD_NAMES]
+        if unknown:
+            raise BenchError(f"unknown method(s) {unknown}; known: {', '.join(METHOD_NAMES)}")
+        undefined = [m for m in methods if not any(m in p.definition.methods for p in loaded)]
+        if undefined:
+            raise BenchError(f"method(s) {undefined} are not defined by any selected problem")
+    if seeds is not None and seeds < 1:
+        raise BenchError(f"--seeds must be >= 1, got {seeds}")
+    if steps is not None and steps < 0:
+        raise BenchError(f"--steps must be >= 0, got {steps}")
+    for p in loaded:  # validate every method's settings before running anything
+        for m in p.definition.methods:
+            method_settings(p, m, steps)
+    _check_writable(out)
+    plans = [(p, plan_runs(p, methods, seeds)) for p in loaded]
+    total = sum(len(r) for _, r in plans)
+    meta = {
+        "command": command or " ".join(sys.argv),
+        "mode": mode,
+        "steps_override": steps,
+        "seeds_override": seeds,
+        "environment": _environment(),
+    }
+    results: dict[str, list[dict[str, Any]]] = {p.name: [] for p, _ in plans}
+    cache = _DataCache()
+    t_start = time.perf_counter()
+    with _Progress(progress, total) as bar:
+        for problem, runs in plans:
+            for spec in runs:
+                n_steps = _progress_total(problem, spec, steps)
+                bar.start_run(f"{spec.problem} {spec.label} seed {spec.seed}", n_steps)
+                try:
+                    res, reused = run_one(
+                        problem, spec, out, steps=steps, tensorboard=tensorboard, cache=cache,
+                        on_step=bar.step, referee=referee,
+                    )  # fmt: skip
+                except ProblemDefinitionError:
+                    raise
+                results[problem.name].append(res)
+                bar.finish_run(reused)
+                write_reports(out, plans, results, meta, time.perf_counter() - t_start, False)
+    return write_reports(out, plans, results, meta, time.perf_counter() - t_start, plots)
+
+
+def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:
+    cfg = method_settings(problem, spec.method, steps)
+    if spec.method != "cuts_scan":
+        return int(cfg.get("steps", 0))
+    n_cuts = len(problem.cuts(spec.train_scenario or spec.eval_scenarios[0]) or ())
+    grid = int(cfg.get("grid_points", 10)) ** n_cuts
+    budget = int(cfg.get("budget", 1000))
+    return grid if grid <= budget else budget
+
+
+class _Progress:
+    """Rich progress bars on stderr (or nothing)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled = enabled
+        self.total = total
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._p.__enter__()
+            self._all = self._p.add_task("runs", total=self.total)
+            self._run = None
+        return self
+
+    def start_run(self, label: str, steps: int) -> None:
+        if self.enabled:
+            if self._run is not None:
+                self._p.remove_task(self._run)
+            self._run = self._p.add_task(label, total=max(int(steps), 1))
+
+    def step(self, i: int, loss: float) -> None:
+        if self.enabled and self._run is not None:
+            self._p.update(self._run, completed=i + 1)
+
+    def finish_run(self, reused: bool) -> None:
+        if self.enabled:
+            if self._run is not None:
+                self._p.remove_task(self._run)
+                self._run = None
+            self._p.advance(self._all)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._p.__exit__(*exc)

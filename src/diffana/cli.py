@@ -1,0 +1,86 @@
+"""The ``diffana`` command line (click)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+import diffana
+from diffana.errors import DiffanaError
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(diffana.__version__, prog_name="diffana")
+def main() -> None:
+    """diffana: differentiable analysis toolkit for high-energy physics."""
+
+
+@main.command("bench")
+@click.argument("problems", nargs=-1)
+@click.option(
+    "--methods", "-m", default=None,
+    help="Comma-separated methods (neos, discovery, inferno, bce, cuts_grad, cuts_scan); "
+    "default: each problem's [bench].methods.",
+)  # fmt: skip
+@click.option("--seeds", type=int, default=None, help="Seeds per method (default: definition).")
+@click.option("--steps", type=int, default=None, help="Training steps of every trained method.")
+@click.option(
+    "--out", "-o", default="bench-results", show_default=True,
+    type=click.Path(file_okay=False), help="Output folder; finished runs in it are reused.",
+)  # fmt: skip
+@click.option("--quick", "mode", flag_value="quick", help="Small samples and few steps (tests).")
+@click.option("--full", "mode", flag_value="full", help="The full benchmark (all seeds).")
+@click.option(
+    "--tensorboard/--no-tensorboard", default=None,
+    help="Log to TensorBoard (needs tensorboardX); default: if installed.",
+)  # fmt: skip
+@click.option("--no-referee", is_flag=True, help="Skip pyhf's numbers on the workspaces.")
+@click.option("--no-plots", is_flag=True, help="Do not write plots.")
+@click.option("--list", "list_only", is_flag=True, help="List the available problems and exit.")
+def bench(problems, methods, seeds, steps, out, mode, tensorboard, no_referee, no_plots, list_only):
+    """Train and evaluate methods on shared benchmark PROBLEMS (names or .toml files).
+
+    Without PROBLEMS, runs every packaged problem with its default settings (a few
+    minutes on a laptop). Writes OUT/results.json, OUT/results.md, OUT/plots/ and one
+    folder per run (config.json, metrics.jsonl, workspaces, result.json); rerunning with
+    the same OUT resumes an interrupted benchmark.
+    """
+    from diffana.problems import available_problems, load_definition
+
+    try:
+        if list_only:
+            for name, path in sorted(available_problems().items()):
+                d = load_definition(path)
+                click.echo(
+                    f"{name}\t{path}\t{d.description.splitlines()[0] if d.description else ''}"
+                )
+            return
+        from diffana.bench import run_bench
+
+        method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        results = run_bench(
+            problems,
+            methods=method_list,
+            seeds=seeds,
+            steps=steps,
+            out=out,
+            mode=mode or "default",
+            tensorboard=tensorboard,
+            referee=not no_referee,
+            plots=not no_plots,
+            progress=True,
+            command="diffana bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None,
+        )
+    except DiffanaError as err:
+        raise click.ClickException(str(err).splitlines()[0]) from None
+    click.echo(
+        f"{results['runs_done']} runs in {results['wall_time_s']:.0f} s; "
+        f"results in {out}/results.md and {out}/results.json"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

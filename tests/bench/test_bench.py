@@ -1,0 +1,228 @@
+"""The benchmark runner: outputs, honest evaluation, pyhf agreement, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyhf
+import pytest
+
+import diffana.hf
+import diffana.infer
+from diffana.bench import (
+    RESULTS_SCHEMA,
+    RUN_SCHEMA,
+    BenchError,
+    hard_yields,
+    plan_runs,
+    profile_width,
+    run_bench,
+    run_one,
+)
+from diffana.bench._evaluate import neutralise_empty_bins
+from diffana.problems import Sample, load_problem
+from diffana.train import read_metrics
+
+
+def test_results_files_and_schema(tiny_bench):
+    results, out = tiny_bench
+    assert results["schema"] == RESULTS_SCHEMA
+    assert results["complete"] and results["runs_done"] == results["runs_planned"] == 6
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["schema"] == RESULTS_SCHEMA
+    assert set(on_disk["problems"]) == {"tiny_blobs", "tiny_cuts"}
+    md = (out / "results.md").read_text()
+    assert "## tiny_blobs" in md and "neos@default" in md and "cuts_scan@k2" in md
+    for p in ("tiny_blobs", "tiny_cuts"):
+        for kind in ("loss", "hists", "metrics"):
+            path = out / "plots" / f"{p}_{kind}.png"
+            assert path.stat().st_size > 1000
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_run_folders_track_every_step(tiny_bench):
+    _, out = tiny_bench
+    run = out / "tiny_blobs" / "neos@default" / "seed1"
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"] == "neos" and config["seed"] == 1
+    assert config["method_settings"]["steps"] == 4
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert {"loss", "fom", "learning_rate", "bandwidth"} <= set(records[0])
+    assert records[0]["bandwidth"] == pytest.approx(0.2) and records[-1][
+        "bandwidth"
+    ] == pytest.approx(0.1)
+    result = json.loads((run / "result.json").read_text())
+    assert result["schema"] == RUN_SCHEMA
+    assert result["training"]["steps"] == 4
+    ws = json.loads((run / "workspace_default.json").read_text())
+    pyhf.Workspace(ws)  # a valid pyhf workspace
+
+
+def test_bce_is_trained_once_and_evaluated_on_every_scenario(tiny_bench):
+    results, _ = tiny_bench
+    runs = results["problems"]["tiny_blobs"]["runs"]
+    labels = sorted({r["label"] for r in runs})
+    assert labels == ["bce", "neos@default"]
+    assert all(r["train_scenario"] is None for r in runs if r["method"] == "bce")
+
+
+def test_diffana_agrees_with_pyhf_on_every_exported_workspace(tiny_bench):
+    results, _ = tiny_bench
+    for prob in results["problems"].values():
+        for run in prob["runs"]:
+            for entry in run["evaluation"].values():
+                assert entry["cls"] == pytest.approx(entry["pyhf_cls"], rel=1e-4, abs=1e-10)
+                assert entry["z0"] == pytest.approx(entry["pyhf_z0"], rel=1e-4, abs=1e-6)
+                assert np.isfinite(entry["sigma_poi_fisher"])
+
+
+def test_hard_evaluation_uses_integer_counts(tiny_bench):
+    _, out = tiny_bench
+    result = json.loads((out / "tiny_blobs" / "bce" / "seed0" / "result.json").read_text())
+    counts = result["mc_counts"]["signal/nominal"]
+    assert counts == [round(c) for c in counts] and sum(counts) == 2000
+    yields = result["hard_yields"]["signal/nominal"]
+    assert sum(yields) == pytest.approx(20.0)
+    np.testing.assert_allclose(np.asarray(yields), np.asarray(counts) * 20.0 / 2000)
+
+
+def test_cut_methods_record_compute(tiny_bench):
+    _, out = tiny_bench
+    scan = json.loads((out / "tiny_cuts" / "cuts_scan@k2" / "seed0" / "result.json").read_text())
+    grad = json.loads((out / "tiny_cuts" / "cuts_grad@k2" / "seed0" / "result.json").read_text())
+    assert scan["training"]["scan"] == "grid" and scan["training"]["fom_evaluations"] == 16
+    assert grad["training"]["fom_evaluations"] == 5
+    assert len(scan["training"]["thresholds"]) == len(grad["training"]["thresholds"]) == 2
+    for r in (scan, grad):
+        assert r["training"]["train_time_s"] > 0
+
+
+def test_resume_skips_finished_runs_and_redoes_changed_ones(tiny_bench, tiny_definitions):
+    _, out = tiny_bench
+    problem = load_problem(tiny_definitions["tiny_blobs"])
+    spec = next(s for s in plan_runs(problem) if s.method == "bce" and s.seed == 0)
+    path = out / spec.rel_dir / "result.json"
+    before = path.stat().st_mtime_ns
+    result, reused = run_one(problem, spec, out, tensorboard=False)
+    assert reused and path.stat().st_mtime_ns == before
+    # An interrupted run (no result file yet) is run again; so is one with new settings.
+    other = out / "tiny_blobs" / "bce" / "seed1" / "result.json"
+    other.unlink()
+    again = run_bench([tiny_definitions["tiny_blobs"]], out=out, progress=False, plots=False,
+                      tensorboard=False, referee=False)  # fmt: skip
+    assert other.exists() and path.stat().st_mtime_ns == before
+    assert again["runs_done"] == 4
+    result, reused = run_one(problem, spec, out, steps=2, tensorboard=False, referee=False)
+    assert not reused and result["training"]["steps"] == 2
+
+
+def test_interrupted_benchmark_keeps_finished_runs(tiny_definitions, tmp_path, monkeypatch):
+    import diffana.bench._runner as runner
+
+    calls = []
+    original = runner.train_method
+
+    def flaky(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_method", flaky)
+    kwargs = {"methods": ["bce"], "out": tmp_path, "progress": False, "plots": False,
+              "tensorboard": False, "referee": False}  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_bench([tiny_definitions["tiny_blobs"]], **kwargs)
+    assert (tmp_path / "tiny_blobs" / "bce" / "seed0" / "result.json").exists()
+    assert not (tmp_path / "tiny_blobs" / "bce" / "seed1" / "result.json").exists()
+    monkeypatch.setattr(runner, "train_method", original)
+    done = run_bench([tiny_definitions["tiny_blobs"]], **kwargs)
+    assert done["complete"] and done["runs_done"] == 2
+
+
+def test_bad_arguments_fail_before_running(tiny_definitions, tmp_path):
+    blobs = tiny_definitions["tiny_blobs"]
+    with pytest.raises(BenchError, match="unknown method"):
+        run_bench([blobs], methods=["magic"], out=tmp_path, progress=False)
+    with pytest.raises(BenchError, match="not defined by any"):
+        run_bench([blobs], methods=["cuts_scan"], out=tmp_path, progress=False)
+    with pytest.raises(BenchError, match="seeds"):
+        run_bench([blobs], seeds=0, out=tmp_path, progress=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(BenchError, match="not writable"):
+        run_bench([blobs], out=blocker / "sub", progress=False)
+    assert not list(tmp_path.glob("tiny_blobs"))
+
+
+def test_neutralised_bins_carry_no_information():
+    problem = load_problem("gaussian_blobs", mode="quick")
+    yields = {
+        ("signal", "nominal"): np.array([1.0, 5.0, 3.0]),
+        ("background", "nominal"): np.array([0.0, 20.0, 10.0]),
+        ("background", "shape_up"): np.array([2.0, 25.0, 8.0]),
+        ("background", "shape_down"): np.array([0.0, 15.0, 12.0]),
+    }
+    reduced, n = neutralise_empty_bins(problem, yields)
+    assert n == 1 and reduced[("signal", "nominal")][0] == 0.0
+    dropped = {k: v[1:] for k, v in yields.items()}
+
+    def sigma(y):
+        # Cramér-Rao sigma(mu) from the Hessian of the NLL on Asimov data.
+        model = diffana.hf.Model.from_pyhf(problem.workspace(y, "default"))
+        data = model.expected_data(model.init)
+        h = np.asarray(jax.jit(jax.hessian(lambda p: model.nll(p, data)))(model.init))
+        return float(np.sqrt(np.linalg.inv(h)[model.poi_index, model.poi_index]))
+
+    assert sigma(reduced) == pytest.approx(sigma(dropped), rel=1e-10)
+
+
+def test_profile_width_matches_a_pyhf_scan():
+    spec = {
+        "channels": [{"name": "c", "samples": [
+            {"name": "s", "data": [5.0, 12.0], "modifiers": [
+                {"name": "mu", "type": "normfactor", "data": None}]},
+            {"name": "b", "data": [40.0, 30.0], "modifiers": [
+                {"name": "n", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}]},
+        ]}],
+    }  # fmt: skip
+    model = diffana.hf.Model.from_pyhf(spec)
+    asimov = diffana.infer.asimov_data(model, 1.0)
+    width = profile_width(model, asimov, 0.5)
+    pmodel = pyhf.Model(spec, poi_name="mu")
+    data = np.asarray(asimov)
+    bounds = pmodel.config.suggested_bounds()
+    bounds[pmodel.config.poi_index] = (-5.0, 10.0)
+
+    def two_dnll(mu):
+        val = pyhf.infer.mle.fixed_poi_fit(
+            mu, data, pmodel, par_bounds=bounds, return_fitted_val=True
+        )[1]
+        best = pyhf.infer.mle.fixed_poi_fit(
+            1.0, data, pmodel, par_bounds=bounds, return_fitted_val=True
+        )[1]
+        return float(val - best)
+
+    assert two_dnll(1.0 + width * 1.02) > 1.0 or two_dnll(1.0 - width * 1.02) > 1.0
+    lo, hi = 1.0 - width, 1.0 + width
+    # The half-width averages both crossings: at most one side lies inside.
+    assert two_dnll(hi) + two_dnll(lo) == pytest.approx(2.0, abs=0.15)
+
+
+def test_hard_yields_do_not_depend_on_chunking(tiny_bench, tiny_definitions):
+    from diffana.train._pipelines import Network, SoftmaxBins
+
+    pipe = SoftmaxBins(Network(2, 3, (4, 4), key=jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    t = {("a", "nominal"): Sample(rng.normal(size=(1000, 2)), np.full(1000, 0.5))}
+    y1, c1 = hard_yields(pipe, t, chunk=4096)
+    y2, c2 = hard_yields(pipe, t, chunk=300)
+    np.testing.assert_allclose(y1[("a", "nominal")], y2[("a", "nominal")])
+    np.testing.assert_array_equal(c1[("a", "nominal")], c2[("a", "nominal")])
+    assert c1[("a", "nominal")].sum() == 1000
+    assert jnp.sum(jnp.asarray(y1[("a", "nominal")])) == pytest.approx(500.0)

@@ -1,0 +1,116 @@
+"""The ``diffana`` command line, through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from diffana.cli import main
+
+TINY = """
+schema = 1
+[problem]
+name = "cli_blobs"
+kind = "gaussian_blobs"
+[generator]
+means.signal = [-1.0, 1.0]
+means.background = [1.0, -1.0]
+means.background_up = [2.5, 2.0]
+means.background_down = [-2.5, -1.5]
+n_train = 300
+n_valid = 300
+n_test = 1000
+[analysis]
+bins = 3
+signal_yield = 20.0
+background_yield = 100.0
+[scenarios.default]
+[methods.bce]
+hidden = [8, 8]
+steps = 3
+batch_size = 32
+"""
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_unknown_problem_is_a_one_line_error(runner, tmp_path):
+    result = runner.invoke(main, ["bench", "no_such_problem", "--out", str(tmp_path)])
+    line = one_line_error(result)
+    assert "unknown problem 'no_such_problem'" in line and "inferno3d" in line
+
+
+def test_bad_definition_file_is_a_one_line_error(runner, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(textwrap.dedent(TINY).replace("schema = 1", "schema = 99"))
+    line = one_line_error(runner.invoke(main, ["bench", str(bad), "--out", str(tmp_path)]))
+    assert "bad.toml" in line and "schema" in line
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[problem\nname = 1")
+    line = one_line_error(runner.invoke(main, ["bench", str(broken), "--out", str(tmp_path)]))
+    assert "not valid TOML" in line
+    missing = tmp_path / "missing.toml"
+    line = one_line_error(runner.invoke(main, ["bench", str(missing), "--out", str(tmp_path)]))
+    assert "does not exist" in line
+
+
+def test_unwritable_output_folder_is_a_one_line_error(runner, tmp_path):
+    definition = tmp_path / "cli_blobs.toml"
+    definition.write_text(textwrap.dedent(TINY))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(main, ["bench", str(definition), "--out", str(blocker / "results")])
+    line = one_line_error(result)
+    assert "not writable" in line and "a_file" in line
+
+
+def test_unknown_method_is_a_one_line_error(runner, tmp_path):
+    result = runner.invoke(
+        main, ["bench", "gaussian_blobs", "--methods", "magic", "--out", str(tmp_path)]
+    )
+    assert "unknown method" in one_line_error(result)
+
+
+def test_list_shows_packaged_problems(runner):
+    result = runner.invoke(main, ["bench", "--list"])
+    assert result.exit_code == 0
+    names = [line.split("\t")[0] for line in result.output.splitlines()]
+    assert {"gaussian_blobs", "inferno3d", "cut_scan"} <= set(names)
+
+
+def test_bench_runs_and_resumes(runner, tmp_path):
+    definition = tmp_path / "cli_blobs.toml"
+    definition.write_text(textwrap.dedent(TINY))
+    out = tmp_path / "out"
+    args = ["bench", str(definition), "--out", str(out), "--no-plots", "--no-referee",
+            "--no-tensorboard", "--seeds", "1"]  # fmt: skip
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "1 runs" in result.output
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["problems"]["cli_blobs"]["runs"][0]["method"] == "bce"
+    assert (out / "results.md").read_text().startswith("# diffana bench results")
+    result_file = out / "cli_blobs" / "bce" / "seed0" / "result.json"
+    before = result_file.stat().st_mtime_ns
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0 and result_file.stat().st_mtime_ns == before
+
+
+def test_version(runner):
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and "diffana" in result.output
