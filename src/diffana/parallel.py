@@ -1,0 +1,320 @@
+"""Data parallelism: the event axis sharded over devices, histograms summed across them.
+
+An analysis step is a sum over events (soft histograms, weighted counts) followed by a
+small statistical part (model, fits, CLs) on the summed histograms. Sharding the event
+axis over the devices of a 1-D mesh therefore splits the expensive part evenly, and only
+the histograms (a few numbers per sample) travel between devices.
+
+Two ways to run a step on sharded events, both exact (the same loss and gradients as on
+one device, up to the order of floating-point additions):
+
+- **Automatic** (`jax.jit` + sharded inputs): place the events with `shard_events` and
+  jit the step as usual; XLA partitions the per-event work and inserts an all-reduce for
+  every sum over events. This is all a network + histogram step needs as long as each
+  histogram is computed in one piece (up to ~2**21 events x edges per sample).
+- **Explicit** (`sum_over_devices`): wraps a function that is additive over events so
+  that each device evaluates it on its own events and the results are summed with
+  `jax.lax.psum`. Use it for large samples: `diffana.relax.hist` then processes events in
+  chunks (a `lax.scan`), which the automatic partitioner can only handle by gathering all
+  events on every device, while `sum_over_devices` keeps each device on its own shard.
+
+Multi-host: after `jax.distributed.initialize()`, `event_mesh()` spans the devices of all
+processes and `shard_events` assembles a global array from each process's own events
+(`jax.make_array_from_process_local_data`); see ``docs/howto/sharding.md``.
+
+Example:
+
+>>> import jax, jax.numpy as jnp
+>>> from diffana import parallel, relax
+>>> mesh = parallel.event_mesh()            # all devices (one on a plain CPU run)
+>>> x = parallel.shard_events(jnp.linspace(0.0, 1.0, 8), mesh)
+>>> counts = parallel.sum_over_devices(
+...     lambda edges, x: relax.hard_hist(x, edges), mesh)(jnp.array([0.0, 0.5, 1.01]), x)
+>>> counts.tolist()
+[4.0, 4.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from jaxtyping import PyTree
+
+__all__ = [
+    "EVENT_AXIS",
+    "event_mesh",
+    "event_sharding",
+    "pad_to_multiple",
+    "replicate",
+    "shard_events",
+    "sum_over_devices",
+    "use_cpu_devices",
+]
+
+#: Name of the mesh axis that the events are split along.
+EVENT_AXIS = "events"
+
+_T = TypeVar("_T")
+
+
+def use_cpu_devices(n: int) -> None:
+    """Split the host CPU into `n` XLA devices (for sharding on a machine without GPUs).
+
+    Must be called before JAX runs its first operation (JAX fixes its devices then);
+    equivalent to ``XLA_FLAGS=--xla_force_host_platform_device_count=n``. Each device
+    runs on its own thread pool, so `n` up to the number of cores can speed up a step.
+    Without effect on GPU/TPU devices.
+
+    **Arguments:**
+
+    - `n`: number of CPU devices, >= 1.
+
+    **Raises:** `ValueError` for `n < 1`; `RuntimeError` when JAX has already started
+    with a different number of CPU devices.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"use_cpu_devices: n must be an int >= 1, got {n!r}")
+    try:
+        jax.config.update("jax_num_cpu_devices", int(n))
+    except RuntimeError:
+        have = len(jax.devices("cpu"))
+        if have != n:
+            raise RuntimeError(
+                f"use_cpu_devices({n}): JAX has already started with {have} CPU device(s); "
+                "call it before any JAX computation, or set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting Python"
+            ) from None
+
+
+def event_mesh(
+    devices: int | Sequence[jax.Device] | None = None, *, axis_name: str = EVENT_AXIS
+) -> Mesh:
+    """A 1-D device mesh whose single axis carries the events.
+
+    **Arguments:**
+
+    - `devices`: `None` for all devices (of all processes after
+      `jax.distributed.initialize`), an int `n` for the first `n` of them, or an explicit
+      sequence of `jax.Device`.
+    - `axis_name`: the mesh axis name (default ``"events"``).
+
+    **Returns:** a `jax.sharding.Mesh` of shape `(n_devices,)`.
+
+    **Raises:** `ValueError` when more devices are asked for than exist (the message says
+    how to get more CPU devices).
+    """
+    available = jax.devices()
+    if devices is None:
+        chosen = list(available)
+    elif isinstance(devices, int | np.integer) and not isinstance(devices, bool):
+        n = int(devices)
+        if n < 1:
+            raise ValueError(f"event_mesh: devices must be >= 1, got {n}")
+        if n > len(available):
+            raise ValueError(
+                f"event_mesh: {n} devices requested but only {len(available)} "
+                f"{available[0].platform.upper()} device(s) exist; on a CPU host call "
+                f"diffana.parallel.use_cpu_devices({n}) before any JAX computation (or set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={n})"
+            )
+        chosen = list(available[:n])
+    else:
+        chosen = list(devices)
+        if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
+            raise ValueError("event_mesh: devices must be None, an int or jax.Device objects")
+    return Mesh(np.array(chosen, dtype=object), (axis_name,))
+
+
+def _axis_name(mesh: Mesh) -> str:
+    if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+        raise ValueError(f"expected a 1-D jax.sharding.Mesh (see event_mesh), got {mesh!r}")
+    return mesh.axis_names[0]
+
+
+def _event_spec(mesh: Mesh, axis: int) -> P:
+    return P(*([None] * axis), _axis_name(mesh))
+
+
+def event_sharding(mesh: Mesh, *, axis: int = 0) -> NamedSharding:
+    """The sharding that splits array axis `axis` (the events) over the mesh's devices."""
+    if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
+        raise ValueError(f"event_sharding: axis must be an int >= 0, got {axis!r}")
+    return NamedSharding(mesh, _event_spec(mesh, axis))
+
+
+def _leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [(jax.tree_util.keystr(path) or "<root>", leaf) for path, leaf in flat]
+
+
+def _check_event_axis(tree: Any, axis: int, where: str) -> int:
+    """The common length of axis `axis` of every array leaf (raises naming the culprit)."""
+    n = None
+    for name, leaf in _leaves_with_paths(tree):
+        if not eqx.is_array_like(leaf) or isinstance(leaf, bool | int | float | complex):
+            continue
+        shape = np.shape(leaf)
+        if len(shape) <= axis:
+            raise ValueError(
+                f"{where}: leaf {name} has shape {shape}, which has no event axis {axis}; "
+                "pass only per-event arrays (keep parameters and constants out of the tree)"
+            )
+        if n is None:
+            n = shape[axis]
+        elif shape[axis] != n:
+            raise ValueError(
+                f"{where}: leaf {name} has {shape[axis]} events along axis {axis}, the others {n}"
+            )
+    if n is None:
+        raise ValueError(f"{where}: the tree holds no arrays")
+    return n
+
+
+def pad_to_multiple(tree: _T, multiple: int, *, axis: int = 0) -> _T:
+    """Pad every array leaf with zeros along the event axis to a multiple of `multiple`.
+
+    Zero-padded events must not change the result: pipelines weight each event's
+    contribution by its weight, and the padded weights are 0 (as in
+    `diffana.io.pad_events`). The padded features are 0, so they must be valid inputs of
+    the pipeline (no log of a padded feature without a `jnp.where` guard).
+
+    **Arguments:**
+
+    - `tree`: a PyTree of per-event arrays (numpy or JAX) sharing the length of `axis`.
+    - `multiple`: e.g. the number of devices.
+    - `axis`: the event axis of every leaf.
+
+    **Returns:** the padded tree (the same tree when nothing needs padding).
+    """
+    if isinstance(multiple, bool) or not isinstance(multiple, int | np.integer) or multiple < 1:
+        raise ValueError(f"pad_to_multiple: multiple must be an int >= 1, got {multiple!r}")
+    n = _check_event_axis(tree, axis, "pad_to_multiple")
+    pad = -n % int(multiple)
+    if pad == 0:
+        return tree
+
+    def _pad(leaf):
+        if not eqx.is_array(leaf):
+            return leaf
+        widths = [(0, 0)] * np.ndim(leaf)
+        widths[axis] = (0, pad)
+        return (np if isinstance(leaf, np.ndarray) else jnp).pad(leaf, widths)
+
+    return jax.tree.map(_pad, tree)
+
+
+def shard_events(tree: _T, mesh: Mesh, *, axis: int = 0, pad: bool = False) -> _T:
+    """Place a PyTree of per-event arrays on the mesh, split along the event axis.
+
+    In a single process the arrays are split with `jax.device_put`. With several
+    processes (`jax.distributed.initialize`) each process passes its *own* events and the
+    global array is assembled with `jax.make_array_from_process_local_data`; the global
+    event count is the sum over processes.
+
+    **Arguments:**
+
+    - `tree`: per-event arrays (e.g. `{"x": (events, features), "w": (events,)}`, a
+      `diffana.problems.Sample`, a `diffana.io.Events`), all with the same length of `axis`.
+      Non-array leaves (static metadata) pass through.
+    - `mesh`: a 1-D mesh from `event_mesh`.
+    - `axis`: the event axis of every leaf (e.g. 1 for `(samples, events, features)`).
+    - `pad`: zero-pad the events to a multiple of the device count (see
+      `pad_to_multiple`); otherwise the count must divide evenly.
+
+    **Returns:** the same tree with sharded `jax.Array` leaves.
+
+    **Raises:** `ValueError` for leaves without the event axis, unequal event counts, or
+    an event count that does not divide over the devices (with `pad=False`).
+    """
+    n_dev = mesh.size
+    n = _check_event_axis(tree, axis, "shard_events")
+    if pad:
+        tree = pad_to_multiple(tree, n_dev * jax.process_count(), axis=axis)
+    elif n % n_dev:
+        raise ValueError(
+            f"shard_events: {n} events along axis {axis} do not divide over {n_dev} devices; "
+            f"pass pad=True (zero-weight padding) or pad_to_multiple(tree, {n_dev})"
+        )
+    sharding = event_sharding(mesh, axis=axis)
+    if jax.process_count() == 1:
+        return jax.tree.map(
+            lambda leaf: jax.device_put(leaf, sharding) if eqx.is_array(leaf) else leaf, tree
+        )
+    return jax.tree.map(
+        lambda leaf: (
+            jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+            if eqx.is_array(leaf)
+            else leaf
+        ),
+        tree,
+    )
+
+
+def replicate(tree: _T, mesh: Mesh) -> _T:
+    """Place every array leaf of `tree` (parameters, optimiser state) on all devices."""
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(
+        lambda leaf: jax.device_put(leaf, sharding) if eqx.is_array(leaf) else leaf, tree
+    )
+
+
+def sum_over_devices(
+    fn: Callable[[Any, Any], PyTree],
+    mesh: Mesh,
+    *,
+    axis: int = 0,
+    check_vma: bool = False,
+) -> Callable[[Any, Any], PyTree]:
+    """Evaluate an event-additive function shard by shard and sum over the devices.
+
+    `fn(params, events)` must be a sum over events: its value on all events equals the
+    sum of its values on any split of them (soft or hard histograms, weighted counts,
+    per-sample histogram stacks; not a mean, not a loss of the histograms). The returned
+    function computes ``fn(params, all events)`` as ``psum`` over devices of
+    ``fn(params, local events)``; it is differentiable in `params` (the cotangents of the
+    replicated parameters are summed over devices by JAX) and jits as part of a step.
+
+    **Arguments:**
+
+    - `fn`: `(params, events) -> PyTree of arrays`. `params` may hold non-array leaves
+      (e.g. an equinox module's activation functions); they are passed through.
+    - `mesh`: a 1-D mesh from `event_mesh`.
+    - `axis`: the event axis of every array leaf of `events`.
+    - `check_vma`: JAX's replication checking inside `shard_map`. Off by default because
+      `diffana.relax.hist` accumulates large samples in a `lax.scan` whose carry starts
+      replicated; the numbers are the same either way (checked in the test suite).
+
+    **Returns:** `summed(params, events)` with `fn`'s output structure, replicated.
+    Call it on events placed with `shard_events(..., axis=axis)`; other placements are
+    resharded by JAX first.
+    """
+    spec = _event_spec(mesh, axis)
+    axis_name = _axis_name(mesh)
+
+    def summed(params, events):
+        p_dyn, p_static = eqx.partition(params, eqx.is_array)
+        e_dyn, e_static = eqx.partition(events, eqx.is_array)
+        n = _check_event_axis(e_dyn, axis, "sum_over_devices")
+        if n % mesh.size:
+            raise ValueError(
+                f"sum_over_devices: {n} events along axis {axis} do not divide over "
+                f"{mesh.size} devices; pad them (shard_events(..., pad=True))"
+            )
+
+        def local(p, e):
+            out = fn(eqx.combine(p, p_static), eqx.combine(e, e_static))
+            return jax.tree.map(lambda v: jax.lax.psum(v, axis_name), out)
+
+        mapped = jax.shard_map(
+            local, mesh=mesh, in_specs=(P(), spec), out_specs=P(), check_vma=check_vma
+        )
+        return mapped(p_dyn, e_dyn)
+
+    return summed
