@@ -380,14 +380,19 @@ for method in ["bce", "inferno"]:
 for row in ("optimal_classifier", "analytic_bound"):
     print(f"{row:20s} {'':4s} {published[row]:16.2f}")"""),
     md("""
-With a few hundred steps on a single seed, expect the classifier to land near its
-published value (cross-entropy converges quickly) and INFERNO somewhere between the
-classifier and its published value; the ordering and the size of the gap need the full
-training. The hard evaluation also exports a HistFactory workspace per scenario, from
-which diffana computes the Cramér-Rao and profile-likelihood widths of the POI:
+The published values are medians over 100 trainings of the full length; the numbers
+here come from one seed and a short training, so they differ by the spread between
+trainings and by what more steps would gain. For the comparison itself, run the full
+benchmark.
+
+The hard evaluation also exports a HistFactory workspace per scenario, from which diffana
+computes the Cramér-Rao and profile-likelihood widths of the POI. A HistFactory shape
+nuisance needs a constraint, so the exported model constrains `r` and `lambda` (histosys
+at ±0.4 and ±1.0, see the `notes` of `toy_problems/inferno3d.toml`) where the paper's
+benchmark 2 leaves them free: these widths answer a different question from the
+table's metric and are not compared with it.
 """),
     code("""
-scale = problem.poi_scale
 for method, r in rows.items():
     print(f"{method:8s} Fisher sigma(s) = {r['sigma_poi_fisher']:.2f}   "
           f"profile-likelihood half-width = {r['sigma_poi_profile']:.2f}")"""),
@@ -520,9 +525,10 @@ if HAVE_DATA:
     md("""
 ## Optimise both thresholds
 
-Muons below the histogram's lower edge (10 GeV) do not enter it, so the muon threshold
-stops mattering once it is well below 10 GeV; the MET threshold trades $t\\bar t$
-rejection against Drell–Yan efficiency.
+Muons below the histogram's lower edge (10 GeV) never enter it, so a muon threshold
+below 10 GeV has no effect: after each Adam step the threshold is projected back onto
+[10 GeV, ∞) (projected gradient descent). The MET threshold trades $t\\bar t$ rejection
+against Drell–Yan efficiency.
 """),
     code("""
 if HAVE_DATA:
@@ -534,6 +540,9 @@ if HAVE_DATA:
         value, grad = value_and_grad(params)
         updates, state = optimizer.update(grad, state)
         params = optax.apply_updates(params, updates)
+        # Projected gradient descent: muons below the histogram's first edge never enter
+        # it, so thresholds below 10 GeV are all equivalent; keep the threshold there.
+        params["mu_pt"] = jnp.maximum(params["mu_pt"], EDGES[0])
         trace.append((float(params["mu_pt"]), float(params["met"]), -float(value)))
     print(f"after {STEPS} steps: muon pT > {trace[-1][0]:.1f} GeV, MET < {trace[-1][1]:.1f} GeV, "
           f"soft Z0 = {trace[-1][2]:.3f}")
@@ -691,7 +700,7 @@ def cls_of_threshold(threshold):
     return diffana.losses.cls_loss(diffana.hf.simple_model(signal / 10.0, background))
 
 
-@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.9])
+@pytest.mark.parametrize("threshold", [0.3, 0.8])
 def test_cls_gradient(threshold):
     assert_grad_matches_fd(cls_of_threshold, jnp.array([threshold]), rtol=1e-4)
 
