@@ -216,13 +216,16 @@ def pyhf_model_data_factory():
     return pyhf_model_data
 
 
-def eager_fd_check(fun, x, *, rtol=1e-4, atol=1e-8, eps=1e-6):
+def eager_fd_check(fun, x, *, rtol=1e-4, atol=1e-8, eps=1e-6, floor=1.0, nonnegative=True):
     """`jax.grad(fun)` against central finite differences, evaluated eagerly.
 
     Same comparison and step rule as `diffana.testing.assert_grad_matches_fd` (relative
     step `eps * max(|x_i|, 1)`, float64), but `fun` is called without a `jax.jit`
     wrapper, so the inference functions' own compiled kernels are reused instead of
-    compiling the whole graph again for every check.
+    compiling the whole graph again for every check. `floor` replaces the 1 in the step
+    rule (for yields far below 1); with `nonnegative`, components whose central step would
+    go below zero (empty bins) use the second-order one-sided difference
+    `(-3 f(x) + 4 f(x + h) - f(x + 2h)) / 2h`.
     """
     import jax
 
@@ -230,15 +233,20 @@ def eager_fd_check(fun, x, *, rtol=1e-4, atol=1e-8, eps=1e-6):
     auto = np.asarray(jax.grad(lambda v: jnp.asarray(fun(v), dtype=jnp.float64))(jnp.asarray(x)))
     assert np.all(np.isfinite(auto)), f"autodiff gradient has non-finite entries: {auto}"
     flat = x.ravel()
-    steps = eps * np.maximum(np.abs(flat), 1.0)
+    steps = eps * np.maximum(np.abs(flat), floor)
     fd = np.empty_like(flat)
+
+    def at(i, delta):
+        v = flat.copy()
+        v[i] += delta
+        return float(fun(jnp.asarray(v.reshape(x.shape))))
+
     for i in range(flat.size):
-        up, dn = flat.copy(), flat.copy()
-        up[i] += steps[i]
-        dn[i] -= steps[i]
-        f_up = float(fun(jnp.asarray(up.reshape(x.shape))))
-        f_dn = float(fun(jnp.asarray(dn.reshape(x.shape))))
-        fd[i] = (f_up - f_dn) / (2 * steps[i])
+        h = steps[i]
+        if nonnegative and flat[i] - h < 0:
+            fd[i] = (-3 * at(i, 0.0) + 4 * at(i, h) - at(i, 2 * h)) / (2 * h)
+        else:
+            fd[i] = (at(i, h) - at(i, -h)) / (2 * h)
     np.testing.assert_allclose(
         auto,
         fd.reshape(x.shape),

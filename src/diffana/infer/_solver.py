@@ -26,7 +26,7 @@ __all__ = ["SolverResult", "minimize_bounded", "newton_solve_free"]
 _LAMBDA_FLOOR = 1e-12
 # Newton decrement below which the undamped Newton step is taken and accepted without
 # a decrease test: the objective's rounding noise can hide decreases this small.
-_DECREMENT_TRUSTED = 1e-6
+_DECREMENT_TRUSTED = 1e-4
 _LAMBDA_FAIL = 1e12
 
 
@@ -75,17 +75,25 @@ def _scales(h: Array, mask: Array) -> Array:
 def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.0) -> Array:
     """Solve `(H + damping)_{mm} y_m = rhs_m` on the masked parameters, zero elsewhere.
 
-    The system is scaled by the Hessian's diagonal; `lam` (plus a tiny floor) is added
-    to the scaled diagonal. Linear in `rhs`. Returns NaN where the damped, masked
-    Hessian is not positive definite.
+    The system is scaled to unit diagonal and solved through its eigendecomposition;
+    `lam` is added to the scaled eigenvalues. Directions flatter than `1e-12` of the
+    stiffest one (parameters without effect, exact degeneracies, round-off) are
+    regularised to that floor instead of blowing up. Linear in `rhs`. Returns NaN when
+    the damped, masked Hessian has a clearly negative eigenvalue (not a minimum).
     """
     d = _scales(h, mask)
     both = mask[:, None] & mask[None, :]
     hs = jnp.where(both, h / (d[:, None] * d[None, :]), 0.0)
-    hs = hs + jnp.diag(jnp.where(mask, lam + _LAMBDA_FLOOR, 1.0))
+    hs = hs + jnp.diag(jnp.where(mask, 0.0, 1.0))
+    hs = 0.5 * (hs + hs.T)
+    evals, evecs = jnp.linalg.eigh(hs)
+    top = jnp.max(jnp.abs(evals))
+    shifted = evals + lam
+    indefinite = jnp.min(shifted) < -1e-9 * top
+    denom = jnp.maximum(shifted, _LAMBDA_FLOOR * top)
     rs = jnp.where(mask, rhs / d, 0.0)
-    chol = jnp.linalg.cholesky(hs)
-    ys = jax.scipy.linalg.cho_solve((chol, True), rs)
+    ys = evecs @ ((evecs.T @ rs) / denom)
+    ys = jnp.where(indefinite, jnp.nan, ys)
     return jnp.where(mask, ys / d, 0.0)
 
 
