@@ -72,6 +72,33 @@ def _scales(h: Array, mask: Array) -> Array:
     return jnp.sqrt(jnp.where(scale2 > 0, scale2, 1.0))
 
 
+class _Eigen(NamedTuple):
+    scale: Array
+    evals: Array
+    evecs: Array
+
+
+def _eigensystem(h: Array, mask: Array) -> _Eigen:
+    """Eigendecomposition of the masked Hessian scaled to unit diagonal."""
+    d = _scales(h, mask)
+    both = mask[:, None] & mask[None, :]
+    hs = jnp.where(both, h / (d[:, None] * d[None, :]), 0.0)
+    hs = hs + jnp.diag(jnp.where(mask, 0.0, 1.0))
+    evals, evecs = jnp.linalg.eigh(0.5 * (hs + hs.T))
+    return _Eigen(d, evals, evecs)
+
+
+def _solve_eigen(eig: _Eigen, rhs: Array, mask: Array, lam: Array | float) -> Array:
+    top = jnp.max(jnp.abs(eig.evals))
+    shifted = eig.evals + lam
+    indefinite = jnp.min(shifted) < -1e-9 * top
+    denom = jnp.maximum(shifted, _LAMBDA_FLOOR * top)
+    rs = jnp.where(mask, rhs / eig.scale, 0.0)
+    ys = eig.evecs @ ((eig.evecs.T @ rs) / denom)
+    ys = jnp.where(indefinite, jnp.nan, ys)
+    return jnp.where(mask, ys / eig.scale, 0.0)
+
+
 def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.0) -> Array:
     """Solve `(H + damping)_{mm} y_m = rhs_m` on the masked parameters, zero elsewhere.
 
@@ -81,20 +108,7 @@ def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.
     regularised to that floor instead of blowing up. Linear in `rhs`. Returns NaN when
     the damped, masked Hessian has a clearly negative eigenvalue (not a minimum).
     """
-    d = _scales(h, mask)
-    both = mask[:, None] & mask[None, :]
-    hs = jnp.where(both, h / (d[:, None] * d[None, :]), 0.0)
-    hs = hs + jnp.diag(jnp.where(mask, 0.0, 1.0))
-    hs = 0.5 * (hs + hs.T)
-    evals, evecs = jnp.linalg.eigh(hs)
-    top = jnp.max(jnp.abs(evals))
-    shifted = evals + lam
-    indefinite = jnp.min(shifted) < -1e-9 * top
-    denom = jnp.maximum(shifted, _LAMBDA_FLOOR * top)
-    rs = jnp.where(mask, rhs / d, 0.0)
-    ys = evecs @ ((evecs.T @ rs) / denom)
-    ys = jnp.where(indefinite, jnp.nan, ys)
-    return jnp.where(mask, ys / d, 0.0)
+    return _solve_eigen(_eigensystem(h, mask), rhs, mask, lam)
 
 
 def minimize_bounded(
@@ -125,9 +139,9 @@ def minimize_bounded(
         small (then also the convergence test), else the damped one."""
         pinned = ((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))
         move = free & ~pinned
-        lams = jnp.stack([jnp.zeros_like(lam), lam])
-        steps = jax.vmap(lambda lam_: newton_solve_free(h, -g, move, lam_))(lams)
-        newton, damped = steps[0], steps[1]
+        eig = _eigensystem(h, move)
+        newton = _solve_eigen(eig, -g, move, 0.0)
+        damped = _solve_eigen(eig, -g, move, lam)
         newton_ok = jnp.all(jnp.isfinite(newton))
         decrement = -jnp.dot(g, jnp.where(newton_ok, newton, 0.0))
         near = newton_ok & (decrement < _DECREMENT_TRUSTED)
