@@ -27,6 +27,11 @@ mass_range = [130.0, 290.0]
 yields = { signal = 40.0, dy = 3000.0, ttbar = 20000.0, fakes = 200000.0 }
 normsys = { lumi_unc = { signal = 0.025, dy = 0.025, ttbar = 0.025 }, ttbar_xsec = { ttbar = 0.1 } }
 cuts = [ { name = "mu2_pt_min", feature = "mu2_pt", direction = ">" } ]
+[analysis.object_level]
+batch_size = 200
+scan = { grid_points = 2, budget = 3, chunk = 3 }
+grad = { steps = 2 }
+neos = { steps = 2, hidden = [4, 4] }
 [scenarios.syst]
 [scenarios.stat]
 systematics = false

@@ -110,7 +110,7 @@ def test_hard_selection_matches_reference(events):
 def test_soft_selection_tends_to_hard(events):
     pipe = nano.DimuonCuts.from_thresholds((30.0, 0.12, 0.4, 70.0), EDGES)
     ev = events["ttbar"]
-    hard = pipe.hard_histogram_events(ev)
+    hard = eqx.filter_jit(pipe.hard_histogram_events)(ev)
     soft = eqx.filter_jit(pipe.histogram_events)
     errors = [float(jnp.abs(soft(ev, s) - hard).sum()) for s in (0.3, 0.03, 1e-4)]
     assert errors[2] < errors[1] < errors[0]
@@ -169,23 +169,32 @@ def test_neural_pipeline(tiny_train, events):
         tiny_train, {"hidden": [8, 8], "cut_slope": 0.05}, jax.random.key(0), EDGES, 4
     )
     ev = events["signal"]
-    soft = eqx.filter_jit(pipe.histogram_events)(ev, 0.05)
-    hard = eqx.filter_jit(pipe.hard_histogram_events)(ev)
-    cuts_total = float(pipe.cuts.hard_histogram_events(ev).sum())
-    m, w = nano.pair_selection(pipe.cuts.physical_thresholds(), ev, None, hard=True)
-    inside = float(jnp.sum(jnp.where((m >= 130) & (m < 290), w, 0.0)))
-    np.testing.assert_allclose(cuts_total, inside, rtol=1e-12)
-    np.testing.assert_allclose(float(hard.sum()), float(jnp.sum(w)), rtol=1e-12)  # score in [0, 1]
-    assert np.all(np.isfinite(soft)) and abs(float(soft.sum()) - float(hard.sum())) < 0.05 * float(
-        hard.sum()
-    )
 
-    def weighted_bins(net):
+    @eqx.filter_jit
+    def run(pipe, ev):
+        m, w = nano.pair_selection(pipe.cuts.physical_thresholds(), ev, None, hard=True)
+        in_range = jnp.sum(jnp.where((m >= 130) & (m < 290), w, 0.0))
+        return (
+            pipe.histogram_events(ev, 0.05),
+            pipe.hard_histogram_events(ev),
+            pipe.cuts.hard_histogram_events(ev).sum(),
+            in_range,
+            jnp.sum(w),
+        )
+
+    soft, hard, cuts_total, in_range, selected = run(pipe, ev)
+    np.testing.assert_allclose(cuts_total, in_range, rtol=1e-12)
+    np.testing.assert_allclose(hard.sum(), selected, rtol=1e-12)  # every score is in [0, 1]
+    assert np.all(np.isfinite(soft))
+    assert abs(float(soft.sum()) - float(hard.sum())) < 0.05 * float(hard.sum())
+
+    @eqx.filter_jit
+    @eqx.filter_grad
+    def grads(net):
         moved = nano.DimuonNeural(net, pipe.cuts, pipe.shift, pipe.scale, 4, 0.05)
         return jnp.sum(moved.histogram_events(ev, 0.1) * jnp.arange(4.0))
 
-    grads = eqx.filter_grad(weighted_bins)(pipe.net)
-    leaves = jax.tree.leaves(eqx.filter(grads, eqx.is_array))
+    leaves = jax.tree.leaves(eqx.filter(grads(pipe.net), eqx.is_array))
     assert all(np.all(np.isfinite(g)) for g in leaves) and any(np.any(g != 0) for g in leaves)
 
 
@@ -241,3 +250,16 @@ def test_generic_cut_variables(tiny_problem):
     assert tiny_problem.feature_names[cut.feature] == "mu2_pt"
     assert tiny_problem.poi_scale == 40.0
     assert "jes" in tiny_problem.describe()["systematics"]
+
+
+def test_pipeline_hooks(tiny_problem, tiny_train):
+    pipe = tiny_problem.pipeline("cuts_grad", {}, "syst", tiny_train, jax.random.key(0))
+    np.testing.assert_allclose(pipe.physical_thresholds(), nano.DEFAULT_CUTS)
+    assert pipe.edges == tuple(tiny_problem.edges)
+    assert tiny_problem.pipeline("bce", {}, "syst", tiny_train, jax.random.key(0)) is None
+    make, ranges = tiny_problem.scan_space("syst")
+    assert ranges.shape == (4, 2) and np.all(ranges[:, 0] < ranges[:, 1])
+    np.testing.assert_allclose(
+        make(jnp.asarray(ranges[:, 0])).physical_thresholds(),
+        [lo for lo, _ in nano.SCAN_RANGES],
+    )

@@ -1179,6 +1179,26 @@ class DimuonNanoAOD(Problem):
         self.scenario(scenario)
         return tuple(self._cuts) or None
 
+    # -- object-level pipelines for diffana bench (see run_dimuon_benchmark) -----------
+    def pipeline(self, method: str, cfg: Mapping[str, Any], scenario: str, train, key):
+        """The object-level pipeline of `method`, for a `diffana bench` that lets problems
+        supply pipelines: `DimuonCuts` at `DEFAULT_CUTS` for cut methods, `DimuonNeural`
+        for network methods; None for others (the generic pipeline then applies)."""
+        self.scenario(scenario)
+        if method in ("cuts_grad", "cuts_scan", "cuts_default"):
+            return DimuonCuts.from_thresholds(DEFAULT_CUTS, self.edges)
+        if method in ("neos", "discovery"):
+            sub = {**_OBJECT_LEVEL_DEFAULTS["neos"], **dict(cfg)}
+            return _neural_pipeline(train, sub, key, self.edges, self.n_bins)
+        return None
+
+    def scan_space(self, scenario: str):
+        """`(params -> DimuonCuts, (4, 2) ranges of params)` for a threshold scan."""
+        self.scenario(scenario)
+        edges = tuple(float(e) for e in self.edges)
+        ranges = np.stack([_to_params(lo_hi) for lo_hi in zip(*SCAN_RANGES, strict=True)], 1)
+        return (lambda params: DimuonCuts(params, edges)), ranges
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["systematics"] = [v.name for v in self.variations] + list(self.normsys)
@@ -1195,15 +1215,20 @@ DIMUON_METHODS = ("default", "scan", "grad", "neos")
 SCAN_RANGES = ((15.0, 70.0), (0.04, 0.4), (0.1, 1.0), (25.0, 150.0))
 
 _OBJECT_LEVEL_DEFAULTS: dict[str, Any] = {
-    "loss": "discovery",
     "batch_size": 4000,
-    "grad": {"steps": 150, "learning_rate": 0.05, "slope": {"start": 0.3, "end": 0.03}},
+    "grad": {
+        "loss": "discovery",
+        "steps": 150,
+        "learning_rate": 0.05,
+        "slope": {"start": 0.3, "end": 0.03},
+    },
     "scan": {"grid_points": 5, "budget": 400, "chunk": 8},
     "neos": {
+        "loss": "cls",
         "steps": 150,
         "learning_rate": 3e-3,
         "hidden": [32, 32],
-        "bandwidth": {"start": 0.1, "end": 0.02},
+        "bandwidth": {"start": 0.1, "end": 0.05},
         "cut_slope": 0.05,
     },
 }
@@ -1274,11 +1299,12 @@ def _object_level_settings(problem: DimuonNanoAOD) -> dict[str, Any]:
                 f"known: {sorted(cfg)}"
             )
         cfg[key] = {**cfg[key], **value} if isinstance(cfg[key], dict) else value
-    if cfg["loss"] not in ("discovery", "cls"):
-        raise ProblemDefinitionError(
-            f"{problem.definition.path}: [analysis.object_level].loss must be 'discovery' or "
-            f"'cls', got {cfg['loss']!r}"
-        )
+    for method in ("grad", "neos"):
+        if cfg[method]["loss"] not in ("discovery", "cls"):
+            raise ProblemDefinitionError(
+                f"{problem.definition.path}: [analysis.object_level].{method}.loss must be "
+                f"'discovery' or 'cls', got {cfg[method]['loss']!r}"
+            )
     return cfg
 
 
@@ -1288,23 +1314,22 @@ def _to_params(thresholds) -> np.ndarray:
     )
 
 
-def _scan_cuts(problem, scenario, train, cfg, seed, edges):
+def _scan_cuts(problem, scenario, train, cfg, seed):
     from diffana import hf, losses
     from diffana.baselines import scan_thresholds
 
-    templates = {
-        k: Sample(jnp.asarray(s.x), jnp.asarray(s.w)) for k, s in problem.templates(train).items()
-    }
+    stacked = _stack(train)
+    make, ranges = problem.scan_space(scenario)
 
     def z0_one(params):
-        pipe = DimuonCuts(params, edges)
-        yields = {k: pipe.hard_histogram(s) for k, s in templates.items()}
+        yields = _variant_yields(
+            problem, lambda p, e: p.hard_histogram_events(e), make(params), stacked
+        )
         model = hf.Model.from_pyhf(problem.workspace(yields, scenario))
         return -losses.discovery_loss(model)
 
     chunk = int(cfg["chunk"])
     batched = jax.jit(lambda c: jax.lax.map(z0_one, c, batch_size=chunk))
-    ranges = np.stack([_to_params(lo_hi) for lo_hi in zip(*SCAN_RANGES, strict=True)], axis=1)
     res = scan_thresholds(
         lambda c: np.asarray(batched(jnp.asarray(c))),
         ranges,
@@ -1314,19 +1339,24 @@ def _scan_cuts(problem, scenario, train, cfg, seed, edges):
         chunk=max(chunk * 8, 1),
     )
     info = {"scan": res.kind, "fom_evaluations": res.n_evaluations, "train_fom": res.fom}
-    return DimuonCuts(jnp.asarray(res.thresholds), edges), info, {"fom": res.history}
+    return make(jnp.asarray(res.thresholds)), info, {"fom": res.history}
 
 
 def _neural_pipeline(train, cfg, key, edges, n_bins):
-    events = [_LAYOUT.unflatten(jnp.asarray(s.x), jnp.asarray(s.w)) for s in train.values()]
-    thresholds = jnp.asarray(DEFAULT_CUTS)
-    feats, weights = [], []
-    for ev in events:
-        _, w = pair_selection(thresholds, ev, None, hard=True)
-        f = pair_features(ev)
+    """A `DimuonNeural` at the default cuts, its inputs standardised on the training
+    pairs that pass them."""
+
+    @jax.jit
+    def selected_features(x, w):
+        ev = _LAYOUT.unflatten(x, w)
+        _, pair_w = pair_selection(jnp.asarray(DEFAULT_CUTS), ev, None, hard=True)
+        return pair_features(ev), pair_w
+
+    feats = []
+    for s in train.values():
+        f, w = selected_features(jnp.asarray(s.x), jnp.asarray(s.w))
         keep = np.asarray(w).reshape(-1) > 0
         feats.append(np.asarray(f).reshape(-1, f.shape[-1])[keep])
-        weights.append(np.ones(keep.sum()))
     allf = np.concatenate(feats)
     shift = tuple(float(v) for v in allf.mean(axis=0))
     scale = tuple(float(v) if v > 0 else 1.0 for v in allf.std(axis=0))
@@ -1356,9 +1386,9 @@ def train_dimuon_method(
     - `method`: one of `DIMUON_METHODS`: ``"default"`` (the hand-chosen `DEFAULT_CUTS`),
       ``"scan"`` (grid or random scan of the four thresholds in `SCAN_RANGES`, hard cuts,
       maximising the expected Z0 with all systematics on the training sample), ``"grad"``
-      (Adam on sigmoid cuts through the HistFactory model, discovery or CLs loss,
+      (Adam on sigmoid cuts through the HistFactory model, discovery loss by default,
       annealed slope), ``"neos"`` (a per-pair network whose score is binned with a KDE
-      histogram, trained jointly with the cuts on the same loss).
+      histogram, trained jointly with the cuts; expected-CLs loss by default).
     - `train`: the training events (`problem.generate(seed, "train")`).
     - `scenario`: the statistical model of the loss.
     - `seed`: initialisation, minibatches and random scans.
@@ -1384,7 +1414,7 @@ def train_dimuon_method(
         pipe = DimuonCuts.from_thresholds(DEFAULT_CUTS, edges)
         info, history = {"fom_evaluations": 0}, {}
     elif method == "scan":
-        pipe, info, history = _scan_cuts(problem, scenario, train, cfg["scan"], seed, edges)
+        pipe, info, history = _scan_cuts(problem, scenario, train, cfg["scan"], seed)
     else:
         sub = cfg[method]
         if method == "grad":
@@ -1394,7 +1424,7 @@ def train_dimuon_method(
             pipe = _neural_pipeline(train, sub, k_init, edges, problem.n_bins)
             relax_value = sub["bandwidth"]
         res = fit(
-            dimuon_loss(problem, scenario, cfg["loss"]),
+            dimuon_loss(problem, scenario, sub["loss"]),
             pipe,
             train,
             steps=int(sub["steps"]),
@@ -1405,6 +1435,7 @@ def train_dimuon_method(
         )
         pipe, history = res.pipeline, res.history
         info = {
+            "loss": sub["loss"],
             "steps": int(sub["steps"]),
             "fom_evaluations": int(sub["steps"]),
             "compile_time_s": res.compile_time,
