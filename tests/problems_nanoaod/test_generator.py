@@ -99,3 +99,11 @@ def test_write_is_atomic_and_errors(tmp_path):
         generate_nanoaod("wjets", 10, seed=0)
     with pytest.raises(diffana.DataError, match="n must be an int >= 1"):
         generate_nanoaod("dy", 0, seed=0)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from diffana.problems import _nanoaod
+
+    assert doctest.testmod(_nanoaod, optionflags=doctest.ELLIPSIS).failed == 0

@@ -31,6 +31,15 @@ with a HistFactory model whose histosys/normsys modifiers come from the variatio
   variation); isolation degrades with the number of vertices, so it changes the
   selection efficiency as well as the normalisation.
 - normalisation uncertainties (normsys) per background and the luminosity.
+
+**Benchmark.** `DimuonNanoAOD` is the `diffana bench` problem ``dimuon``
+(``toy_problems/dimuon.toml``); the generic cut methods of the bench cut on event-level
+features of the two leading muons. The object-level methods (`DIMUON_METHODS`: the
+hand-chosen `DEFAULT_CUTS`, a scan of the four thresholds, gradient-optimised sigmoid
+cuts, and a neos-style neural summary of the candidate pairs) run with
+`run_dimuon_benchmark` or ``python -m diffana.problems._nanoaod --mode quick``, and are
+evaluated exactly like bench runs: hard cuts and hard histograms on an independent test
+sample, diffana's fits and pyhf's on the exported workspace.
 """
 
 from __future__ import annotations
