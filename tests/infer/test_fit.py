@@ -97,10 +97,7 @@ def test_implicit_gradient_of_best_fit_wrt_yields_and_data(ws_model, fd_check):
         return infer.fit(model.with_yields({("SR", "signal"): signal}), data).pars[model.poi_index]
 
     signal = model.nominal[model.samples.index("signal")]
-    rev = fd_check(mu_hat, signal)
-    # forward mode (custom JVP) agrees with reverse mode
-    fwd = jax.jacfwd(mu_hat)(signal)
-    np.testing.assert_allclose(fwd, rev, rtol=1e-10)
+    fd_check(mu_hat, signal)
     # gradient with respect to the observed data
     fd_check(lambda d: infer.fit(model, d).pars[model.poi_index], data)
 
@@ -140,12 +137,12 @@ def test_non_convergence_is_flagged_and_warned(ws_model):
     with pytest.warns(diffana.ConvergenceWarning, match=r"Model\(channels=\['SR'\]"):
         res = infer.fit(model, data, maxiter=2)
     assert not bool(res.converged)
-    with pytest.warns(diffana.ConvergenceWarning, match="hypotest"):
-        infer.hypotest(1.0, data, model, maxiter=2)
+    with pytest.warns(diffana.ConvergenceWarning, match="fixed_poi_fit"):
+        infer.fixed_poi_fit(1.0, model, data, maxiter=2)
 
 
-def test_non_convergence_under_jit_and_vmap(ws_model):
-    _, model, data = ws_model
+def test_non_convergence_under_jit_and_vmap(toy):
+    model, data = toy
     f = jax.jit(lambda d: infer.fit(model, d, maxiter=2))
     with pytest.warns(diffana.ConvergenceWarning, match="did not converge"):
         res = jax.block_until_ready(f(data))
@@ -173,9 +170,13 @@ def test_any_model_with_the_interface(toy, pyhf_numpy):
     res = infer.fit(model, data)
     ref = pyhf_numpy.infer.mle.fit(np.asarray(data), pyhf_numpy.Model(model.spec()))
     np.testing.assert_allclose(res.pars, ref, atol=1e-4)
-    assert_grad_matches_fd(
-        lambda s: infer.fit(model.with_yields({("ch", "signal"): s}), data).pars[1], model.signal
-    )
+
+    def mu_hat(s):
+        return infer.fit(model.with_yields({("ch", "signal"): s}), data).pars[1]
+
+    rev = assert_grad_matches_fd(mu_hat, model.signal)
+    # forward mode (the custom JVP) agrees with reverse mode
+    np.testing.assert_allclose(jax.jacfwd(mu_hat)(model.signal), rev, rtol=1e-10)
 
 
 def test_input_errors(ws_model):
