@@ -174,9 +174,7 @@ def main() -> None:
         print(f"throughput n={n:<5d}  diffana {thr:10.1f} hypotests/s")
         for b in ("jax", "numpy"):
             pt = results[f"pyhf_{b}_throughput_per_s"]
-            print(
-                f"                      pyhf[{b:5s}] {pt:10.1f} hypotests/s   ratio {thr / pt:8.1f}x"
-            )
+            print(f"{'':22s}pyhf[{b:5s}] {pt:10.1f} hypotests/s   ratio {thr / pt:8.1f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
