@@ -43,10 +43,11 @@ def main() -> None:
 def bench(problems, methods, seeds, steps, out, mode, tensorboard, no_referee, no_plots, list_only):
     """Train and evaluate methods on shared benchmark PROBLEMS (names or .toml files).
 
-    Without PROBLEMS, runs every packaged problem with its default settings (a few
-    minutes on a laptop). Writes OUT/results.json, OUT/results.md, OUT/plots/ and one
-    folder per run (config.json, metrics.jsonl, workspaces, result.json); rerunning with
-    the same OUT resumes an interrupted benchmark.
+    Without PROBLEMS, runs the shared benchmarks gaussian_blobs, inferno3d and cut_scan
+    with their default settings (under 5 minutes on 2 CPU cores); --list shows all.
+    Writes OUT/results.json, OUT/results.md, OUT/plots/ and one folder per run
+    (config.json, metrics.jsonl, workspaces, result.json); rerunning with the same OUT
+    resumes an interrupted benchmark.
     """
     from diffana.problems import available_problems, load_definition
 

@@ -24,10 +24,12 @@ def make_classifier(
     hidden: Sequence[int],
     key: PRNGKeyArray,
     dtype=jnp.float32,
+    standardise: bool = True,
 ) -> Classifier:
-    """An untrained `Classifier` whose inputs are standardised on `train`'s events."""
+    """An untrained `Classifier`; with `standardise` its inputs are standardised on
+    `train`'s events (otherwise fed as they are)."""
     allx = np.concatenate([np.asarray(s.x) for s in train.values()])
-    shift, scale = standardisation(allx)
+    shift, scale = standardisation(allx) if standardise else (None, None)
     n_features = allx.shape[1]
     net = Network(n_features, 1, hidden, key=key, shift=shift, scale=scale, dtype=dtype)
     return Classifier(net, int(n_bins))
@@ -80,6 +82,7 @@ def train_classifier(
     lr_schedule: str = "constant",
     tracker: RunTracker | None = None,
     callback=None,
+    standardise: bool = True,
 ) -> TrainResult:
     """Train a cross-entropy classifier of `signal` against `background` samples.
 
@@ -92,12 +95,13 @@ def train_classifier(
       network and optimisation (`batch_size` events per sample per step).
     - `key`: PRNG key (initialisation and batches).
     - `tracker`, `callback`: as in `diffana.train.fit`.
+    - `standardise`: standardise the inputs on the training events.
 
     **Returns:** the `TrainResult`; its `pipeline` is the trained `Classifier`.
     """
     data = {n: train[n] for n in (*signal, *background)}
     k_init, k_fit = jax.random.split(key)
-    clf = make_classifier(data, n_bins, hidden, k_init)
+    clf = make_classifier(data, n_bins, hidden, k_init, standardise=standardise)
     return fit(
         classifier_loss(signal, background),
         clf,

@@ -26,9 +26,18 @@ from diffana.bench._evaluate import (
 )
 from diffana.bench._methods import TrainedAnalysis, hf_loss, method_settings, train_method
 from diffana.bench._report import RESULTS_SCHEMA, summarise, write_reports
-from diffana.bench._runner import RUN_SCHEMA, BenchError, RunSpec, plan_runs, run_bench, run_one
+from diffana.bench._runner import (
+    DEFAULT_PROBLEMS,
+    RUN_SCHEMA,
+    BenchError,
+    RunSpec,
+    plan_runs,
+    run_bench,
+    run_one,
+)
 
 __all__ = [
+    "DEFAULT_PROBLEMS",
     "METRICS",
     "RESULTS_SCHEMA",
     "RUN_SCHEMA",

@@ -69,6 +69,7 @@ def method_settings(problem: Problem, method: str, steps: int | None = None) -> 
     cfg.setdefault("learning_rate", 1e-3)
     cfg.setdefault("lr_schedule", "constant")
     cfg.setdefault("hidden", [100, 100])
+    cfg.setdefault("standardise", True)
     if steps is not None and method != "cuts_scan":
         cfg["steps"] = int(steps)
     if method != "cuts_scan":
@@ -129,7 +130,7 @@ def _native_loss(problem: Problem, method: str, scenario: str) -> Callable:
 
 def _network_pipeline(problem: Problem, cfg, train, key):
     allx = np.concatenate([np.asarray(s.x) for s in train.values()])
-    shift, scale = standardisation(allx)
+    shift, scale = standardisation(allx) if cfg["standardise"] else (None, None)
     kind = cfg["pipeline"]
     n_out = problem.n_bins if kind == "nn_softmax" else 1
     net = Network(problem.n_features, n_out, cfg["hidden"], key=key, shift=shift, scale=scale)
@@ -265,7 +266,8 @@ def train_method(
     if method == "bce":
         res = train_classifier(
             train, problem.signal_samples, problem.background_samples,
-            n_bins=problem.n_bins, hidden=cfg["hidden"], key=key, **common,
+            n_bins=problem.n_bins, hidden=cfg["hidden"], key=key,
+            standardise=bool(cfg["standardise"]), **common,
         )  # fmt: skip
         return TrainedAnalysis(res.pipeline, _fit_info(res, cfg), res.history)
 

@@ -23,7 +23,18 @@ from diffana.errors import DiffanaError, ProblemDefinitionError
 from diffana.problems import Problem, load_problem
 from diffana.train import RunTracker, atomic_write_json
 
-__all__ = ["RUN_SCHEMA", "BenchError", "RunSpec", "plan_runs", "run_bench", "run_one"]
+__all__ = [
+    "DEFAULT_PROBLEMS",
+    "RUN_SCHEMA",
+    "BenchError",
+    "RunSpec",
+    "plan_runs",
+    "run_bench",
+    "run_one",
+]
+
+#: The shared benchmarks run by ``diffana bench`` without arguments.
+DEFAULT_PROBLEMS = ("gaussian_blobs", "inferno3d", "cut_scan")
 
 #: Schema of a run's ``result.json``.
 RUN_SCHEMA = "diffana.bench.run/1"
@@ -234,7 +245,7 @@ def run_bench(
 
     **Arguments:**
 
-    - `problems`: names or definition-file paths; empty runs every packaged problem.
+    - `problems`: names or definition-file paths; empty runs `DEFAULT_PROBLEMS`.
     - `methods`: restrict to these methods (each must be defined by at least one problem).
     - `seeds`: seeds per method (default: the definition's ``[bench].seeds``).
     - `steps`: override the training steps of every trained method.
@@ -255,7 +266,7 @@ def run_bench(
     from diffana.problems import METHOD_NAMES, available_problems
 
     out = Path(out)
-    names = list(problems) or sorted(available_problems())
+    names = list(problems) or [p for p in DEFAULT_PROBLEMS if p in available_problems()]
     loaded = [load_problem(p, mode=mode) for p in names]
     if len({p.name for p in loaded}) != len(loaded):
         raise BenchError("the same problem was given twice")
