@@ -1330,17 +1330,18 @@ def _scan_cuts(problem, scenario, train, cfg, seed):
     stacked = _stack(train)
     make, ranges = problem.scan_space(scenario)
 
-    def z0_one(params):
+    def z0_one(params, data):
         yields = _variant_yields(
-            problem, lambda p, e: p.hard_histogram_events(e), make(params), stacked
+            problem, lambda p, e: p.hard_histogram_events(e), make(params), data
         )
         model = hf.Model.from_pyhf(problem.workspace(yields, scenario))
         return -losses.discovery_loss(model)
 
     chunk = int(cfg["chunk"])
-    batched = jax.jit(lambda c: jax.lax.map(z0_one, c, batch_size=chunk))
+    # the events are an argument, not a closed-over constant: XLA would constant-fold them
+    batched = jax.jit(lambda c, data: jax.lax.map(lambda p: z0_one(p, data), c, batch_size=chunk))
     res = scan_thresholds(
-        lambda c: np.asarray(batched(jnp.asarray(c))),
+        lambda c: np.asarray(batched(jnp.asarray(c), stacked)),
         ranges,
         grid_points=int(cfg["grid_points"]),
         budget=int(cfg["budget"]),
