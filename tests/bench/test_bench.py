@@ -18,6 +18,7 @@ from diffana.bench import (
     RUN_SCHEMA,
     BenchError,
     hard_yields,
+    method_settings,
     plan_runs,
     profile_width,
     run_bench,
@@ -226,3 +227,42 @@ def test_hard_yields_do_not_depend_on_chunking(tiny_bench, tiny_definitions):
     np.testing.assert_array_equal(c1[("a", "nominal")], c2[("a", "nominal")])
     assert c1[("a", "nominal")].sum() == 1000
     assert jnp.sum(jnp.asarray(y1[("a", "nominal")])) == pytest.approx(500.0)
+
+
+def test_plans_of_the_shared_problems():
+    from diffana.bench import DEFAULT_PROBLEMS
+
+    assert DEFAULT_PROBLEMS == ("gaussian_blobs", "inferno3d", "cut_scan")
+    inferno = load_problem("inferno3d", mode="full")
+    runs = plan_runs(inferno)
+    bce = [r for r in runs if r.method == "bce"]
+    assert len(bce) == 10 and all(r.eval_scenarios == ("b0", "b2", "b4") for r in bce)
+    assert {r.train_scenario for r in runs if r.method == "inferno"} == {"b0", "b2", "b4"}
+    assert len(runs) == 40
+    assert len(plan_runs(inferno, methods=["inferno"], seeds=2)) == 6
+    settings = method_settings(inferno, "inferno", steps=7)
+    assert settings["steps"] == 7 and settings["standardise"] is False
+    assert settings["loss"] == "native" and settings["per_scenario"] is True
+
+
+def test_report_compares_with_published_tables_and_the_referee():
+    from diffana.bench._report import _reference_tables, referee_differences
+
+    rows = [
+        {"method": "bce", "train_scenario": None, "eval_scenario": "b2",
+         "metrics": {"inferno_sigma_s": {"median": 24.5, "n": 10}}},
+        {"method": "inferno", "train_scenario": "b2", "eval_scenario": "b2",
+         "metrics": {"inferno_sigma_s": {"median": 18.0, "n": 10}}},
+        {"method": "inferno", "train_scenario": "b0", "eval_scenario": "b2",
+         "metrics": {"inferno_sigma_s": {"median": 99.0, "n": 10}}},
+    ]  # fmt: skip
+    ref = {"t": {"metric": "inferno_sigma_s", "methods": ["bce", "inferno"],
+                 "benchmarks": ["b0", "b2"], "bce": [15.0, 23.94], "inferno": [15.5, 16.95],
+                 "bound": [14.7, 15.65], "tolerance": 0.05}}  # fmt: skip
+    text = "\n".join(_reference_tables("p", ref, rows))
+    line = next(x for x in text.splitlines() if x.startswith("| b2"))
+    assert "24.5 (10 seeds) ✓" in line and "18 (10 seeds) ✗" in line and "15.65" in line
+    assert "| b0" not in text  # no run evaluated there
+    runs = [{"evaluation": {"s": {"cls": 1.0e-3, "pyhf_cls": 1.1e-3, "z0": 2.0, "pyhf_z0": 2.0}}}]
+    diffs = referee_differences(runs)
+    assert diffs["cls"] == [pytest.approx(1 / 11)] and diffs["z0"] == [0.0]
