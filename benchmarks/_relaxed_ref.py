@@ -151,7 +151,7 @@ class _Handlers:
         compile_s = time.perf_counter() - t0
         jax.block_until_ready(step(params, state))
         jax.block_until_ready(vg_floor(params))
-        self.fns = {
+        self.fns |= {
             "step": lambda: step(params, state),
             "vg": lambda: vg(params),
             "floor": lambda: vg_floor(params),
@@ -185,7 +185,7 @@ class _Handlers:
 
         vg = jax.jit(jax.value_and_grad(loss))
         value, _ = jax.block_until_ready(vg(s))
-        self.fns = {"analysis": lambda: vg(s)}
+        self.fns["analysis"] = lambda: vg(s)
         return {"loss": float(value), "versions": self.versions()}
 
     def setup_hypotest(self, hists, batch=0, **_):
@@ -196,7 +196,7 @@ class _Handlers:
         h = jnp.asarray(hists, dtype=float)
         vg = jax.jit(jax.value_and_grad(lambda h: cls(list(h))))
         value, grad = jax.block_until_ready(vg(h))
-        self.fns = {"hypotest_vg": lambda: vg(h)}
+        self.fns["hypotest_vg"] = lambda: vg(h)
         out = {"cls": float(value), "grad": np.asarray(grad).tolist(), "versions": self.versions()}
         if batch:
             rng = np.random.default_rng(0)

@@ -148,7 +148,9 @@ def test_asimov_data(cases, pyhf_numpy):
     for mu in (0.0, 1.0):
         ours = infer.asimov_data(model, mu, data)
         ref = pyhf_numpy.infer.calculators.generate_asimov_data(mu, pdata, pmodel, None, None, None)
-        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+        # The auxiliary part is the best-fit nuisance parameters, known to scipy's
+        # tolerance (~1e-6 here, varying with the scipy release): compare at 1e-5.
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     nominal = infer.asimov_data(model, 0.0)
     pars = np.asarray(pmodel.config.suggested_init())
     pars[pmodel.config.poi_index] = 0.0

@@ -66,15 +66,22 @@ def test_shipped_definitions_load_in_every_mode(name, mode):
         assert method in problem.definition.methods
 
 
-def test_checkout_definitions_are_found():
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_checkout_definitions_are_found(monkeypatch):
+    monkeypatch.chdir(REPO)  # an installed diffana used from its checkout
     found = available_problems()
     assert set(SHIPPED) <= set(found)
-    repo_dir = Path(__file__).resolve().parents[2] / "toy_problems"
+    repo_dir = REPO / "toy_problems"
     assert repo_dir in definition_dirs()
-    assert found["inferno3d"] == repo_dir / "inferno3d.toml"
+    # The installed copy (if any) is the checkout's own.
+    for name in SHIPPED:
+        assert found[name].read_text() == (repo_dir / f"{name}.toml").read_text()
 
 
 def test_packaged_definitions_come_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
     # An installed wheel carries the definitions as diffana/_toy_problems.
     pkg = tmp_path / "diffana"
     (pkg / "_toy_problems").mkdir(parents=True)

@@ -19,7 +19,7 @@ import numpy as np
 import diffana
 from diffana.bench._evaluate import evaluate_yields, hard_yields, template_key_str
 from diffana.bench._methods import method_settings, train_method
-from diffana.errors import DiffanaError, ProblemDefinitionError
+from diffana.errors import DiffanaError
 from diffana.problems import Problem, load_problem
 from diffana.train import RunTracker, atomic_write_json
 
@@ -302,13 +302,10 @@ def run_bench(
             for spec in runs:
                 n_steps = _progress_total(problem, spec, steps)
                 bar.start_run(f"{spec.problem} {spec.label} seed {spec.seed}", n_steps)
-                try:
-                    res, reused = run_one(
-                        problem, spec, out, steps=steps, tensorboard=tensorboard, cache=cache,
-                        on_step=bar.step, referee=referee,
-                    )  # fmt: skip
-                except ProblemDefinitionError:
-                    raise
+                res, reused = run_one(
+                    problem, spec, out, steps=steps, tensorboard=tensorboard, cache=cache,
+                    on_step=bar.step, referee=referee,
+                )  # fmt: skip
                 results[problem.name].append(res)
                 bar.finish_run(reused)
                 write_reports(out, plans, results, meta, time.perf_counter() - t_start, False)

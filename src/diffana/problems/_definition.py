@@ -91,7 +91,9 @@ class ProblemDefinition:
 
 def definition_dirs() -> list[Path]:
     """Folders searched for definitions, in order: the installed package's
-    ``diffana/_toy_problems`` (wheel), then the checkout's ``toy_problems/``."""
+    ``diffana/_toy_problems`` (wheel), the source checkout's ``toy_problems/`` (when
+    diffana runs from its sources), then ``toy_problems/`` in the current directory (a
+    checkout with diffana installed from it)."""
     dirs: list[Path] = []
     try:
         packaged = importlib.resources.files("diffana") / "_toy_problems"
@@ -99,9 +101,11 @@ def definition_dirs() -> list[Path]:
             dirs.append(Path(str(packaged)))
     except (ModuleNotFoundError, TypeError):  # pragma: no cover - exotic loaders
         pass
-    checkout = Path(__file__).resolve().parents[3] / "toy_problems"
-    if checkout.is_dir() and checkout not in dirs:
-        dirs.append(checkout)
+    source = Path(__file__).resolve().parents[3] / "toy_problems"
+    here = Path.cwd().resolve() / "toy_problems"
+    for checkout in (source, here):
+        if checkout.is_dir() and checkout not in dirs:
+            dirs.append(checkout)
     return dirs
 
 

@@ -1,5 +1,10 @@
 """Training: optax loop with minibatches and annealing, trainable pipelines, run tracking.
 
+Pipelines map weighted events to a histogram, each with a soft ``histogram(sample,
+relax)`` and a hard twin ``hard_histogram(sample)``: `SoftmaxBins` (INFERNO), `KDEBins`
+(neos), `Classifier` (cross-entropy baseline, binned afterwards) and `CutSelection`
+(rectangular cuts); `Network` is their equinox MLP.
+
 Example:
 
 >>> import jax, jax.numpy as jnp
@@ -11,6 +16,14 @@ Example:
 from __future__ import annotations
 
 from diffana.train._loop import LossFn, TrainResult, fit, make_optimizer
+from diffana.train._pipelines import (
+    Classifier,
+    CutSelection,
+    KDEBins,
+    Network,
+    SoftmaxBins,
+    standardisation,
+)
 from diffana.train._schedules import Annealing, as_annealing
 from diffana.train._tracking import (
     RunTracker,
@@ -22,8 +35,13 @@ from diffana.train._tracking import (
 
 __all__ = [
     "Annealing",
+    "Classifier",
+    "CutSelection",
+    "KDEBins",
     "LossFn",
+    "Network",
     "RunTracker",
+    "SoftmaxBins",
     "TrainResult",
     "as_annealing",
     "atomic_write_json",
@@ -32,4 +50,5 @@ __all__ = [
     "json_default",
     "make_optimizer",
     "read_metrics",
+    "standardisation",
 ]
