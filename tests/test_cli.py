@@ -111,6 +111,13 @@ def test_bench_runs_and_resumes(runner, tmp_path):
     assert again.exit_code == 0 and result_file.stat().st_mtime_ns == before
 
 
+def test_report_without_results_is_a_one_line_error(runner, tmp_path):
+    result = runner.invoke(main, ["report", str(tmp_path), "--page", str(tmp_path / "r.md")])
+    assert result.exit_code != 0
+    assert "results.json does not exist" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_version(runner):
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and "diffana" in result.output

@@ -83,5 +83,23 @@ def bench(problems, methods, seeds, steps, out, mode, tensorboard, no_referee, n
     )
 
 
+@main.command("report")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option(
+    "--page", "-p", default="docs/results.md", show_default=True,
+    type=click.Path(dir_okay=False), help="Markdown page to write (plots go beside it).",
+)  # fmt: skip
+@click.option("--title", default="Benchmark results", show_default=True)
+def report(out, page, title):
+    """Write the results of the finished `diffana bench` run in OUT as a docs page."""
+    from diffana.bench import write_docs_page
+
+    try:
+        path = write_docs_page(out, page, title)
+    except (DiffanaError, OSError) as err:
+        raise click.ClickException(str(err).splitlines()[0]) from None
+    click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,32 @@ def test_results_files_and_schema(tiny_bench):
             path = out / "plots" / f"{p}_{kind}.png"
             assert path.stat().st_size > 1000
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_docs_page_from_results(tiny_bench, tmp_path):
+    from diffana.bench import write_docs_page
+
+    _, out = tiny_bench
+    page = write_docs_page(out, tmp_path / "docs" / "results.md", title="Results")
+    text = page.read_text()
+    assert text.startswith("# Results") and "## tiny_cuts" in text
+    assert str(out) not in text  # no paths of the machine that ran the benchmark
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert len(links) == 6
+    for link in links:
+        assert link.startswith("results/") and (page.parent / link).stat().st_size > 1000
+    assert (out / "results.md").read_text().split("\n", 3)[3] != text.split("\n", 3)[3]
+
+
+def test_docs_page_needs_results(tmp_path):
+    from diffana.bench import write_docs_page
+
+    with pytest.raises(BenchError, match="results.json does not exist"):
+        write_docs_page(tmp_path, tmp_path / "page.md")
+    (tmp_path / "results.json").write_text('{"schema": "other/9"}')
+    with pytest.raises(BenchError, match="expected 'diffana.bench.results/1'"):
+        write_docs_page(tmp_path, tmp_path / "page.md")
+    assert not (tmp_path / "page.md").exists()
 
 
 def test_run_folders_track_every_step(tiny_bench):

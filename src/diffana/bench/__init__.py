@@ -25,7 +25,7 @@ from diffana.bench._evaluate import (
     pyhf_referee,
 )
 from diffana.bench._methods import TrainedAnalysis, hf_loss, method_settings, train_method
-from diffana.bench._report import RESULTS_SCHEMA, summarise, write_reports
+from diffana.bench._report import RESULTS_SCHEMA, summarise, write_docs_page, write_reports
 from diffana.bench._runner import (
     DEFAULT_PROBLEMS,
     RUN_SCHEMA,
@@ -55,5 +55,6 @@ __all__ = [
     "run_one",
     "summarise",
     "train_method",
+    "write_docs_page",
     "write_reports",
 ]

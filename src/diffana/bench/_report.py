@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
+import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import numpy as np
 from diffana.bench._evaluate import METRICS
 from diffana.train import atomic_write_json, atomic_write_text
 
-__all__ = ["RESULTS_SCHEMA", "summarise", "write_reports"]
+__all__ = ["RESULTS_SCHEMA", "summarise", "write_docs_page", "write_reports"]
 
 #: Schema of ``results.json``; bump on incompatible changes.
 RESULTS_SCHEMA = "diffana.bench.results/1"
@@ -181,9 +184,9 @@ def _referee_lines(runs) -> list[str]:
     ]
 
 
-def _markdown(summary: Mapping[str, Any]) -> str:
+def _markdown(summary: Mapping[str, Any], title: str = "diffana bench results") -> str:
     lines = [
-        "# diffana bench results",
+        f"# {title}",
         "",
         f"Created {summary['created']} with `{summary['meta']['command']}` "
         f"(mode `{summary['meta']['mode']}`, {summary['meta']['environment']['cpu_count']} CPU "
@@ -277,3 +280,48 @@ def write_reports(out: Path, plans, results, meta, wall_time: float, plots: bool
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "results.md", _markdown(summary))
     return summary
+
+
+def write_docs_page(
+    out: str | Path, page: str | Path, title: str = "Benchmark results"
+) -> Path:
+    """Render the results of a finished ``diffana bench`` run as a documentation page.
+
+    Reads ``<out>/results.json`` and writes the same tables as ``results.md`` to `page`
+    (a Markdown file), with the definitions named by file name (not by the path on the
+    machine that ran the benchmark) and the plots copied to a folder beside the page
+    (``<page stem>/``), linked relatively. Written atomically.
+
+    **Raises:** `BenchError` if `out` has no ``results.json`` of this schema.
+
+    Example:
+
+    >>> write_docs_page("bench-results", "docs/results.md")  # doctest: +SKIP
+    PosixPath('docs/results.md')
+    """
+    from diffana.bench._runner import BenchError
+
+    out, page = Path(out), Path(page)
+    path = out / "results.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"{path} does not exist: run `diffana bench --out {out}` first") from None
+    except json.JSONDecodeError as err:
+        raise BenchError(f"{path} is not valid JSON ({err})") from None
+    if summary.get("schema") != RESULTS_SCHEMA:
+        raise BenchError(
+            f"{path}: schema {summary.get('schema')!r}, expected {RESULTS_SCHEMA!r}"
+        )
+    summary = copy.deepcopy(summary)
+    assets = page.parent / page.stem
+    assets.mkdir(parents=True, exist_ok=True)
+    for prob in summary["problems"].values():
+        prob["definition"] = Path(prob["definition"]).name
+        links = []
+        for plot in prob.get("plots", []):
+            shutil.copyfile(out / plot, assets / Path(plot).name)
+            links.append(f"{page.stem}/{Path(plot).name}")
+        prob["plots"] = links
+    atomic_write_text(page, _markdown(summary, title))
+    return page
