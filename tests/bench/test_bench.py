@@ -64,10 +64,10 @@ def test_docs_page_from_results(tiny_bench, tmp_path):
 def test_docs_page_needs_results(tmp_path):
     from diffana.bench import write_docs_page
 
-    with pytest.raises(BenchError, match="results.json does not exist"):
+    with pytest.raises(BenchError, match=r"results\.json does not exist"):
         write_docs_page(tmp_path, tmp_path / "page.md")
     (tmp_path / "results.json").write_text('{"schema": "other/9"}')
-    with pytest.raises(BenchError, match="expected 'diffana.bench.results/1'"):
+    with pytest.raises(BenchError, match=r"expected 'diffana\.bench\.results/1'"):
         write_docs_page(tmp_path, tmp_path / "page.md")
     assert not (tmp_path / "page.md").exists()
 
