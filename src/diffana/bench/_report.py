@@ -282,9 +282,7 @@ def write_reports(out: Path, plans, results, meta, wall_time: float, plots: bool
     return summary
 
 
-def write_docs_page(
-    out: str | Path, page: str | Path, title: str = "Benchmark results"
-) -> Path:
+def write_docs_page(out: str | Path, page: str | Path, title: str = "Benchmark results") -> Path:
     """Render the results of a finished ``diffana bench`` run as a documentation page.
 
     Reads ``<out>/results.json`` and writes the same tables as ``results.md`` to `page`
@@ -310,9 +308,7 @@ def write_docs_page(
     except json.JSONDecodeError as err:
         raise BenchError(f"{path} is not valid JSON ({err})") from None
     if summary.get("schema") != RESULTS_SCHEMA:
-        raise BenchError(
-            f"{path}: schema {summary.get('schema')!r}, expected {RESULTS_SCHEMA!r}"
-        )
+        raise BenchError(f"{path}: schema {summary.get('schema')!r}, expected {RESULTS_SCHEMA!r}")
     summary = copy.deepcopy(summary)
     assets = page.parent / page.stem
     assets.mkdir(parents=True, exist_ok=True)
