@@ -118,6 +118,32 @@ def test_report_without_results_is_a_one_line_error(runner, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_bench_on_a_one_device_mesh(runner, tmp_path):
+    definition = tmp_path / "cli_blobs.toml"
+    definition.write_text(textwrap.dedent(TINY))
+    out = tmp_path / "out"
+    args = ["bench", str(definition), "--out", str(out), "--no-plots", "--no-referee",
+            "--no-tensorboard", "--seeds", "1", "--devices", "1"]  # fmt: skip
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "results.json").read_text())["meta"]["devices"] == 1
+
+
+def test_bench_devices_errors_are_one_line(runner, tmp_path):
+    import jax
+
+    jax.devices()  # JAX has started with its CPU devices: no more can be made now
+    definition = tmp_path / "cli_blobs.toml"
+    definition.write_text(textwrap.dedent(TINY))
+    n = len(jax.devices()) + 1
+    result = runner.invoke(main, ["bench", str(definition), "--devices", str(n)])
+    assert result.exit_code != 0
+    assert "already started" in result.output or "devices requested" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(main, ["bench", str(definition), "--devices", "0"])
+    assert result.exit_code != 0 and "--devices" in result.output
+
+
 def test_version(runner):
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and "diffana" in result.output

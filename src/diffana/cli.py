@@ -39,8 +39,16 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--no-referee", is_flag=True, help="Skip pyhf's numbers on the workspaces.")
 @click.option("--no-plots", is_flag=True, help="Do not write plots.")
+@click.option(
+    "--devices", type=click.IntRange(min=1), default=None,
+    help="Split every training batch over N devices (GPUs; on a CPU-only host the CPU is "
+    "split into N devices).",
+)  # fmt: skip
 @click.option("--list", "list_only", is_flag=True, help="List the available problems and exit.")
-def bench(problems, methods, seeds, steps, out, mode, tensorboard, no_referee, no_plots, list_only):
+def bench(
+    problems, methods, seeds, steps, out, mode, tensorboard, no_referee, no_plots, devices,
+    list_only,
+):  # fmt: skip
     """Train and evaluate methods on shared benchmark PROBLEMS (names or .toml files).
 
     Without PROBLEMS, runs the shared benchmarks gaussian_blobs, inferno3d and cut_scan
@@ -59,6 +67,13 @@ def bench(problems, methods, seeds, steps, out, mode, tensorboard, no_referee, n
                     f"{name}\t{path}\t{d.description.splitlines()[0] if d.description else ''}"
                 )
             return
+        if devices is not None:
+            from diffana import parallel
+
+            try:
+                parallel.use_cpu_devices(devices)  # before JAX starts; no effect on GPUs
+            except RuntimeError as err:
+                raise click.ClickException(str(err)) from None
         from diffana.bench import run_bench
 
         method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
@@ -73,6 +88,7 @@ def bench(problems, methods, seeds, steps, out, mode, tensorboard, no_referee, n
             referee=not no_referee,
             plots=not no_plots,
             progress=True,
+            devices=devices,
             command="diffana bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None,
         )
     except DiffanaError as err:

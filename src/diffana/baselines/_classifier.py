@@ -83,6 +83,7 @@ def train_classifier(
     tracker: RunTracker | None = None,
     callback=None,
     standardise: bool = True,
+    mesh=None,
 ) -> TrainResult:
     """Train a cross-entropy classifier of `signal` against `background` samples.
 
@@ -96,6 +97,7 @@ def train_classifier(
     - `key`: PRNG key (initialisation and batches).
     - `tracker`, `callback`: as in `diffana.train.fit`.
     - `standardise`: standardise the inputs on the training events.
+    - `mesh`: split every batch over these devices (see `diffana.train.fit`).
 
     **Returns:** the `TrainResult`; its `pipeline` is the trained `Classifier`.
     """
@@ -114,4 +116,5 @@ def train_classifier(
         lr_schedule=lr_schedule,
         tracker=tracker,
         callback=callback,
+        mesh=mesh,
     )

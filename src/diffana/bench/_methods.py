@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from diffana import hf, losses
 from diffana.baselines import candidate_ranges, scan_thresholds, train_classifier
@@ -237,6 +238,7 @@ def train_method(
     train: Mapping[str, Sample],
     tracker: RunTracker | None = None,
     callback: Callable[[int, float], None] | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainedAnalysis:
     """Build and train (or scan) `method`'s pipeline on `train` for `scenario`.
 
@@ -249,6 +251,8 @@ def train_method(
     - `seed`: the run seed (initialisation, batches, random scans).
     - `train`: the training events from ``problem.generate(seed, "train")``.
     - `tracker`, `callback`: per-step tracking and progress.
+    - `mesh`: split every training batch over these devices (`diffana.train.fit`); the
+      scan (``cuts_scan``) runs on the default device.
 
     **Returns:** a `TrainedAnalysis`.
     """
@@ -262,6 +266,7 @@ def train_method(
         "lr_schedule": cfg["lr_schedule"],
         "tracker": tracker,
         "callback": callback,
+        "mesh": mesh,
     }
     if method == "bce":
         res = train_classifier(

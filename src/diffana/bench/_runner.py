@@ -15,8 +15,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 import diffana
+from diffana import parallel
 from diffana.bench._evaluate import evaluate_yields, hard_yields, template_key_str
 from diffana.bench._methods import method_settings, train_method
 from diffana.errors import DiffanaError
@@ -157,8 +159,11 @@ def run_one(
     cache: _DataCache | None = None,
     on_step: Callable[[int, float], None] | None = None,
     referee: bool = True,
+    mesh: Mesh | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Train, evaluate and record one run; skip it if its result already exists.
+
+    With a `mesh`, every training batch is split over its devices (`diffana.train.fit`).
 
     **Returns:** ``(result, reused)``; `reused` tells whether a finished result with the same
     configuration was found and returned without running.
@@ -177,7 +182,7 @@ def run_one(
     scenario = spec.train_scenario or spec.eval_scenarios[0]
     with RunTracker(run_dir, config, tensorboard=tensorboard) as tracker:
         trained = train_method(
-            problem, spec.method, cfg, scenario, spec.seed, train, tracker, on_step
+            problem, spec.method, cfg, scenario, spec.seed, train, tracker, on_step, mesh
         )
     t0 = time.perf_counter()
     test = cache.get(problem, spec.seed, "test")
@@ -240,6 +245,7 @@ def run_bench(
     plots: bool = True,
     progress: bool = True,
     command: str | None = None,
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Run `diffana bench`: train every method on every problem, evaluate, report.
 
@@ -256,6 +262,10 @@ def run_bench(
     - `plots`: write the plots.
     - `progress`: show rich progress bars on stderr.
     - `command`: the command line, recorded in the results.
+    - `devices`: split every training batch over this many devices
+      (`diffana.parallel.event_mesh`); on a CPU-only host call
+      `diffana.parallel.use_cpu_devices` first (the CLI's ``--devices`` does). None: one
+      device, no sharding.
 
     **Returns:** the content of ``results.json``.
 
@@ -281,9 +291,21 @@ def run_bench(
         raise BenchError(f"--seeds must be >= 1, got {seeds}")
     if steps is not None and steps < 0:
         raise BenchError(f"--steps must be >= 0, got {steps}")
+    mesh = None
+    if devices is not None:
+        try:
+            mesh = parallel.event_mesh(devices)
+        except ValueError as err:
+            raise BenchError(f"--devices: {err}") from None
     for p in loaded:  # validate every method's settings before running anything
         for m in p.definition.methods:
-            method_settings(p, m, steps)
+            cfg = method_settings(p, m, steps)
+            batch = cfg.get("batch_size")
+            if mesh is not None and m != "cuts_scan" and batch and batch % mesh.size:
+                raise BenchError(
+                    f"--devices {mesh.size}: {p.name}'s method {m} has batch_size {batch}, "
+                    f"which does not split evenly over {mesh.size} devices"
+                )
     _check_writable(out)
     plans = [(p, plan_runs(p, methods, seeds)) for p in loaded]
     total = sum(len(r) for _, r in plans)
@@ -292,6 +314,7 @@ def run_bench(
         "mode": mode,
         "steps_override": steps,
         "seeds_override": seeds,
+        "devices": 1 if mesh is None else mesh.size,
         "environment": _environment(),
     }
     results: dict[str, list[dict[str, Any]]] = {p.name: [] for p, _ in plans}
@@ -304,7 +327,7 @@ def run_bench(
                 bar.start_run(f"{spec.problem} {spec.label} seed {spec.seed}", n_steps)
                 res, reused = run_one(
                     problem, spec, out, steps=steps, tensorboard=tensorboard, cache=cache,
-                    on_step=bar.step, referee=referee,
+                    on_step=bar.step, referee=referee, mesh=mesh,
                 )  # fmt: skip
                 results[problem.name].append(res)
                 bar.finish_run(reused)

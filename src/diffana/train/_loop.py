@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, PRNGKeyArray
 
+from diffana import parallel
 from diffana.errors import ConvergenceWarning
 from diffana.problems import Sample, subsample
 from diffana.train._schedules import Annealing, as_annealing
@@ -82,10 +84,14 @@ def make_optimizer(
 
 
 @eqx.filter_jit
-def _train_step(params, opt_state, data, key, relax_value, static, loss_fn, opt, batch_size):
+def _train_step(
+    params, opt_state, data, key, relax_value, static, loss_fn, opt, batch_size, sharding
+):
     # Module level, with the loss, optimiser and batch size as static arguments: runs with
     # the same loss function, optimiser and pipeline structure share one compilation.
     batch = subsample(key, data, batch_size)
+    if sharding is not None:  # split the batch's events over the mesh's devices
+        batch = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), batch)
 
     def objective(p):
         return loss_fn(eqx.combine(p, static), batch, relax_value)
@@ -110,6 +116,7 @@ def fit(
     relax: Annealing | float | Mapping | None = None,
     tracker: RunTracker | None = None,
     callback: Callable[[int, float], None] | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainResult:
     """Minimise `loss_fn` over the inexact arrays of `pipeline` with optax.
 
@@ -133,6 +140,12 @@ def fit(
     - `tracker`: a `RunTracker` receiving ``loss``, ``fom``, ``learning_rate`` and the
       relaxation parameter (under the pipeline's ``relax_name``) at every step.
     - `callback`: ``callback(step, loss)`` after every step (progress bars).
+    - `mesh`: a 1-D device mesh (`diffana.parallel.event_mesh`) to split every batch's
+      events over: the training data and parameters are replicated on its devices, each
+      device runs the per-event part (network, soft cuts, histograms) on its share of the
+      batch and XLA sums the histograms across devices; the statistical part runs
+      replicated. The same result as on one device, up to the order of floating-point
+      additions. `batch_size` must be a multiple of the number of devices.
 
     **Returns:** a `TrainResult`.
 
@@ -149,16 +162,26 @@ def fit(
     """
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+    sharding = None
+    if mesh is not None:
+        sharding = parallel.event_sharding(mesh, axis=0)
+        if batch_size % mesh.size:
+            raise ValueError(
+                f"batch_size ({batch_size}) must be a multiple of the mesh's {mesh.size} "
+                "devices, so that every device gets the same number of events"
+            )
     anneal = as_annealing(1.0 if relax is None else relax, "relax")
     relax_name = getattr(pipeline, "relax_name", "relax")
     opt, sched = make_optimizer(optimizer, learning_rate, steps, lr_schedule)
     params, static = eqx.partition(pipeline, eqx.is_inexact_array)
     opt_state = opt.init(params)
     train = {k: jax.tree.map(jnp.asarray, s) for k, s in train.items()}
+    if mesh is not None:
+        train, params, opt_state = parallel.replicate((train, params, opt_state), mesh)
 
     def step(params, opt_state, data, key, relax_value):
         return _train_step(
-            params, opt_state, data, key, relax_value, static, loss_fn, opt, batch_size
+            params, opt_state, data, key, relax_value, static, loss_fn, opt, batch_size, sharding
         )
 
     hist = {k: np.empty(steps) for k in ("loss", "fom", "learning_rate", "relax")}
