@@ -128,12 +128,14 @@ def asimov_significance(
     - (b^2/sigma^2) ln[1 + sigma^2 s / (b (b + sigma^2))])`.
     For arrays (bins) the per-bin significances are added in quadrature. Evaluated in a
     form that is exact and smooth at `s -> 0` (`Z ~ s / sqrt(b + sigma^2)`), `sigma_b -> 0`
-    and for large `s/b`, so gradients are finite everywhere with `b > 0`.
+    and for large `s/b`, so gradients are finite everywhere with `b > 0`. A bin with
+    `b = 0` adds nothing if it has no signal (zero gradient) and makes `Z` infinite if it
+    has some.
 
     **Arguments:**
 
     - `s`: expected signal, scalar or per bin.
-    - `b`: expected background (> 0), same shape.
+    - `b`: expected background (>= 0), same shape.
     - `sigma_b`: absolute background uncertainty, same shape, or `None`.
 
     **Returns:** `Z`, `()` (for a scalar `s`, signed like `s`).
@@ -149,13 +151,19 @@ def asimov_significance(
     b = jnp.asarray(b, dtype=jnp.float64)
     if s.shape != b.shape:
         raise ValueError(f"asimov_significance: s {s.shape} and b {b.shape} must match")
+    # Bins without background: no contribution (and a zero gradient) when they hold no
+    # signal either, an infinite significance when they do.
+    empty = b <= 0
+    b = jnp.where(empty, 1.0, b)
+    s_in = s
+    s = jnp.where(empty, 0.0, s)
     if sigma_b is None:
         u = jnp.zeros_like(b)
     else:
         sigma_b = jnp.asarray(sigma_b, dtype=jnp.float64)
         if sigma_b.shape != b.shape:
             raise ValueError(f"asimov_significance: sigma_b {sigma_b.shape} must match b {b.shape}")
-        u = sigma_b**2 / b  # relative variance sigma^2 / b
+        u = jnp.where(empty, 0.0, sigma_b) ** 2 / b  # relative variance sigma^2 / b
     x = s / b
     r = u / (1.0 + u)
     small = jnp.abs(x) < 1e-3
@@ -165,6 +173,7 @@ def asimov_significance(
     big_f = (1.0 + xs) * (jnp.log1p(xs) - jnp.log1p(r * xs)) - xs * (1.0 - r) * _log1p_over(r * xs)
     g = jnp.where(small, _g_series(x, r), 2.0 * big_f / xs**2)
     z = s / jnp.sqrt(b) * safe_sqrt(g)
+    z = jnp.where(empty & (s_in != 0), jnp.inf * jnp.sign(s_in), z)
     if z.ndim == 0:
         return z
     return safe_sqrt(jnp.sum(z**2))

@@ -78,7 +78,14 @@ def _limit(theta, *, fn, rtol, atol, maxiter, max_expand):
         fits_ok = s.fits_ok & conv
         # phase 0: lower end
         p0_done = fx <= 0  # CLs already below the level at the lower bound
-        p0 = s._replace(phase=jnp.asarray(1), a=s.x, fa=fx, x=s.b, done=p0_done, ok=p0_done)
+        p0 = s._replace(
+            phase=jnp.asarray(1),
+            a=s.x,
+            fa=fx,
+            x=jnp.where(p0_done, s.x, s.b),  # done: the limit is the lower bound itself
+            done=p0_done,
+            ok=p0_done,
+        )
         # phase 1: upper end
         bracketed = fx <= 0
         p1_fail = ~bracketed & (s.n_expand >= max_expand)
@@ -137,9 +144,13 @@ def _limit_jvp(primals, tangents, *, fn, rtol, atol, maxiter, max_expand):
         is_leaf=lambda v: v is None,
     )
     g = lambda mu, d: fn(mu, eqx.combine(d, static))[0]  # noqa: E731
-    dfdmu = jax.grad(g)(root, diff)
+    # A limit at the POI's lower bound (CLs below the level there already) moves with the
+    # bound; elsewhere the implicit-function theorem on fn(root, theta) = 0.
+    at_lower = root == theta["poi_lo"]
+    dfdmu = jnp.where(at_lower, 1.0, jax.grad(g)(root, diff))
     _, dfdtheta = jax.jvp(lambda d: g(root, d), (diff,), (t_full,))
-    return (root, converged), (-dfdtheta / dfdmu, None)
+    t_lo = t_full["poi_lo"] if t_full.get("poi_lo") is not None else jnp.zeros_like(root)
+    return (root, converged), (jnp.where(at_lower, t_lo, -dfdtheta / dfdmu), None)
 
 
 def upper_limit(

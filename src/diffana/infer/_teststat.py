@@ -38,9 +38,13 @@ __all__ = [
 
 
 def safe_sqrt(x: Array) -> Array:
-    """`sqrt(max(x, 0))` with a zero (not infinite) gradient at and below zero."""
+    """`sqrt(max(x, 0))` with a zero (not infinite) gradient at and below zero.
+
+    NaN stays NaN (a failed fit or a singular matrix upstream must not turn into a
+    finite significance or uncertainty).
+    """
     positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), jnp.where(x == x, 0.0, x))
 
 
 class _Setup:
