@@ -57,4 +57,3 @@ def test_limit_below_the_lower_bound_is_the_bound():
     # The limit moves with the bound there, and not with it otherwise.
     assert float(jax.grad(lambda lo: _root(lo)[0])(jnp.asarray(2.0))) == 1.0
     assert float(jax.grad(lambda lo: _root(lo)[0])(jnp.asarray(0.0))) == 0.0
-
