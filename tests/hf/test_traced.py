@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import diffana
 import diffana.hf as hf
 from diffana.testing import assert_grad_matches_fd
 
@@ -231,3 +232,55 @@ def test_builders():
     assert hist["type"] == "histosys" and hist["data"]["hi_data"].shape == (3,)
     with pytest.raises(hf.Model.from_pyhf.__globals__["SpecError"], match="different bin"):
         hf.histosys_from_variations("jes", [1.0, 2.0], [1.0])
+
+
+def test_traced_normsys_reaching_zero_stays_finite():
+    # A down variation emptied during training (factor 0): pyhf's code4 would give NaN;
+    # the traced model takes the continuous limit, so the likelihood and its gradient
+    # stay finite and equal the limit of small positive factors.
+    def nll(lo, alpha):
+        spec = {
+            "channels": [
+                {
+                    "name": "c",
+                    "samples": [
+                        {
+                            "name": "s",
+                            "data": jnp.array([5.0, 6.0]),
+                            "modifiers": [
+                                {"name": "mu", "type": "normfactor", "data": None},
+                                {"name": "n", "type": "normsys", "data": {"hi": 1.2, "lo": lo}},
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+        model = hf.Model.from_pyhf(spec)
+        pars = jnp.array([1.0, alpha])
+        return model.nll(pars, model.expected_data(jnp.array([1.0, 0.0])))
+
+    for alpha in (-0.5, 0.0, 0.7):  # (at alpha <= -1 the yield is 0: an infinite NLL)
+        at_zero = jax.jit(nll)(0.0, alpha)
+        grad = jax.grad(nll, argnums=(0, 1))(0.0, alpha)
+        assert np.isfinite(at_zero) and np.all(np.isfinite(grad))
+        assert float(at_zero) == pytest.approx(float(jax.jit(nll)(1e-12, alpha)), rel=1e-6)
+    with pytest.raises(diffana.SpecError, match=r"code4 needs positive normsys factors \(> 0\)"):
+        hf.Model.from_pyhf(
+            {
+                "channels": [
+                    {
+                        "name": "c",
+                        "samples": [
+                            {
+                                "name": "s",
+                                "data": [5.0],
+                                "modifiers": [
+                                    {"name": "n", "type": "normsys", "data": {"hi": 1.2, "lo": 0.0}}
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            }
+        )

@@ -50,26 +50,30 @@ _CODE4_AINV = np.array(
 )
 
 
-def _safe_log(xp: Any, x: Any) -> Any:
+def _xlogx(xp: Any, x: Any, power: int) -> Any:
+    """``x * log(x) ** power``, continued by its limit 0 at ``x = 0`` (NaN below 0)."""
     positive = x > 0
-    return xp.where(positive, xp.log(xp.where(positive, x, 1.0)), -xp.inf)
+    value = x * xp.log(xp.where(positive, x, 1.0)) ** power
+    return xp.where(positive, value, xp.where(x == 0, 0.0, xp.nan))
 
 
 def code4_coefficients(xp: Any, lo: Any, hi: Any) -> Any:
     """Polynomial coefficients ``a_1..a_6`` of normsys code 4, shape ``lo.shape + (6,)``.
 
-    `xp` is ``numpy`` or ``jax.numpy``; `lo`, `hi` are the normsys factors.
+    `xp` is ``numpy`` or ``jax.numpy``; `lo`, `hi` are the normsys factors. pyhf needs
+    them positive (a concrete spec with a zero factor is refused with a `SpecError`); a
+    factor that reaches 0 in a traced model (an emptied template during training) uses
+    the continuous limit ``x log x -> 0``, so the likelihood stays finite, and a negative
+    factor gives NaN.
     """
-    log_hi = _safe_log(xp, hi)
-    log_lo = _safe_log(xp, lo)
     b = xp.stack(
         [
             hi - 1.0,
             lo - 1.0,
-            log_hi * hi,
-            -log_lo * lo,
-            log_hi**2 * hi,
-            log_lo**2 * lo,
+            _xlogx(xp, hi, 1),
+            -_xlogx(xp, lo, 1),
+            _xlogx(xp, hi, 2),
+            _xlogx(xp, lo, 2),
         ],
         axis=-1,
     )

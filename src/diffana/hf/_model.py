@@ -154,7 +154,11 @@ def _check_values(raw: np.ndarray, st: Structure, source: str) -> None:
     if np.isnan(value):
         what = "is NaN"
     elif positive[first] and value <= 0 and value >= 0:
-        what = "is 0, but interpolation code4 needs positive normsys factors"
+        prefix = f"{source}: " if source else ""
+        raise SpecError(
+            f"{prefix}{leaf.label}{at} is 0, but interpolation code4 needs positive normsys "
+            "factors (> 0)"
+        )
     elif not np.isfinite(value):
         what = f"is {value}"
     else:
