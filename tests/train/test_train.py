@@ -217,3 +217,19 @@ def test_pipeline_gradients_match_finite_differences(sample):
         return jnp.sum(p.histogram(sample, 0.5) ** 2)
 
     assert_grad_matches_fd(soft_counts, jnp.asarray([0.1, 0.0, -0.1]))
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    from diffana.io import atomic_path
+    from diffana.train import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"y")
+    finally:
+        os.umask(mask)
+    for name in ("a.txt", "b.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin"]

@@ -7,14 +7,14 @@ leave a notebook's backend alone.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from diffana._files import atomic_path
 
 __all__ = ["plot_problem"]
 
@@ -23,15 +23,8 @@ _LOG_METRICS = {"cls", "pyhf_cls"}
 
 
 def _save(fig: Figure, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _grid(n: int) -> tuple[int, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import uproot
 from jaxtyping import ArrayLike, Float
 
+from diffana._files import atomic_path as _atomic_path
 from diffana.errors import DataError, SpecError
 
 __all__ = ["atomic_path", "to_hist", "write_histograms", "write_workspace"]
@@ -28,21 +28,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     Readers never see a half-written file: the content goes to a temporary file in the
     same folder, which `os.replace` moves over `path` only when the block succeeds. On an
     exception the temporary file is removed and `path` is untouched.
+
+    **Raises:** `DataError` if the folder of `path` does not exist.
     """
     target = Path(path)
     if not target.parent.exists():
         raise DataError(f"cannot write '{target}': folder '{target.parent}' does not exist")
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with _atomic_path(target, suffix or ".tmp") as tmp:
+        yield tmp
 
 
 def _concrete(x: Any, what: str) -> np.ndarray:
