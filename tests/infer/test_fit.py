@@ -159,9 +159,30 @@ def test_non_convergence_under_jit_and_vmap(toy):
 def test_non_finite_likelihood_is_not_converged(toy):
     model, data = toy
     bad = data.at[0].set(jnp.nan)
-    with pytest.warns(diffana.ConvergenceWarning):
-        res = infer.fit(model, bad)
+    with pytest.raises(diffana.DataError, match=r"data\[0\] \(main bin 0\) is nan"):
+        infer.fit(model, bad)  # concrete data are checked up front
+    with pytest.warns(diffana.ConvergenceWarning):  # traced data cannot be
+        res = jax.jit(lambda d: infer.fit(model, d))(bad)
     assert not bool(res.converged)
+
+
+def test_bad_data_bounds_and_poi_values_are_named(toy):
+    model, data = toy
+    with pytest.raises(diffana.DataError, match=r"data\[1\] \(main bin 1\) is -0.5"):
+        infer.fit(model, data.at[1].set(-0.5))
+    n = data.shape[0]
+    with pytest.raises(diffana.DataError, match=rf"data\[{n - 1}\] \(auxdata\) is inf"):
+        infer.fit(model, data.at[n - 1].set(jnp.inf))
+    bounds = np.asarray(model.bounds).copy()
+    bounds[0] = [1.0, -1.0]
+    with pytest.raises(ValueError, match=r"bounds\[0\].*expected \[low, high\] with low <= high"):
+        infer.fit(model, data, bounds=bounds)
+    with pytest.raises(ValueError, match="'poi_value' must be a scalar; got shape \\(1,\\)"):
+        infer.fixed_poi_fit(jnp.array([1.0]), model, data)
+    with pytest.raises(ValueError, match="'poi_value' must be a scalar"):
+        infer.hypotest([1.0, 2.0], data, model)
+    with pytest.raises(ValueError, match="'mu' is nan"):
+        infer.qmu_tilde(jnp.nan, data, model)
 
 
 def test_any_model_with_the_interface(toy, pyhf_numpy):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
+from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, as_poi_value, report_convergence
 from diffana.infer._teststat import _Setup, safe_sqrt
 
 __all__ = ["DiscoveryResult", "discovery", "hypotest"]
@@ -161,7 +161,7 @@ def hypotest(
             f"{where}: calc_base_dist must be one of {_BASE_DISTS}; got {calc_base_dist!r}"
         )
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
-    mu, asimov_mu = _mu_values(poi_value, test_stat)
+    mu, asimov_mu = _mu_values(as_poi_value(poi_value, where), test_stat)
     fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
     report_convergence(fits.converged, model, where)
     clsb, clb, cls, clsb_exp, cls_exp = _pvalues_jit(

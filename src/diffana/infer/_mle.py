@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from diffana._config import check_float64
-from diffana.errors import ConvergenceWarning
+from diffana.errors import ConvergenceWarning, DataError
 from diffana.infer._solver import minimize_bounded, newton_solve_free
 
 __all__ = ["FitResult", "fit", "fixed_poi_fit"]
@@ -129,7 +129,32 @@ def as_data(model: Any, data: ArrayLike, where: str) -> Array:
                 f"{expected} ({nbins} main bins followed by {expected - int(nbins)} auxdata);"
                 " build it with diffana.hf.workspace_data(workspace, model)."
             )
+    if not _is_traced(data):
+        values = np.asarray(data)
+        bad = ~np.isfinite(values)
+        if nbins is not None:
+            bad[: int(nbins)] |= values[: int(nbins)] < 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            part = f"main bin {i}" if nbins is None or i < int(nbins) else "auxdata"
+            raise DataError(
+                f"{where}: data[{i}] ({part}) is {values[i]}; expected finite values, "
+                "counts >= 0 in the main bins"
+            )
     return data
+
+
+def as_poi_value(poi_value: ArrayLike, where: str, name: str = "poi_value") -> Array:
+    """Cast a tested value of the POI to a float64 scalar (clear error otherwise)."""
+    value = jnp.asarray(poi_value, dtype=jnp.float64)
+    if value.ndim != 0:
+        raise ValueError(
+            f"{where}: '{name}' must be a scalar; got shape {value.shape} "
+            "(use jax.vmap to scan several values)"
+        )
+    if not _is_traced(value) and not np.isfinite(float(value)):
+        raise ValueError(f"{where}: '{name}' is {float(value)}; expected a finite number")
+    return value
 
 
 def resolve_init(model: Any, init: ArrayLike | None, npars: int, where: str) -> Array:
@@ -148,6 +173,17 @@ def resolve_bounds(model: Any, bounds: ArrayLike | None, npars: int, where: str)
     bounds = jnp.asarray(bounds, dtype=jnp.float64)
     if bounds.shape != (npars, 2):
         raise ValueError(f"{where}: 'bounds' must have shape ({npars}, 2); got {bounds.shape}")
+    if not _is_traced(bounds):
+        b = np.asarray(bounds)
+        bad = np.isnan(b).any(axis=1) | (b[:, 0] > b[:, 1])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            names = getattr(model, "par_names", None)
+            par = f" ({names[i]})" if names is not None and len(names) == npars else ""
+            raise ValueError(
+                f"{where}: bounds[{i}]{par} is {b[i].tolist()}; expected [low, high] with "
+                "low <= high"
+            )
     return bounds
 
 
@@ -417,7 +453,7 @@ def _fixed_poi_fit(
     bounds = resolve_bounds(model, bounds, npars, where)
     fixed = resolve_fixed(model, fixed, npars, where).copy()
     fixed[poi_index] = True
-    init = init.at[poi_index].set(jnp.asarray(poi_value, dtype=jnp.float64))
+    init = init.at[poi_index].set(as_poi_value(poi_value, where))
     return _fit_jit(
         model,
         data,

@@ -16,6 +16,7 @@ from diffana.infer._mle import (
     FitResult,
     _fit_impl,
     as_data,
+    as_poi_value,
     dynamic_options,
     fit_batch,
     model_arrays,
@@ -150,7 +151,7 @@ def _clip(kind, t, mu, mu_hat):
 
 
 def _statistic(kind, mu, setup: _Setup, return_fitted_pars):
-    mu = jnp.asarray(mu, dtype=jnp.float64)
+    mu = as_poi_value(mu, setup.where, "mu")
     t, cond, free, converged = _tmu_fits_jit(mu, *setup.args(), **setup.kwargs())
     report_convergence(converged, setup.model, setup.where)
     stat = _clip(kind, t, mu, free[setup.poi_index])
@@ -331,7 +332,7 @@ def asimov_data(
     """
     where = "diffana.infer.asimov_data"
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter, free_poi=False)
-    poi_value = jnp.asarray(poi_value, dtype=jnp.float64)
+    poi_value = as_poi_value(poi_value, where)
     out, pars, converged = _asimov_jit(
         poi_value, *setup.args(), include_auxdata=include_auxdata, **setup.kwargs()
     )
