@@ -191,6 +191,10 @@ def test_bad_parameter_configs():
     _raises(spec, "parameter config 'stat_SR'", "'inits'", "2 values")
     spec["parameters"] = [{"name": "mu", "inits": [1.0]}, {"name": "mu", "inits": [2.0]}]
     _raises(spec, "parameter config 'mu'", "twice")
+    spec["parameters"] = [{"name": "stat_SR", "sigmas": [0.1, 0.0]}]
+    _raises(spec, "parameter config 'stat_SR': 'sigmas' in bin 1 is 0", "positive value")
+    spec["parameters"] = [{"name": "stat_SR", "sigmas": [0.1, -0.2]}]
+    _raises(spec, "parameter config 'stat_SR': 'sigmas' in bin 1 is negative")
 
 
 def test_shared_shapesys_and_type_clash():

@@ -155,10 +155,12 @@ def _check_values(raw: np.ndarray, st: Structure, source: str) -> None:
         what = "is NaN"
     elif positive[first] and value <= 0 and value >= 0:
         prefix = f"{source}: " if source else ""
-        raise SpecError(
-            f"{prefix}{leaf.label}{at} is 0, but interpolation code4 needs positive normsys "
-            "factors (> 0)"
-        )
+        if "normsys" in leaf.label:
+            raise SpecError(
+                f"{prefix}{leaf.label}{at} is 0, but interpolation code4 needs positive "
+                "normsys factors (> 0)"
+            )
+        raise SpecError(f"{prefix}{leaf.label}{at} is 0; expected a positive value (> 0)")
     elif not np.isfinite(value):
         what = f"is {value}"
     else:

@@ -826,7 +826,8 @@ class _Analysis:
                         f"for the {mtype} parameter "
                         f"{pname!r}, got shape {got}"
                     )
-                src = self.leaf(path, cfg[key], want, label)
+                checks = CHECK_NONNEG | CHECK_POSITIVE if key in ("sigmas", "factors") else 0
+                src = self.leaf(path, cfg[key], want, label, checks)
                 if key == "inits":
                     user["init"].append((np.arange(j0, j0 + n), src))
                 elif key == "bounds":
