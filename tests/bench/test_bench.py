@@ -247,13 +247,21 @@ def test_hard_yields_do_not_depend_on_chunking(tiny_bench, tiny_definitions):
 
     pipe = SoftmaxBins(Network(2, 3, (4, 4), key=jax.random.key(0)))
     rng = np.random.default_rng(0)
-    t = {("a", "nominal"): Sample(rng.normal(size=(1000, 2)), np.full(1000, 0.5))}
+    w = np.full(1000, 0.5)
+    w[::7] = 0.0  # zero-weight events are still Monte Carlo events
+    t = {
+        ("a", "nominal"): Sample(rng.normal(size=(1000, 2)), w),
+        ("b", "nominal"): Sample(np.zeros((0, 2)), np.zeros(0)),  # an empty template
+    }
     y1, c1 = hard_yields(pipe, t, chunk=4096)
     y2, c2 = hard_yields(pipe, t, chunk=300)
     np.testing.assert_allclose(y1[("a", "nominal")], y2[("a", "nominal")])
     np.testing.assert_array_equal(c1[("a", "nominal")], c2[("a", "nominal")])
-    assert c1[("a", "nominal")].sum() == 1000
-    assert jnp.sum(jnp.asarray(y1[("a", "nominal")])) == pytest.approx(500.0)
+    assert c1[("a", "nominal")].sum() == c2[("a", "nominal")].sum() == 1000
+    assert jnp.sum(jnp.asarray(y1[("a", "nominal")])) == pytest.approx(w.sum())
+    for y, c in ((y1, c1), (y2, c2)):
+        np.testing.assert_array_equal(y[("b", "nominal")], np.zeros(3))
+        np.testing.assert_array_equal(c[("b", "nominal")], np.zeros(3))
 
 
 def test_plans_of_the_shared_problems():

@@ -64,17 +64,20 @@ def hard_yields(
     for key, s in templates.items():
         x, w = np.asarray(s.x, dtype=np.float64), np.asarray(s.w, dtype=np.float64)
         n = x.shape[0]
-        tot_y = tot_c = 0.0
-        for start in range(0, n, chunk):
-            xc, wc = x[start : start + chunk], w[start : start + chunk]
-            pad = chunk - xc.shape[0] if n > chunk else 0
-            if pad:
-                # Padding events get weight 0, so one compiled shape serves every chunk.
+        size = min(chunk, max(n, 1))  # one compiled shape for every chunk
+        tot_y = tot_c = None
+        for start in range(0, max(n, 1), size):
+            xc, wc = x[start : start + size], w[start : start + size]
+            real = np.ones(size)
+            pad = size - xc.shape[0]
+            if pad:  # padding events weigh 0 and are not counted
                 xc = np.concatenate([xc, np.zeros((pad, x.shape[1]))])
                 wc = np.concatenate([wc, np.zeros(pad)])
-            ones = (wc != 0).astype(np.float64) if pad else np.ones_like(wc)
-            tot_y = tot_y + np.asarray(_hard_chunk(pipeline, jnp.asarray(xc), jnp.asarray(wc)))
-            tot_c = tot_c + np.asarray(_hard_chunk(pipeline, jnp.asarray(xc), jnp.asarray(ones)))
+                real[size - pad :] = 0.0
+            y = np.asarray(_hard_chunk(pipeline, jnp.asarray(xc), jnp.asarray(wc)))
+            c = np.asarray(_hard_chunk(pipeline, jnp.asarray(xc), jnp.asarray(real)))
+            tot_y = y if tot_y is None else tot_y + y
+            tot_c = c if tot_c is None else tot_c + c
         yields[key] = np.asarray(tot_y, dtype=np.float64)
         counts[key] = np.rint(np.asarray(tot_c, dtype=np.float64))
     return yields, counts
