@@ -20,20 +20,25 @@ Schedule = Callable[[Int[ArrayLike, ""]], Float[Array, ""]]
 
 
 def _positive(value, name, where, allow_zero=False):
-    v = float(value)
+    bound = ">= 0" if allow_zero else "> 0"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: '{name}' must be a number {bound}, got {value!r}") from None
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{where}: '{name}' must be finite and {bound}, got {value!r}")
     return v
 
 
-def _steps(value, name, where):
+def _steps(value, name, where, minimum=1):
     try:
         v = int(value)
     except (TypeError, ValueError):
-        v = -1
-    if v != value or v < 1:
-        raise ValueError(f"{where}: '{name}' must be a positive integer, got {value!r}")
+        v = minimum - 1
+    if v != value or v < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{where}: '{name}' must be {kind}, got {value!r}")
     return v
 
 
@@ -70,7 +75,7 @@ def anneal_geometric(
     a = _positive(init_value, "init_value", where)
     b = _positive(end_value, "end_value", where)
     n = _steps(transition_steps, "transition_steps", where)
-    t0 = _steps(transition_begin + 1, "transition_begin + 1", where) - 1
+    t0 = _steps(transition_begin, "transition_begin", where, minimum=0)
     log_ratio = np.log(b / a)
 
     def schedule(step):
@@ -97,7 +102,7 @@ def anneal_linear(
     a = _positive(init_value, "init_value", where, allow_zero=True)
     b = _positive(end_value, "end_value", where, allow_zero=True)
     n = _steps(transition_steps, "transition_steps", where)
-    t0 = _steps(transition_begin + 1, "transition_begin + 1", where) - 1
+    t0 = _steps(transition_begin, "transition_begin", where, minimum=0)
 
     def schedule(step):
         return a + (b - a) * _progress(step, t0, n)
