@@ -90,11 +90,17 @@ def report_convergence(converged: Array, model: Any, what: str) -> None:
 
     Outside tracing the warning is raised at once. Under `jit`/`vmap`/`grad` the flag
     is a tracer: the check is then deferred to run time with `jax.debug.callback`, so
-    the warning is emitted when the compiled function executes.
+    the warning is emitted when the compiled function executes. The callback sits in a
+    `lax.cond` branch taken only when a fit did not converge, so a converged call does
+    not pay for a trip to the host.
     """
     name = describe_model(model)
     if _is_traced(converged):
-        jax.debug.callback(lambda c: _warn_unconverged(c, what, name), converged)
+
+        def warn(c):
+            jax.debug.callback(lambda c: _warn_unconverged(c, what, name), c)
+
+        jax.lax.cond(jnp.all(converged), lambda c: None, warn, converged)
     else:
         _warn_unconverged(np.asarray(converged), what, name)
 
