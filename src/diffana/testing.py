@@ -9,6 +9,7 @@ Example:
 >>> import jax.numpy as jnp
 >>> from diffana.testing import assert_grad_matches_fd
 >>> assert_grad_matches_fd(lambda x: jnp.sum(jnp.sin(x) ** 2), jnp.array([0.1, 0.7]))
+array([0.19866933, 0.98544973])
 """
 
 from __future__ import annotations

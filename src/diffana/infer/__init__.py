@@ -7,7 +7,8 @@ Names and conventions follow `pyhf.infer`.
 
 Non-converged fits are flagged (`FitResult.converged`) and raise
 :class:`diffana.ConvergenceWarning` naming the model: at call time when called eagerly,
-and at run time (through `jax.debug.callback`) inside `jit`/`vmap`/`grad`.
+and at run time (through `jax.debug.callback`) inside `jit`/`vmap`/`grad`, unless
+traced inside `runtime_convergence_checks(False)`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from diffana.infer._asymptotics import DiscoveryResult, discovery, hypotest
 from diffana.infer._fisher import asimov_significance, fisher_information, poi_uncertainty
 from diffana.infer._intervals import UpperLimitResult, upper_limit
-from diffana.infer._mle import FitResult, fit, fixed_poi_fit
+from diffana.infer._mle import FitResult, fit, fixed_poi_fit, runtime_convergence_checks
 from diffana.infer._teststat import asimov_data, q0, qmu, qmu_tilde, tmu, tmu_tilde
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "q0",
     "qmu",
     "qmu_tilde",
+    "runtime_convergence_checks",
     "tmu",
     "tmu_tilde",
     "upper_limit",

@@ -49,8 +49,8 @@ evaluates the hard twin on `generate(seed, "test")`.
 Example:
 
 >>> from diffana.problems import available_problems, load_problem
->>> sorted(available_problems())[:3]
-['cut_scan', 'gaussian_blobs', 'inferno3d']
+>>> sorted(available_problems())[:4]
+['cut_scan', 'dimuon', 'gaussian_blobs', 'inferno3d']
 >>> problem = load_problem("gaussian_blobs", mode="quick")
 >>> events = problem.generate(seed=0, split="train")
 >>> sorted(problem.templates(events))[0]

@@ -157,7 +157,7 @@ def fit(
     >>> loss = lambda p, batch, r: (jnp.sum((p - 2.0) ** 2),) * 2
     >>> res = fit(loss, jnp.zeros(2), data, steps=300, batch_size=8,
     ...           key=jax.random.key(0), learning_rate=0.05)
-    >>> np.round(res.pipeline, 2)
+    >>> np.round(np.asarray(res.pipeline), 2)
     array([2., 2.])
     """
     if steps < 0 or batch_size < 1:
