@@ -30,7 +30,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -95,20 +94,13 @@ def pyhf_spec() -> dict:
     }
 
 
-@contextlib.contextmanager
 def without_convergence_callback():
-    """Trace without the run-time convergence check (the proposed patch, see
-    docs/performance.md): `report_convergence` puts a `jax.debug.callback` (a host round
-    trip) into every jitted call. Functions traced inside this block do not have it."""
-    import diffana.infer._asymptotics as asym
-    import diffana.losses as losses_mod
+    """Trace without the run-time convergence callback
+    (`diffana.infer.runtime_convergence_checks(False)`): a jitted function that holds a
+    `jax.debug.callback`, even one that never fires, leaves JAX's fastest dispatch path."""
+    from diffana import infer
 
-    saved = asym.report_convergence, losses_mod.report_convergence
-    asym.report_convergence = losses_mod.report_convergence = lambda *a, **k: None
-    try:
-        yield
-    finally:
-        asym.report_convergence, losses_mod.report_convergence = saved
+    return infer.runtime_convergence_checks(False)
 
 
 def _warm(fns):
@@ -296,7 +288,7 @@ def run(args) -> dict:
 def report(res) -> None:
     b = res["settings"]["batch"]
     print(f"device: {res['device']}; load average at start {res['load_average_at_start']}")
-    print("(*: traced without the run-time convergence callback, the proposed infer patch)")
+    print("(*: traced inside diffana.infer.runtime_convergence_checks(False))")
     print("1. neos model (4 bins, mu + histosys), value + gradient w.r.t. the 4 templates")
     line = f"   CLs: diffana {res['neos_cls_diffana']:.8g}"
     if "neos_cls_relaxed" in res:
