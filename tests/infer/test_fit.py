@@ -224,3 +224,24 @@ def test_input_errors(ws_model):
         infer.hypotest(1.0, data, model, test_stat="t")
     with pytest.warns(diffana.PrecisionWarning, match="'data'"):
         infer.fit(model, data.astype(jnp.float32))
+
+
+def test_negative_curvature_converges_quickly(pyhf_numpy):
+    # Both histosys templates below the nominal in the first bins: the likelihood is
+    # concave in alpha around 0, where the conditional fit starts. The solver must leave
+    # that region in a few steps (not creep with growing damping) and match pyhf.
+    h = np.array(
+        [
+            [2.30303766, 4.31841814, 7.72923594, 4.03312544],
+            [45.83455434, 31.69051107, 10.8212111, 4.65094992],
+            [40.78078079, 29.21436852, 10.48048897, 4.80403465],
+            [40.11613521, 31.87059447, 9.79038229, 4.82578586],
+        ]
+    )
+    model = hf.correlated_background(*h)
+    data = model.expected_data(jnp.array([0.0, 0.0]))
+    res = infer.fixed_poi_fit(1.0, model, data)
+    assert bool(res.converged) and int(res.n_iter) <= 30
+    pmodel = pyhf_numpy.Workspace(model.to_pyhf()).model()
+    ref = pyhf_numpy.infer.mle.fixed_poi_fit(1.0, np.asarray(data), pmodel)
+    np.testing.assert_allclose(res.pars, ref, atol=1e-4)

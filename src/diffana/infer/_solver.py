@@ -141,7 +141,12 @@ def minimize_bounded(
         move = free & ~pinned
         eig = _eigensystem(h, move)
         newton = _solve_eigen(eig, -g, move, 0.0)
-        damped = _solve_eigen(eig, -g, move, lam)
+        # Negative curvature (a saddle or a concave region, e.g. a histosys whose up and
+        # down templates both lie below the nominal): shift the damped system to twice
+        # the most negative eigenvalue, so that it is positive definite and the step
+        # along that direction is as long as for the mirrored positive curvature.
+        shift = 2.0 * jnp.maximum(-jnp.min(eig.evals), 0.0)
+        damped = _solve_eigen(eig, -g, move, lam + shift)
         newton_ok = jnp.all(jnp.isfinite(newton))
         decrement = -jnp.dot(g, jnp.where(newton_ok, newton, 0.0))
         near = newton_ok & (decrement < _DECREMENT_TRUSTED)
