@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -301,3 +302,38 @@ def test_report_compares_with_published_tables_and_the_referee():
     runs = [{"evaluation": {"s": {"cls": 1.0e-3, "pyhf_cls": 1.1e-3, "z0": 2.0, "pyhf_z0": 2.0}}}]
     diffs = referee_differences(runs)
     assert diffs["cls"] == [pytest.approx(1 / 11)] and diffs["z0"] == [0.0]
+
+
+def test_companion_benchmark_in_the_report(tiny_definitions, tmp_path):
+    from diffana.bench import write_docs_page
+    from diffana.problems import load_definition, problem_kinds, register_problem
+    from diffana.problems._gaussian_blobs import GaussianBlobs
+
+    class WithCompanion(GaussianBlobs):
+        def companion_benchmark(self, out, *, seed, referee):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "extra.png").write_bytes(b"\x89PNG" + bytes(2000))
+            return {"title": "extra analysis", "markdown": f"| a |\n|---|\n| {seed} |",
+                    "plots": ["extra.png"]}  # fmt: skip
+
+    if "tiny_companion" not in problem_kinds():
+        register_problem("tiny_companion", WithCompanion)
+    text = Path(tiny_definitions["tiny_blobs"]).read_text()
+    text = text.replace('kind = "gaussian_blobs"', 'kind = "tiny_companion"')
+    definition = tmp_path / "tiny_blobs.toml"
+    definition.write_text(text)
+    assert load_definition(definition).kind == "tiny_companion"
+    out = tmp_path / "out"
+    run_bench([definition], out=out, progress=False, tensorboard=False, seeds=1, steps=2,
+              referee=False, plots=False)  # fmt: skip
+    md = (out / "results.md").read_text()
+    assert "### extra analysis" in md and "| 0 |" in md
+    assert "![tiny_blobs/companion/extra.png](tiny_blobs/companion/extra.png)" in md
+    page = write_docs_page(out, tmp_path / "docs" / "r.md")
+    assert "![r/extra.png](r/extra.png)" in page.read_text()
+    assert (tmp_path / "docs" / "r" / "extra.png").exists()
+    # --methods restricts to generic runs: no companion
+    out2 = tmp_path / "out2"
+    run_bench([definition], out=out2, methods=["bce"], progress=False, tensorboard=False,
+              seeds=1, steps=2, referee=False, plots=False)  # fmt: skip
+    assert "extra analysis" not in (out2 / "results.md").read_text()

@@ -318,6 +318,7 @@ def run_bench(
         "environment": _environment(),
     }
     results: dict[str, list[dict[str, Any]]] = {p.name: [] for p, _ in plans}
+    companions: dict[str, dict[str, Any]] = {}
     cache = _DataCache()
     t_start = time.perf_counter()
     with _Progress(progress, total) as bar:
@@ -331,8 +332,20 @@ def run_bench(
                 )  # fmt: skip
                 results[problem.name].append(res)
                 bar.finish_run(reused)
-                write_reports(out, plans, results, meta, time.perf_counter() - t_start, False)
-    return write_reports(out, plans, results, meta, time.perf_counter() - t_start, plots)
+                write_reports(
+                    out, plans, results, meta, time.perf_counter() - t_start, False, companions
+                )
+            if not methods:  # the problem's own comparison, with its full set of methods
+                bar.start_run(f"{problem.name} companion benchmark", 0)
+                companion = problem.companion_benchmark(
+                    out / problem.name / "companion", seed=0, referee=referee
+                )
+                if companion is not None:
+                    companions[problem.name] = companion
+                bar.finish_run(False, advance=False)
+    return write_reports(
+        out, plans, results, meta, time.perf_counter() - t_start, plots, companions
+    )
 
 
 def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:
@@ -386,12 +399,13 @@ class _Progress:
         if self.enabled and self._run is not None:
             self._p.update(self._run, completed=i + 1)
 
-    def finish_run(self, reused: bool) -> None:
+    def finish_run(self, reused: bool, advance: bool = True) -> None:
         if self.enabled:
             if self._run is not None:
                 self._p.remove_task(self._run)
                 self._run = None
-            self._p.advance(self._all)
+            if advance:
+                self._p.advance(self._all)
 
     def __exit__(self, *exc):
         if self.enabled:

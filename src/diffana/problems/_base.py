@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -229,6 +230,16 @@ class Problem(abc.ABC):
 
     def cuts(self, scenario: str) -> tuple[CutVariable, ...] | None:
         """The thresholds a cut-based method optimises in `scenario` (default: none)."""
+        return None
+
+    def companion_benchmark(self, out: Path, *, seed: int, referee: bool) -> dict[str, Any] | None:
+        """A problem-specific comparison that `diffana bench` runs after the generic
+        methods (default: none), e.g. analyses that need their own pipelines.
+
+        It writes its outputs under `out` (and may reuse a finished run found there) and
+        returns ``{"title": str, "markdown": str, "plots": [file names in out]}`` for the
+        report, or None.
+        """
         return None
 
     def describe(self) -> dict[str, Any]:
