@@ -131,7 +131,9 @@ def test_cut_methods_record_compute(tiny_bench):
         assert r["training"]["train_time_s"] > 0
 
 
-def test_resume_skips_finished_runs_and_redoes_changed_ones(tiny_bench, tiny_definitions):
+def test_resume_skips_finished_runs_and_redoes_changed_ones(
+    tiny_bench, tiny_definitions, tmp_path_factory
+):
     _, out = tiny_bench
     problem = load_problem(tiny_definitions["tiny_blobs"])
     spec = next(s for s in plan_runs(problem) if s.method == "bce" and s.seed == 0)
@@ -146,6 +148,11 @@ def test_resume_skips_finished_runs_and_redoes_changed_ones(tiny_bench, tiny_def
                       tensorboard=False, referee=False)  # fmt: skip
     assert other.exists() and path.stat().st_mtime_ns == before
     assert again["runs_done"] == 4
+    # The same definition read from another place (a reinstalled package) is the same run.
+    moved = tmp_path_factory.mktemp("moved") / "tiny_blobs.toml"
+    moved.write_text(tiny_definitions["tiny_blobs"].read_text())
+    _, reused = run_one(load_problem(moved), spec, out, tensorboard=False)
+    assert reused and path.stat().st_mtime_ns == before
     result, reused = run_one(problem, spec, out, steps=2, tensorboard=False, referee=False)
     assert not reused and result["training"]["steps"] == 2
 

@@ -128,8 +128,19 @@ def _existing(result_path: Path, config: dict[str, Any]) -> dict[str, Any] | Non
             done = json.load(f)
     except (OSError, json.JSONDecodeError):
         return None
-    same = json.loads(json.dumps(config, default=str)) == done.get("config")
+    same = _comparable(json.loads(json.dumps(config, default=str))) == _comparable(
+        done.get("config")
+    )
     return done if done.get("schema") == RUN_SCHEMA and same else None
+
+
+def _comparable(config: Any) -> Any:
+    """A run configuration without where its definition file was read from (the same
+    definition installed elsewhere, e.g. after reinstalling diffana, is the same run)."""
+    if not isinstance(config, dict) or not isinstance(config.get("problem"), dict):
+        return config
+    problem = {k: v for k, v in config["problem"].items() if k != "definition"}
+    return {**config, "problem": problem}
 
 
 class _DataCache:
