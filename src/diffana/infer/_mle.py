@@ -124,6 +124,26 @@ def runtime_convergence_checks(enabled: bool) -> Iterator[None]:
         _RUNTIME_CHECKS[0] = saved
 
 
+def _runtime_check(what: str, name: str):
+    """A traced check of the `converged` flags that warns at run time, at most once per
+    call: the callback runs only if a flag is false, and under `vmap` the whole batch is
+    checked at once (not one host call per item)."""
+
+    def warn(c):
+        jax.debug.callback(lambda c: _warn_unconverged(c, what, name), c)
+
+    @jax.custom_batching.custom_vmap
+    def check(converged):
+        jax.lax.cond(jnp.all(converged), lambda c: None, warn, converged)
+        return jnp.zeros((), dtype=jnp.int32)
+
+    @check.def_vmap
+    def _check_batch(axis_size, in_batched, converged):
+        return check(jnp.ravel(converged)), False
+
+    return check
+
+
 def report_convergence(converged: Array, model: Any, what: str) -> None:
     """Warn with :class:`diffana.ConvergenceWarning` when `converged` is not all true.
 
@@ -131,17 +151,12 @@ def report_convergence(converged: Array, model: Any, what: str) -> None:
     is a tracer: the check is then deferred to run time with `jax.debug.callback`, so
     the warning is emitted when the compiled function executes. The callback sits in a
     `lax.cond` branch taken only when a fit did not converge, so a converged call does
-    not pay for a trip to the host.
+    not pay for a trip to the host, and under `vmap` one check covers the whole batch.
     """
     name = describe_model(model)
     if _is_traced(converged):
-        if not _RUNTIME_CHECKS[0]:
-            return
-
-        def warn(c):
-            jax.debug.callback(lambda c: _warn_unconverged(c, what, name), c)
-
-        jax.lax.cond(jnp.all(converged), lambda c: None, warn, converged)
+        if _RUNTIME_CHECKS[0]:
+            _runtime_check(what, name)(jnp.asarray(converged))
     else:
         _warn_unconverged(np.asarray(converged), what, name)
 
