@@ -129,6 +129,26 @@ def test_bench_on_a_one_device_mesh(runner, tmp_path):
     assert json.loads((out / "results.json").read_text())["meta"]["devices"] == 1
 
 
+def test_bench_on_two_cpu_devices_in_a_fresh_process(tmp_path):
+    # `diffana bench --devices 2` splits the CPU into two devices before JAX starts.
+    import os
+    import subprocess
+    import sys
+
+    definition = tmp_path / "cli_blobs.toml"
+    definition.write_text(textwrap.dedent(TINY))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffana.cli", "bench", str(definition), "--out", str(out),
+         "--no-plots", "--no-referee", "--no-tensorboard", "--seeds", "1", "--devices", "2"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["devices"] == 2 and len(meta["environment"]["devices"]) == 2
+
+
 def test_bench_devices_errors_are_one_line(runner, tmp_path):
     import jax
 
