@@ -344,3 +344,60 @@ def test_companion_benchmark_in_the_report(tiny_definitions, tmp_path):
     run_bench([definition], out=out2, methods=["bce"], progress=False, tensorboard=False,
               seeds=1, steps=2, referee=False, plots=False)  # fmt: skip
     assert "extra analysis" not in (out2 / "results.md").read_text()
+
+
+# A hard-evaluated gaussian_blobs analysis whose background histosys has extreme
+# templates: the conditional fit of q0 has a shallow local minimum next to the start.
+_NON_CONVEX = {
+    "channels": [
+        {
+            "name": "singlechannel",
+            "samples": [
+                {
+                    "name": "signal",
+                    "data": [5.607, 4.6368, 9.4444, 0.3118],
+                    "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                },
+                {
+                    "name": "background",
+                    "data": [98.546, 1.17, 0.267, 0.017],
+                    "modifiers": [
+                        {
+                            "name": "bkg_shape",
+                            "type": "histosys",
+                            "data": {
+                                "hi_data": [54.822, 20.742, 23.883, 0.553],
+                                "lo_data": [21.751, 11.979, 18.574, 47.696],
+                            },
+                        }
+                    ],
+                },
+            ],
+        }
+    ],
+    "observations": [{"name": "singlechannel", "data": [98.546, 1.17, 0.267, 0.017]}],
+    "measurements": [
+        {
+            "name": "meas",
+            "config": {"poi": "mu", "parameters": [{"name": "mu", "bounds": [[0.0, 10.0]]}]},
+        }
+    ],
+    "version": "1.0.0",
+}
+
+
+def test_evaluation_fits_from_several_starts_find_the_deeper_minimum():
+    from diffana.bench._evaluate import fit_starts, pyhf_referee, robust_statistics
+
+    model = diffana.hf.Model.from_pyhf(_NON_CONVEX)
+    starts = fit_starts(model, _NON_CONVEX)
+    assert starts.shape == (3, 2) and sorted(starts[:, 0]) == [-1.0, 0.0, 1.0]
+    asimov_b = diffana.infer.asimov_data(model, 0.0)
+    asimov_sb = diffana.infer.asimov_data(model, 1.0)
+    single = float(diffana.infer.discovery(asimov_sb, model).z0)  # from the init only
+    pars = jnp.asarray(model.init).at[model.poi_index].set(1.0)
+    cls, z0, _ = robust_statistics(model, _NON_CONVEX, asimov_b, asimov_sb, pars)
+    ref = pyhf_referee(_NON_CONVEX, None)
+    assert single > ref["pyhf_z0"] + 1.0  # the local minimum overstates Z0
+    assert z0 <= ref["pyhf_z0"] + 1e-6  # at least as deep a minimum as pyhf's
+    assert cls >= ref["pyhf_cls"] - 1e-9
