@@ -179,9 +179,9 @@ def _referee_lines(runs) -> list[str]:
         "Referee (pyhf on the exported workspaces) versus diffana: " + "; ".join(parts) + ". "
         "A difference means the two fits stopped at different local minima of a "
         "non-convex likelihood (e.g. a histosys with extreme templates): compare their NLL "
-        "on the run's workspace. Both directions occur: in cut_scan cases pyhf's SLSQP "
-        "settled in the worse minimum of the conditional fit, in a gaussian_blobs "
-        "discovery case diffana's Newton fit did (then diffana's Z0 is too high).",
+        "on the run's workspace. diffana's evaluation starts its fits from the model's "
+        "init and from every histosys parameter at -1 and +1 and keeps the deepest "
+        "minimum (the lower Z0, the higher CLs); pyhf's fits start from the init only.",
         "",
     ]
 
