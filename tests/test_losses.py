@@ -116,3 +116,63 @@ def test_bce_loss():
     assert_grad_matches_fd(lambda v: losses.bce_loss(v, labels, w), logits)
     with pytest.raises(ValueError, match="must match"):
         losses.bce_loss(logits, labels[:2])
+
+
+def _fit_path(loss, model, channel, signal):
+    """Value and gradient of `loss` with respect to the signal yields, with the model as a
+    jit argument: its bounds are then traced, so the free fit on the Asimov data runs
+    instead of its closed form."""
+
+    def f(m, s):
+        return jax.value_and_grad(lambda v: loss(m.with_yields({(channel, "signal"): v})))(s)
+
+    return jax.jit(f)(model, signal)
+
+
+@pytest.mark.parametrize("loss", [losses.cls_loss, losses.discovery_loss])
+def test_closed_form_asimov_minimum_equals_the_fit(model, loss):
+    """The free fit of Asimov data is the point they were generated at (shapesys: a
+    Poisson constraint; histosys + normsys: Gaussian ones), in value and gradient."""
+    other = hf.correlated_background(
+        jnp.asarray([4.0, 8.0, 2.0]),
+        jnp.asarray([40.0, 50.0, 30.0]),
+        jnp.asarray([44.0, 52.0, 31.0]),
+        jnp.asarray([37.0, 47.0, 30.5]),
+    )
+    for m in (model, other):
+        signal = m.nominal[m.samples.index("signal")]
+        channel = m.channels[0]
+        closed = jax.value_and_grad(
+            lambda s, m=m, c=channel: loss(m.with_yields({(c, "signal"): s}))
+        )
+        value, grad = closed(signal)
+        value_fit, grad_fit = _fit_path(loss, m, channel, signal)
+        np.testing.assert_allclose(value, value_fit, rtol=1e-8)
+        np.testing.assert_allclose(grad, grad_fit, rtol=1e-6, atol=1e-12)
+
+
+def test_cls_loss_fits_when_the_asimov_point_is_out_of_bounds():
+    """With the POI bounded away from the background-only point the closed form does not
+    apply: the loss must equal the bounded fits done by hand."""
+    spec = {
+        **SPEC,
+        "observations": [{"name": "SR", "data": [55.0, 70.0, 43.0]}],
+        "version": "1.0.0",
+        "measurements": [
+            {
+                "name": "m",
+                "config": {"poi": "mu", "parameters": [{"name": "mu", "bounds": [[0.5, 10.0]]}]},
+            }
+        ],
+    }
+    m = hf.Model.from_pyhf(spec)
+    asimov = m.expected_data(m.init.at[m.poi_index].set(0.0))
+    mu = 2.0
+    cond = infer.fixed_poi_fit(mu, m, asimov)
+    free = infer.fit(m, asimov)
+    q = max(2.0 * float(cond.nll - free.nll), 0.0)
+    expected = 2.0 * float(jax.scipy.stats.norm.cdf(-np.sqrt(q)))
+    np.testing.assert_allclose(losses.cls_loss(m, mu), expected, rtol=1e-7)
+    # the unbounded minimum (the closed form) would give a visibly different CLs
+    q_wrong = 2.0 * float(cond.nll - m.nll(m.init.at[m.poi_index].set(0.0), asimov))
+    assert abs(2.0 * float(jax.scipy.stats.norm.cdf(-np.sqrt(q_wrong))) - expected) > 1e-3

@@ -10,8 +10,13 @@ import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, as_poi_value, report_convergence
-from diffana.infer._teststat import _Setup, safe_sqrt
+from diffana.infer._mle import (
+    DEFAULT_MAXITER,
+    DEFAULT_TOL,
+    as_poi_value,
+    report_convergence,
+)
+from diffana.infer._teststat import _Setup, poi_in_bounds, safe_sqrt
 
 __all__ = ["DiscoveryResult", "discovery", "hypotest"]
 
@@ -30,21 +35,26 @@ class _Asymptotics(NamedTuple):
     converged: Array
 
 
-def _fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
+def _fits(setup: _Setup, mu, asimov_mu, closed_form: bool) -> _Asymptotics:
     """The five fits of pyhf's asymptotic calculator.
 
     Conditional (at `mu`) and free fits on the data, the fit at `asimov_mu` generating
     the Asimov data, and conditional and free fits on the Asimov data. `mu` and
-    `asimov_mu` are arrays, so one compilation serves every test statistic.
+    `asimov_mu` are arrays, so one compilation serves every test statistic. With
+    `closed_form` (`asimov_mu` inside the POI's bounds) the free fit on the Asimov data
+    is its closed form, the point the data were generated at.
     """
     data = setup.data
     poi = setup.poi_index
     # Fits on the observed data (conditional, free, Asimov generation) in one solver loop.
     cond, free, gen = setup.batch(data, [mu, None, asimov_mu])
     data_asimov = setup.model.expected_data(gen.pars, include_auxdata=True)
-    # The Asimov data's maximum-likelihood estimate is the point it was generated at:
-    # starting there, the free fit converges in one step.
-    cond_a, free_a = setup.batch(data_asimov, [mu, None], [None, gen.pars])
+    if closed_form:
+        (cond_a,) = setup.batch(data_asimov, [mu])
+        free_a = setup.asimov_minimum(gen.pars, data_asimov)
+    else:
+        # Starting at the generating point, the free fit converges in one step.
+        cond_a, free_a = setup.batch(data_asimov, [mu, None], [None, gen.pars])
     converged = cond.converged & free.converged & gen.converged
     converged = converged & cond_a.converged & free_a.converged
     return _Asymptotics(
@@ -57,9 +67,15 @@ def _fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
 
 
 @eqx.filter_jit
-def _fits_jit(mu, asimov_mu, model, data, init, bounds, *, fixed, tol, maxiter):
+def _fits_jit(mu, asimov_mu, model, data, init, bounds, *, closed_form, fixed, tol, maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
-    return _fits(setup, mu, asimov_mu)
+    return _fits(setup, mu, asimov_mu, closed_form)
+
+
+def _run_fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
+    """`_fits` in its jitted core, with the closed-form Asimov fit where it applies."""
+    closed_form = poi_in_bounds(setup, asimov_mu)
+    return _fits_jit(mu, asimov_mu, *setup.args(), closed_form=closed_form, **setup.kwargs())
 
 
 def _clip_statistics(fits: _Asymptotics, mu, test_stat: str) -> tuple[Array, Array]:
@@ -162,7 +178,7 @@ def hypotest(
         )
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     mu, asimov_mu = _mu_values(as_poi_value(poi_value, where), test_stat)
-    fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
+    fits = _run_fits(setup, mu, asimov_mu)
     report_convergence(fits.converged, model, where)
     clsb, clb, cls, clsb_exp, cls_exp = _pvalues_jit(
         fits, mu, test_stat=test_stat, calc_base_dist=calc_base_dist
@@ -219,7 +235,7 @@ def discovery(
     where = "diffana.infer.discovery"
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     mu, asimov_mu = _mu_values(0.0, "q0")
-    fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
+    fits = _run_fits(setup, mu, asimov_mu)
     report_convergence(fits.converged, model, where)
     return _discovery_from_fits(fits)
 
