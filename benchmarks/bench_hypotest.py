@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -200,6 +201,41 @@ def pyhf_reference(backend: str):
     return call, value
 
 
+def xla_ops_per_call(fn, calls: int = 20) -> float | None:
+    """Operations (XLA's CPU thunks: fusions, dots, custom calls such as `eigh`) executed
+    per call of `fn`, counted from a `jax.profiler` trace; `None` if the profiler's trace
+    reader is not available. Explains a single call's latency: on a CPU each operation
+    costs a roughly fixed overhead, whatever the size of its tiny operands."""
+    import glob
+    import shutil
+
+    import jax
+
+    try:
+        from jax.profiler import ProfileData
+    except ImportError:
+        return None
+    tmp = tempfile.mkdtemp(prefix="diffana-trace-")
+    try:
+        jax.profiler.start_trace(tmp)
+        for _ in range(calls):
+            jax.block_until_ready(fn())
+        jax.profiler.stop_trace()
+        (path,) = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)
+        n = 0
+        for plane in ProfileData.from_file(path).planes:
+            for line in plane.lines:
+                if "XLA" not in line.name:  # the executor's threads
+                    continue
+                for event in line.events:
+                    name = event.name
+                    if not (name.startswith(("ThunkExecutor", "while", "end:", "Slinky"))):
+                        n += 1
+        return n / calls
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(args) -> dict:
     import jax
 
@@ -247,6 +283,7 @@ def run(args) -> dict:
     for k, ts in times.items():
         if ts:
             res[f"neos_{k}_vg_us"] = _med_us(ts)
+    res["neos_cls_nocb_xla_ops"] = xla_ops_per_call(fns["cls_nocb"])
     for k, ts in times_batch.items():
         if ts:
             res[f"neos_{k}_us_per_item"] = _med_us(ts, batch)
@@ -281,6 +318,7 @@ def run(args) -> dict:
         res[f"pyhf_model_diffana_loop{sfx}_us_per_item"] = _med_us(t2[f"loop{sfx}"], batch)
     for backend in ("jax", "numpy"):
         res[f"pyhf_model_pyhf_{backend}_us"] = _med_us(t2[f"pyhf_{backend}"])
+    res["pyhf_model_vg_nocb_xla_ops"] = xla_ops_per_call(pf["vg_nocb"])
     res["load_average_at_end"] = os.getloadavg()
     return res
 
@@ -309,6 +347,7 @@ def report(res) -> None:
         print(f"   {label:25s} {d:10.1f} us{ratio}")
     if r:
         print(f"   {'relaxed hypotest':25s} {r:10.1f} us")
+    _print_ops(res["neos_cls_nocb_xla_ops"], res["neos_cls_nocb_vg_us"], "cls_loss*")
     for sfx in ("", "_nocb"):
         loop = res[f"neos_cls_loop{sfx}_us_per_item"]
         vm = res[f"neos_cls_vmap{sfx}_us_per_item"]
@@ -340,6 +379,15 @@ def report(res) -> None:
         )
     for bk in ("jax", "numpy"):
         print(f"   pyhf[{bk:5s}] value only {res[f'pyhf_model_pyhf_{bk}_us']:10.1f} us")
+    ops, us = res["pyhf_model_vg_nocb_xla_ops"], res["pyhf_model_diffana_vg_nocb_us"]
+    _print_ops(ops, us, "value+grad*")
+
+
+def _print_ops(ops, us, label) -> None:
+    if ops:
+        print(
+            f"   {label}: {ops:.0f} XLA operations per call, {1e3 * us / ops:.0f} ns per operation"
+        )
 
 
 def main(argv=None) -> int:
