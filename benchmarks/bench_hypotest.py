@@ -8,9 +8,9 @@ it does not cover, all measured alternately in one run (warm-up, then the median
    with a normfactor `mu`, background with a histosys), templates from the neos demo's
    initial network. Value and gradient with respect to the four templates of
    - diffana `losses.cls_loss` (the neos loss: expected CLs at `mu = 1` on background-only
-     Asimov data; a conditional and a free fit, implicit gradients),
+     Asimov data; a conditional fit, the free one in closed form, implicit gradients),
    - diffana `infer.hypotest(1, asimov_b, model, return_expected=True)` (pyhf's full
-     asymptotic calculator: five fits),
+     asymptotic calculator: five fits, the free Asimov one in closed form),
    - `relaxed.infer.hypotest(1, asimov_b, ..., test_stat="q", expected_pars=bonly)` as
      neos calls it (one conditional fit with jaxopt's L-BFGS-B and implicit gradients),
      in relaxed's own interpreter (`--python`, see `requirements-relaxed.txt`).
@@ -218,12 +218,16 @@ def xla_ops_per_call(fn, calls: int = 20) -> float | None:
     tmp = tempfile.mkdtemp(prefix="diffana-trace-")
     try:
         jax.profiler.start_trace(tmp)
-        for _ in range(calls):
-            jax.block_until_ready(fn())
-        jax.profiler.stop_trace()
-        (path,) = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)
+        try:
+            for _ in range(calls):
+                jax.block_until_ready(fn())
+        finally:
+            jax.profiler.stop_trace()
+        paths = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)
+        if len(paths) != 1:
+            return None
         n = 0
-        for plane in ProfileData.from_file(path).planes:
+        for plane in ProfileData.from_file(paths[0]).planes:
             for line in plane.lines:
                 if "XLA" not in line.name:  # the executor's threads
                     continue

@@ -30,45 +30,31 @@ from jaxtyping import Array, ArrayLike, Float
 from diffana._config import check_float64
 from diffana.infer._fisher import poi_uncertainty
 from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
-from diffana.infer._teststat import _Setup, asimov_point_in_bounds, safe_sqrt
+from diffana.infer._teststat import _Setup, safe_sqrt
 
 __all__ = ["bce_loss", "cls_loss", "discovery_loss", "poi_uncertainty_loss"]
 
 
-def _asimov_q(setup: _Setup, generate_mu, test_mu, closed_form: bool):
+def _asimov_q(setup: _Setup, generate_mu, test_mu):
     """Test statistic `2 (nll(test_mu) - nll_min)` on Asimov data at `generate_mu`.
 
     The Asimov data are the expected data at `init` with the POI at `generate_mu`; their
-    maximum-likelihood estimate is that point. With `closed_form` (the point inside the
-    bounds) it is taken as such; otherwise the free fit starts there. Returns
+    free fit is that point where the closed form applies (see
+    :meth:`diffana.infer._teststat._Setup.asimov_free_fit`). Returns
     `(q, mu_hat, converged)`.
     """
-    pars = _generating_point(setup.init, setup.poi_index, generate_mu)
+    pars = setup.init.at[setup.poi_index].set(generate_mu)
     data = setup.model.expected_data(pars, include_auxdata=True)
-    if closed_form:
-        cond = setup.fixed_poi_fit(test_mu, data)
-        free = setup.asimov_minimum(pars, data)
-    else:
-        cond, free = setup.batch(data, [test_mu, None], [None, pars])
+    cond = setup.fixed_poi_fit(test_mu, data)
+    free = setup.asimov_free_fit(pars, data)
     q = jnp.maximum(2.0 * (cond.nll - free.nll), 0.0)
     return q, free.pars[setup.poi_index], cond.converged & free.converged
 
 
-def _generating_point(init, poi_index: int, generate_mu) -> Array:
-    return init.at[poi_index].set(jnp.asarray(generate_mu, dtype=jnp.float64))
-
-
-def _closed_form(setup: _Setup, generate_mu: float) -> bool:
-    """Whether the Asimov point at `generate_mu` is inside the (concrete) bounds."""
-    return asimov_point_in_bounds(
-        setup, _generating_point(setup.init, setup.poi_index, generate_mu)
-    )
-
-
 @eqx.filter_jit
-def _cls_jit(mu_test, model, data, init, bounds, *, closed_form, fixed, tol, maxiter):
+def _cls_jit(mu_test, model, data, init, bounds, *, fixed, tol, maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
-    q_a, mu_hat, converged = _asimov_q(setup, 0.0, mu_test, closed_form)
+    q_a, mu_hat, converged = _asimov_q(setup, jnp.asarray(0.0, dtype=jnp.float64), mu_test)
     q_a = jnp.where(mu_hat > mu_test, 0.0, q_a)
     # Median expected CLs = CLs+b / CLb with CLb = 1/2 at the median.
     return jnp.exp(log_ndtr(-safe_sqrt(q_a)) - jnp.log(0.5)), converged
@@ -92,20 +78,17 @@ def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""
     where = "diffana.losses.cls_loss"
     setup = _Setup(model, None, None, None, None, where, DEFAULT_TOL, DEFAULT_MAXITER)
     value, converged = _cls_jit(
-        jnp.asarray(mu_test, dtype=jnp.float64),
-        *setup.args(),
-        closed_form=_closed_form(setup, 0.0),
-        **setup.kwargs(),
+        jnp.asarray(mu_test, dtype=jnp.float64), *setup.args(), **setup.kwargs()
     )
     report_convergence(converged, model, where)
     return value
 
 
 @eqx.filter_jit
-def _z0_jit(model, data, init, bounds, *, closed_form, fixed, tol, maxiter):
+def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     q0_a, mu_hat, converged = _asimov_q(
-        setup, 1.0, jnp.asarray(0.0, dtype=jnp.float64), closed_form
+        setup, jnp.asarray(1.0, dtype=jnp.float64), jnp.asarray(0.0, dtype=jnp.float64)
     )
     q0_a = jnp.where(mu_hat < 0, 0.0, q0_a)
     return safe_sqrt(q0_a), converged
@@ -127,7 +110,7 @@ def discovery_loss(model: Any) -> Float[Array, ""]:
     """
     where = "diffana.losses.discovery_loss"
     setup = _Setup(model, None, None, None, None, where, DEFAULT_TOL, DEFAULT_MAXITER)
-    z0, converged = _z0_jit(*setup.args(), closed_form=_closed_form(setup, 1.0), **setup.kwargs())
+    z0, converged = _z0_jit(*setup.args(), **setup.kwargs())
     report_convergence(converged, model, where)
     return -z0
 

@@ -205,20 +205,3 @@ def test_gradients_under_jit_and_vmap(model):
         )
         np.testing.assert_allclose(values[i], v, rtol=1e-9)
         np.testing.assert_allclose(grads[i], g, rtol=1e-7)
-
-
-@pytest.mark.parametrize("test_stat", ["qtilde", "q0"])
-def test_closed_form_asimov_fit_equals_the_fit(model, test_stat):
-    """The free fit on the Asimov data is taken in closed form when the model's bounds are
-    concrete; with the model as a jit argument (traced bounds) it is fitted. Both agree,
-    in the expected band and in its gradient with respect to the signal yields."""
-    data = _data(model, [56.0, 66.0, 41.0])
-    s0 = model.nominal[model.samples.index("signal")]
-
-    def band(m):
-        return infer.hypotest(1.0, data, m, test_stat=test_stat, return_expected_set=True)[1]
-
-    closed = jax.jacobian(lambda s: band(_with_signal(model, s)))(s0)
-    fitted = jax.jit(lambda m, s: jax.jacobian(lambda v: band(_with_signal(m, v)))(s))(model, s0)
-    np.testing.assert_allclose(band(model), jax.jit(band)(model), rtol=1e-8, atol=1e-14)
-    np.testing.assert_allclose(closed, fitted, rtol=1e-6, atol=1e-12)

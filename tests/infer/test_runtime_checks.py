@@ -151,3 +151,4 @@ def test_checks_off_trace_without_callbacks_and_keep_the_flags():
     # the setting is read at trace time: functions traced afterwards warn again
     with pytest.warns(diffana.ConvergenceWarning, match="did not converge"):
         jax.block_until_ready(jax.jit(lambda d: infer.fit(model, d, maxiter=1))(data))
+        jax.effects_barrier()

@@ -16,7 +16,7 @@ from diffana.infer._mle import (
     as_poi_value,
     report_convergence,
 )
-from diffana.infer._teststat import _Setup, poi_in_bounds, safe_sqrt
+from diffana.infer._teststat import _Setup, safe_sqrt
 
 __all__ = ["DiscoveryResult", "discovery", "hypotest"]
 
@@ -35,26 +35,21 @@ class _Asymptotics(NamedTuple):
     converged: Array
 
 
-def _fits(setup: _Setup, mu, asimov_mu, closed_form: bool) -> _Asymptotics:
+def _fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
     """The five fits of pyhf's asymptotic calculator.
 
     Conditional (at `mu`) and free fits on the data, the fit at `asimov_mu` generating
-    the Asimov data, and conditional and free fits on the Asimov data. `mu` and
-    `asimov_mu` are arrays, so one compilation serves every test statistic. With
-    `closed_form` (`asimov_mu` inside the POI's bounds) the free fit on the Asimov data
-    is its closed form, the point the data were generated at.
+    the Asimov data, and conditional and free fits on the Asimov data, the last one in
+    closed form where it applies (:meth:`_Setup.asimov_free_fit`). `mu` and `asimov_mu`
+    are arrays, so one compilation serves every test statistic.
     """
     data = setup.data
     poi = setup.poi_index
     # Fits on the observed data (conditional, free, Asimov generation) in one solver loop.
     cond, free, gen = setup.batch(data, [mu, None, asimov_mu])
     data_asimov = setup.model.expected_data(gen.pars, include_auxdata=True)
-    if closed_form:
-        (cond_a,) = setup.batch(data_asimov, [mu])
-        free_a = setup.asimov_minimum(gen.pars, data_asimov)
-    else:
-        # Starting at the generating point, the free fit converges in one step.
-        cond_a, free_a = setup.batch(data_asimov, [mu, None], [None, gen.pars])
+    (cond_a,) = setup.batch(data_asimov, [mu])
+    free_a = setup.asimov_free_fit(gen.pars, data_asimov)
     converged = cond.converged & free.converged & gen.converged
     converged = converged & cond_a.converged & free_a.converged
     return _Asymptotics(
@@ -67,15 +62,9 @@ def _fits(setup: _Setup, mu, asimov_mu, closed_form: bool) -> _Asymptotics:
 
 
 @eqx.filter_jit
-def _fits_jit(mu, asimov_mu, model, data, init, bounds, *, closed_form, fixed, tol, maxiter):
+def _fits_jit(mu, asimov_mu, model, data, init, bounds, *, fixed, tol, maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
-    return _fits(setup, mu, asimov_mu, closed_form)
-
-
-def _run_fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
-    """`_fits` in its jitted core, with the closed-form Asimov fit where it applies."""
-    closed_form = poi_in_bounds(setup, asimov_mu)
-    return _fits_jit(mu, asimov_mu, *setup.args(), closed_form=closed_form, **setup.kwargs())
+    return _fits(setup, mu, asimov_mu)
 
 
 def _clip_statistics(fits: _Asymptotics, mu, test_stat: str) -> tuple[Array, Array]:
@@ -178,7 +167,7 @@ def hypotest(
         )
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     mu, asimov_mu = _mu_values(as_poi_value(poi_value, where), test_stat)
-    fits = _run_fits(setup, mu, asimov_mu)
+    fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
     report_convergence(fits.converged, model, where)
     clsb, clb, cls, clsb_exp, cls_exp = _pvalues_jit(
         fits, mu, test_stat=test_stat, calc_base_dist=calc_base_dist
@@ -235,7 +224,7 @@ def discovery(
     where = "diffana.infer.discovery"
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     mu, asimov_mu = _mu_values(0.0, "q0")
-    fits = _run_fits(setup, mu, asimov_mu)
+    fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
     report_convergence(fits.converged, model, where)
     return _discovery_from_fits(fits)
 

@@ -14,7 +14,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from diffana.infer._asymptotics import N_SIGMA, _pvalues, _test_statistic_value
 from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
-from diffana.infer._teststat import _Setup, poi_in_bounds, safe_sqrt
+from diffana.infer._teststat import _Setup, safe_sqrt
 
 __all__ = ["UpperLimitResult", "upper_limit"]
 
@@ -206,7 +206,6 @@ def upper_limit(
         rtol=rtol,
         atol=atol,
         root_maxiter=maxiter,
-        closed_form=poi_in_bounds(setup, 0.0),
         **setup.kwargs(),
     )
     report_convergence(converged, model, where)
@@ -225,7 +224,6 @@ def _upper_limit_jit(
     rtol,
     atol,
     root_maxiter,
-    closed_form,
     fixed,
     tol,
     maxiter,
@@ -235,10 +233,7 @@ def _upper_limit_jit(
     poi = setup.poi_index
     free, gen = setup.batch(setup.data, [None, 0.0])
     data_a = model.expected_data(gen.pars, include_auxdata=True)
-    if closed_form:
-        free_a = setup.asimov_minimum(gen.pars, data_a)
-    else:
-        free_a = setup.free_fit(data_a, init=gen.pars)
+    free_a = setup.asimov_free_fit(gen.pars, data_a)
     theta = {
         "model": model,
         "data": setup.data,
