@@ -10,12 +10,7 @@ import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana.infer._mle import (
-    DEFAULT_MAXITER,
-    DEFAULT_TOL,
-    as_poi_value,
-    report_convergence,
-)
+from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, as_poi_value, report_convergence
 from diffana.infer._teststat import _Setup, safe_sqrt
 
 __all__ = ["DiscoveryResult", "discovery", "hypotest"]
