@@ -6,11 +6,19 @@ from pathlib import Path
 
 import jax
 import pytest
+from hypothesis import settings
 
 import diffana  # noqa: F401  (applies the float64 policy)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Property tests draw the same examples on every run, so that a run of the suite (CI
+# included) is reproducible; explore new examples locally with
+# `pytest --hypothesis-profile=explore`.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("deterministic")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CMS_OPENDATA = REPO_ROOT.parent / "shared" / "data" / "cms-opendata"
