@@ -133,7 +133,7 @@ def test_closed_form_asimov_fit_equals_the_fit(model, loss):
     for m in (model, other):
         pars = m.init.at[m.poi_index].set(generate)
         asimov = m.expected_data(pars)
-        free = infer.fit(m, asimov, init=pars)
+        free = infer.fit(m, asimov)  # from the model's init, not from `pars`
         cond = infer.fixed_poi_fit(test, m, asimov)
         np.testing.assert_allclose(free.pars, pars, atol=1e-7)
         q = max(2.0 * float(cond.nll - free.nll), 0.0)
