@@ -54,6 +54,7 @@ def _host_calls_outside_conditionals(hlo: str) -> tuple[int, int]:
     def is_callback(line: str) -> bool:
         return re.search(r'custom_call_target="[^"]*callback[^"]*"', line) is not None
 
+    assert entry is not None, "no ENTRY computation found in the compiled module's text"
     total = sum(is_callback(line) for lines in comps.values() for line in lines)
     seen, stack, unconditional = set(), [entry], 0
     while stack:
