@@ -30,3 +30,30 @@ def cms_opendata() -> Path:
     if not CMS_OPENDATA.is_dir():
         pytest.skip(f"CMS open-data folder not found at {CMS_OPENDATA}; real-data tests skipped")
     return CMS_OPENDATA
+
+
+@pytest.fixture(scope="session")
+def empty_bin_workspace() -> dict:
+    """A workspace whose first bin has no background and whose POI may go below zero.
+
+    The Asimov data at mu = 0 are empty in that bin; its NLL term (its rate) keeps
+    falling as mu goes negative, so the generating point is not the free fit's minimum
+    and the closed form of that fit must not be used.
+    """
+    background = {
+        "name": "background",
+        "data": [0.0, 50.0],
+        "modifiers": [{"name": "norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}],
+    }
+    signal = {
+        "name": "signal",
+        "data": [3.0, 5.0],
+        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+    }
+    config = {"poi": "mu", "parameters": [{"name": "mu", "bounds": [[-9.0, 10.0]]}]}
+    return {
+        "channels": [{"name": "SR", "samples": [signal, background]}],
+        "observations": [{"name": "SR", "data": [0.0, 52.0]}],
+        "measurements": [{"name": "m", "config": config}],
+        "version": "1.0.0",
+    }

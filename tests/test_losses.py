@@ -174,39 +174,11 @@ def test_cls_loss_fits_when_the_asimov_point_is_out_of_bounds():
     assert abs(2.0 * float(jax.scipy.stats.norm.cdf(-np.sqrt(q_wrong))) - expected) > 1e-3
 
 
-def test_cls_loss_with_an_empty_bin_and_a_negative_poi_bound():
+def test_cls_loss_with_an_empty_bin_and_a_negative_poi_bound(empty_bin_workspace):
     """No background in a bin: the Asimov data at mu = 0 are empty there, and with the POI
     free below 0 the bin's NLL term keeps falling, so the free fit must run (pyhf is the
     referee)."""
-    spec = {
-        "channels": [
-            {
-                "name": "SR",
-                "samples": [
-                    {
-                        "name": "signal",
-                        "data": [3.0, 5.0],
-                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
-                    },
-                    {
-                        "name": "background",
-                        "data": [0.0, 50.0],
-                        "modifiers": [
-                            {"name": "norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
-                        ],
-                    },
-                ],
-            }
-        ],
-        "observations": [{"name": "SR", "data": [0.0, 50.0]}],
-        "measurements": [
-            {
-                "name": "m",
-                "config": {"poi": "mu", "parameters": [{"name": "mu", "bounds": [[-9.0, 10.0]]}]},
-            }
-        ],
-        "version": "1.0.0",
-    }
+    spec = empty_bin_workspace
     m = hf.Model.from_pyhf(spec)
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
     try:

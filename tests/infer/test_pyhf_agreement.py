@@ -175,43 +175,11 @@ def test_upper_limit(cases, pyhf_numpy):
         np.testing.assert_allclose(band_at, 0.05, atol=1e-7)
 
 
-# The free fit on Asimov data is taken in closed form (the generating point) only where
-# that point is the minimum; these cases need the fit, and pyhf is the referee.
-_EMPTY_BIN_SPEC = {
-    "channels": [
-        {
-            "name": "SR",
-            "samples": [
-                {
-                    "name": "signal",
-                    "data": [3.0, 5.0],
-                    "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
-                },
-                {
-                    "name": "background",
-                    "data": [0.0, 50.0],
-                    "modifiers": [
-                        {"name": "norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
-                    ],
-                },
-            ],
-        }
-    ],
-    "observations": [{"name": "SR", "data": [0.0, 52.0]}],
-    "version": "1.0.0",
-}
-
-
-def _with_poi_bounds(spec, bounds):
-    config = {"poi": "mu", "parameters": [{"name": "mu", "bounds": [bounds]}]}
-    return {**spec, "measurements": [{"name": "m", "config": config}]}
-
-
-def test_hypotest_where_the_asimov_fit_is_needed(pyhf_numpy):
+def test_hypotest_where_the_asimov_fit_is_needed(pyhf_numpy, empty_bin_workspace):
     """The Asimov data at mu = 0 hold an empty bin (no background there) and the POI may
     go below 0: that bin's NLL term keeps falling, so the generating point is not the
     minimum and the free fit must run."""
-    spec = _with_poi_bounds(_EMPTY_BIN_SPEC, [-9.0, 10.0])
+    spec = empty_bin_workspace
     model = hf.Model.from_pyhf(spec)
     data = hf.workspace_data(spec, model)
     ws = pyhf_numpy.Workspace(spec)
