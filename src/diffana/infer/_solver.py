@@ -4,8 +4,10 @@ The minimiser works on a flat parameter vector with box constraints and a mask o
 floating parameters. Each iteration solves the Newton system restricted to the
 floating parameters that are not pinned at a bound (projected Newton), in coordinates
 scaled by the Hessian's diagonal, with Levenberg-Marquardt damping that grows when a
-step fails to decrease the objective and shrinks when steps succeed. The step is
-projected onto the box. The fit has converged when the (lightly damped) Newton
+step fails to decrease the objective and shrinks when steps succeed. Negative
+curvature (an indefinite Hessian, common at the start of a fit to data with an excess)
+is shifted to unit curvature in the scaled coordinates. The step is projected onto the
+box. The fit has converged when the (lightly damped) Newton
 decrement ``g^T H^-1 g`` over the floating, non-pinned parameters is below ``tol``;
 one last step is then taken to polish the result.
 """
@@ -28,6 +30,11 @@ _LAMBDA_FLOOR = 1e-12
 # a decrease test: the objective's rounding noise can hide decreases this small.
 _DECREMENT_TRUSTED = 1e-4
 _LAMBDA_FAIL = 1e12
+# Damping after the first rejected step. The scaled Hessian has a unit diagonal, so its
+# curvatures are of order one and a smaller damping would barely shorten the step.
+_LAMBDA_REJECT = 1.0
+# Relative size below which a negative eigenvalue of the scaled Hessian is round-off.
+_NEGATIVE_EIGENVALUE = 1e-9
 
 
 class SolverResult(NamedTuple):
@@ -64,9 +71,22 @@ def _value_grad_hess(fun, x, args):
 
 
 def _scales(h: Array, mask: Array) -> Array:
-    """Per-parameter scales sqrt(|H_ii|), floored relative to the largest one."""
+    """Per-parameter scales `sqrt(max(|H_ii|, max_j H_ij^2 / |H_jj|))` over the masked
+    parameters, floored relative to the largest one.
+
+    For a positive semi-definite `H` the second term never exceeds `|H_ii|` (its 2x2
+    principal minors are non-negative), so the scales are `sqrt(|H_ii|)`. Where `H` is
+    indefinite with a small diagonal entry - a histosys whose interpolation curves
+    against an excess in the data, cancelling most of its constraint's curvature - the
+    scaled off-diagonal entries stay within [-1, 1] instead of turning the coupling into
+    a large negative eigenvalue and a step far outside the region where the quadratic
+    model holds.
+    """
     diag = jnp.abs(jnp.diagonal(h))
     diag = jnp.where(mask & jnp.isfinite(diag), diag, 0.0)
+    both = mask[:, None] & mask[None, :] & (diag[None, :] > 0) & jnp.isfinite(h)
+    coupling = jnp.where(both, h * h, 0.0) / jnp.where(diag > 0, diag, 1.0)[None, :]
+    diag = jnp.maximum(diag, jnp.max(coupling, axis=1))
     floor = 1e-12 * jnp.max(diag)
     scale2 = jnp.maximum(diag, floor)
     return jnp.sqrt(jnp.where(scale2 > 0, scale2, 1.0))
@@ -91,7 +111,7 @@ def _eigensystem(h: Array, mask: Array) -> _Eigen:
 def _solve_eigen(eig: _Eigen, rhs: Array, mask: Array, lam: Array | float) -> Array:
     top = jnp.max(jnp.abs(eig.evals))
     shifted = eig.evals + lam
-    indefinite = jnp.min(shifted) < -1e-9 * top
+    indefinite = jnp.min(shifted) < -_NEGATIVE_EIGENVALUE * top
     denom = jnp.maximum(shifted, _LAMBDA_FLOOR * top)
     rs = jnp.where(mask, rhs / eig.scale, 0.0)
     ys = eig.evecs @ ((eig.evecs.T @ rs) / denom)
@@ -142,10 +162,12 @@ def minimize_bounded(
         eig = _eigensystem(h, move)
         newton = _solve_eigen(eig, -g, move, 0.0)
         # Negative curvature (a saddle or a concave region, e.g. a histosys whose up and
-        # down templates both lie below the nominal): shift the damped system to twice
-        # the most negative eigenvalue, so that it is positive definite and the step
-        # along that direction is as long as for the mirrored positive curvature.
-        shift = 2.0 * jnp.maximum(-jnp.min(eig.evals), 0.0)
+        # down templates both lie below the nominal, or one whose interpolation curves
+        # against an excess in the data): shift the damped system so that its most
+        # negative eigenvalue becomes 1, the unit curvature of the scaled coordinates.
+        lowest = jnp.min(eig.evals)
+        negative = lowest < -_NEGATIVE_EIGENVALUE * jnp.max(jnp.abs(eig.evals))
+        shift = jnp.where(negative, 1.0 - lowest, 0.0)
         damped = _solve_eigen(eig, -g, move, lam + shift)
         newton_ok = jnp.all(jnp.isfinite(newton))
         decrement = -jnp.dot(g, jnp.where(newton_ok, newton, 0.0))
@@ -185,7 +207,7 @@ def minimize_bounded(
         ratio = actual / jnp.where(predicted < 0, predicted, -1.0)
         lam_accept = jnp.where(ratio > 0.5, 0.1 * s.lam, s.lam)
         lam_accept = jnp.where(lam_accept < 1e-8, 0.0, lam_accept)
-        lam_reject = jnp.maximum(10.0 * s.lam, 1e-3)
+        lam_reject = jnp.maximum(10.0 * s.lam, _LAMBDA_REJECT)
         lam = jnp.where(accept, lam_accept, lam_reject)
         x = jnp.where(accept, s.trial, s.x)
         f = jnp.where(accept, f_t, s.f)
