@@ -21,6 +21,10 @@ it does not cover, all measured alternately in one run (warm-up, then the median
 3. **vmap vs loop.** The value + gradient of 1. and 2. over `--batch` items (templates
    scaled by random factors, or Poisson pseudo-datasets): one jitted `vmap` call against
    a Python loop over the jitted single-item function (per item).
+4. **The Newton systems of a batched fit.** One iteration's three scaled systems
+   (Newton, damped, shifted) for `3 x --batch` random 3x3 Hessians, as a vmapped fit
+   solves them: diffana's unrolled LDL^T against LAPACK's eigendecomposition (what the
+   solver used before), per matrix.
 
 Usage:
 
@@ -240,6 +244,41 @@ def xla_ops_per_call(fn, calls: int = 20) -> float | None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def newton_systems(batch: int, reps: int, rounds: int) -> dict:
+    """ns per matrix of one iteration's three scaled Newton systems, batched, solved by
+    the unrolled LDL^T and through LAPACK's eigendecomposition."""
+    import jax
+    import jax.numpy as jnp
+
+    from diffana.infer import _solver
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(batch, 3, 3))
+    h = jnp.asarray(a @ a.transpose(0, 2, 1) + 0.5 * np.eye(3))
+    g = jnp.asarray(rng.normal(size=(batch, 3)))
+    shifts = jnp.asarray([0.0, 0.1, 2.0])
+    mask = jnp.ones(3, dtype=bool)
+
+    def solver(solve):
+        def one(h, g):
+            _, hs = _solver._scaled_system(h, mask)
+            top = _solver._gershgorin(hs)[1]
+            return solve(hs, g, shifts, 1e-12 * top, 1e-9 * top)
+
+        return jax.jit(jax.vmap(one))
+
+    fns = {k: solver(getattr(_solver, f"_solve_{k}")) for k in ("unrolled", "eigh")}
+    ys = {k: jax.block_until_ready(f(h, g))[0] for k, f in fns.items()}
+    out = {"newton_systems_max_abs_diff": float(jnp.max(jnp.abs(ys["unrolled"] - ys["eigh"])))}
+    times: dict[str, list] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k] += _timer(lambda f=f: f(h, g), reps * 4)
+    for k, ts in times.items():
+        out[f"newton_systems_{k}_ns_per_matrix"] = 1e3 * _med_us(ts, batch)
+    return out
+
+
 def run(args) -> dict:
     import jax
 
@@ -323,6 +362,9 @@ def run(args) -> dict:
     for backend in ("jax", "numpy"):
         res[f"pyhf_model_pyhf_{backend}_us"] = _med_us(t2[f"pyhf_{backend}"])
     res["pyhf_model_vg_nocb_xla_ops"] = xla_ops_per_call(pf["vg_nocb"])
+
+    # ---- 4. the Newton systems of a batched fit -------------------------------------------
+    res.update(newton_systems(3 * batch, reps, rounds))
     res["load_average_at_end"] = os.getloadavg()
     return res
 
@@ -385,6 +427,13 @@ def report(res) -> None:
         print(f"   pyhf[{bk:5s}] value only {res[f'pyhf_model_pyhf_{bk}_us']:10.1f} us")
     ops, us = res["pyhf_model_vg_nocb_xla_ops"], res["pyhf_model_diffana_vg_nocb_us"]
     _print_ops(ops, us, "value+grad*")
+    unrolled, eigh = (res[f"newton_systems_{k}_ns_per_matrix"] for k in ("unrolled", "eigh"))
+    print(f"4. one fit iteration's Newton systems, vmapped over {3 * b} 3x3 Hessians")
+    print(
+        f"   unrolled LDL^T {unrolled:6.0f} ns/matrix, LAPACK eigh {eigh:6.0f} ns/matrix "
+        f"-> {eigh / unrolled:5.1f}x (solutions differ by "
+        f"{res['newton_systems_max_abs_diff']:.1e})"
+    )
 
 
 def _print_ops(ops, us, label) -> None:

@@ -6,10 +6,16 @@ floating parameters that are not pinned at a bound (projected Newton), in coordi
 scaled by the Hessian's diagonal, with Levenberg-Marquardt damping that grows when a
 step fails to decrease the objective and shrinks when steps succeed. Negative
 curvature (an indefinite Hessian, common at the start of a fit to data with an excess)
-is shifted to unit curvature in the scaled coordinates. The step is projected onto the
-box. The fit has converged when the (lightly damped) Newton
-decrement ``g^T H^-1 g`` over the floating, non-pinned parameters is below ``tol``;
-one last step is then taken to polish the result.
+is shifted to at least unit curvature in the scaled coordinates. The step is projected
+onto the box. The fit has converged when the (lightly damped) Newton decrement
+``g^T H^-1 g`` over the floating, non-pinned parameters is below ``tol``; one last step
+is then taken to polish the result.
+
+The Newton systems of up to `UNROLLED_MAX` parameters (most HistFactory fits of a
+training loss or a toy study) are solved by an LDL^T factorisation unrolled into
+element-wise operations: under `vmap` these process the whole batch at once, where
+LAPACK would be called once per matrix (docs/performance.md has the measurement).
+Larger systems use LAPACK's eigendecomposition.
 """
 
 from __future__ import annotations
@@ -92,43 +98,97 @@ def _scales(h: Array, mask: Array) -> Array:
     return jnp.sqrt(jnp.where(scale2 > 0, scale2, 1.0))
 
 
-class _Eigen(NamedTuple):
-    scale: Array
-    evals: Array
-    evecs: Array
+# Largest number of floating parameters solved by the unrolled LDL^T factorisation;
+# larger systems go through LAPACK's eigendecomposition.
+UNROLLED_MAX = 8
 
 
-def _eigensystem(h: Array, mask: Array) -> _Eigen:
-    """Eigendecomposition of the masked Hessian scaled to unit diagonal."""
+def _scaled_system(h: Array, mask: Array) -> tuple[Array, Array]:
+    """Scales `d` and the masked Hessian scaled by them (unit diagonal where `H` is
+    positive semi-definite), with the identity on the rows of unmasked parameters."""
     d = _scales(h, mask)
     both = mask[:, None] & mask[None, :]
     hs = jnp.where(both, h / (d[:, None] * d[None, :]), 0.0)
     hs = hs + jnp.diag(jnp.where(mask, 0.0, 1.0))
-    evals, evecs = jnp.linalg.eigh(0.5 * (hs + hs.T))
-    return _Eigen(d, evals, evecs)
+    return d, 0.5 * (hs + hs.T)
 
 
-def _solve_eigen(eig: _Eigen, rhs: Array, mask: Array, lam: Array | float) -> Array:
-    top = jnp.max(jnp.abs(eig.evals))
-    shifted = eig.evals + lam
-    indefinite = jnp.min(shifted) < -_NEGATIVE_EIGENVALUE * top
-    denom = jnp.maximum(shifted, _LAMBDA_FLOOR * top)
-    rs = jnp.where(mask, rhs / eig.scale, 0.0)
-    ys = eig.evecs @ ((eig.evecs.T @ rs) / denom)
-    ys = jnp.where(indefinite, jnp.nan, ys)
-    return jnp.where(mask, ys / eig.scale, 0.0)
+def _gershgorin(hs: Array) -> tuple[Array, Array]:
+    """Lower and upper bounds on the eigenvalues of the symmetric matrix `hs`."""
+    radius = jnp.sum(jnp.abs(hs), axis=1) - jnp.abs(jnp.diagonal(hs))
+    return jnp.min(jnp.diagonal(hs) - radius), jnp.max(jnp.diagonal(hs) + radius)
+
+
+def _solve_unrolled(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
+    """`(hs + shift I) y = rhs` for each shift by an LDL^T factorisation without pivoting,
+    unrolled over the (static, small) size: a few fused element-wise operations per
+    column, which vectorise over a `vmap` batch (LAPACK factorises one matrix per call).
+
+    Pivots below `floor` are raised to it (parameters without effect, exact
+    degeneracies); `ok` is false where a pivot is below `-negative`, which by Sylvester's
+    law of inertia means the shifted matrix has a negative eigenvalue.
+    """
+    n = hs.shape[-1]
+    idx = jnp.arange(n)
+    a = hs[None, :, :] + shifts[:, None, None] * jnp.eye(n, dtype=hs.dtype)[None, :, :]
+    z = jnp.broadcast_to(rhs, (shifts.shape[0], n))
+    ok = jnp.ones(shifts.shape, dtype=bool)
+    cols, pivots = [], []
+    for j in range(n):
+        pivot = a[:, j, j]
+        ok = ok & (pivot >= -negative)
+        pivot = jnp.maximum(pivot, floor)
+        col = jnp.where(idx > j, a[:, :, j] / pivot[:, None], 0.0)
+        a = a - pivot[:, None, None] * col[:, :, None] * col[:, None, :]
+        z = z - col * z[:, j : j + 1]
+        cols.append(col)
+        pivots.append(pivot)
+    # Back substitution, column by column: L^T y = D^-1 z (row j of L holds L_ji).
+    lower = jnp.stack(cols, axis=2)
+    w = z / jnp.stack(pivots, axis=1)
+    for j in reversed(range(n)):
+        w = w - lower[:, j, :] * w[:, j : j + 1]
+    return w, ok
+
+
+def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
+    """As :func:`_solve_unrolled`, through the eigendecomposition of `hs`: eigenvalues
+    below `floor` are raised to it, and `ok` is false below `-negative`."""
+    evals, evecs = jnp.linalg.eigh(hs)
+    shifted = evals[None, :] + shifts[:, None]
+    ok = jnp.min(shifted, axis=1) >= -negative
+    coefficients = (evecs.T @ rhs)[None, :] / jnp.maximum(shifted, floor)
+    return coefficients @ evecs.T, ok
+
+
+def _solve_scaled(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
+    """Solutions `(k, n)` of `(hs + shifts[i] I) y_i = rhs`, and whether each shifted
+    matrix is positive semi-definite up to round-off `(k,)`.
+
+    Directions flatter than `1e-12` of the stiffest one (bounded by Gershgorin's
+    theorem) are regularised to that floor instead of blowing up; a negative curvature
+    beyond `1e-9` of it is not round-off.
+    """
+    top = _gershgorin(hs)[1]
+    floor, negative = _LAMBDA_FLOOR * top, _NEGATIVE_EIGENVALUE * top
+    solve = _solve_unrolled if hs.shape[-1] <= UNROLLED_MAX else _solve_eigh
+    return solve(hs, rhs, shifts, floor, negative)
 
 
 def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.0) -> Array:
     """Solve `(H + damping)_{mm} y_m = rhs_m` on the masked parameters, zero elsewhere.
 
-    The system is scaled to unit diagonal and solved through its eigendecomposition;
-    `lam` is added to the scaled eigenvalues. Directions flatter than `1e-12` of the
-    stiffest one (parameters without effect, exact degeneracies, round-off) are
-    regularised to that floor instead of blowing up. Linear in `rhs`. Returns NaN when
-    the damped, masked Hessian has a clearly negative eigenvalue (not a minimum).
+    The system is scaled to unit diagonal, `lam` is added to its diagonal, and it is
+    solved by an unrolled LDL^T factorisation (up to `UNROLLED_MAX` parameters) or
+    through its eigendecomposition. Directions flatter than `1e-12` of the stiffest one
+    (parameters without effect, exact degeneracies, round-off) are regularised to that
+    floor instead of blowing up. Linear in `rhs`. Returns NaN when the damped, masked
+    Hessian has a clearly negative eigenvalue (not a minimum).
     """
-    return _solve_eigen(_eigensystem(h, mask), rhs, mask, lam)
+    d, hs = _scaled_system(h, mask)
+    shifts = jnp.reshape(jnp.asarray(lam, dtype=hs.dtype), (1,))
+    ys, ok = _solve_scaled(hs, jnp.where(mask, rhs / d, 0.0), shifts)
+    return jnp.where(mask & ok[0], ys[0] / d, jnp.where(mask, jnp.nan, 0.0))
 
 
 def minimize_bounded(
@@ -159,17 +219,19 @@ def minimize_bounded(
         small (then also the convergence test), else the damped one."""
         pinned = ((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))
         move = free & ~pinned
-        eig = _eigensystem(h, move)
-        newton = _solve_eigen(eig, -g, move, 0.0)
-        # Negative curvature (a saddle or a concave region, e.g. a histosys whose up and
-        # down templates both lie below the nominal, or one whose interpolation curves
-        # against an excess in the data): shift the damped system so that its most
-        # negative eigenvalue becomes 1, the unit curvature of the scaled coordinates.
-        lowest = jnp.min(eig.evals)
-        negative = lowest < -_NEGATIVE_EIGENVALUE * jnp.max(jnp.abs(eig.evals))
-        shift = jnp.where(negative, 1.0 - lowest, 0.0)
-        damped = _solve_eigen(eig, -g, move, lam + shift)
-        newton_ok = jnp.all(jnp.isfinite(newton))
+        d, hs = _scaled_system(h, move)
+        # Three systems in one factorisation pass: the Newton step, the damped one and,
+        # for negative curvature (a saddle or a concave region, e.g. a histosys whose up
+        # and down templates both lie below the nominal, or one whose interpolation
+        # curves against an excess in the data), the damped one shifted so that every
+        # eigenvalue is at least 1, the unit curvature of the scaled coordinates (the
+        # shift is bounded with Gershgorin's theorem).
+        shifts = jnp.stack([jnp.zeros_like(lam), lam, lam + 1.0 - _gershgorin(hs)[0]])
+        ys, ok = _solve_scaled(hs, jnp.where(move, -g / d, 0.0), shifts)
+        steps = jnp.where(move[None, :], ys / d[None, :], 0.0)
+        newton_ok = ok[0] & jnp.all(jnp.isfinite(steps[0]))
+        newton = jnp.where(newton_ok, steps[0], jnp.nan)
+        damped = jnp.where(newton_ok, steps[1], jnp.where(ok[2], steps[2], jnp.nan))
         decrement = -jnp.dot(g, jnp.where(newton_ok, newton, 0.0))
         near = newton_ok & (decrement < _DECREMENT_TRUSTED)
         damped = jnp.where(jnp.all(jnp.isfinite(damped)), damped, 0.0)
