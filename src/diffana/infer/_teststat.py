@@ -120,16 +120,23 @@ class _Setup:
         applies = inside & jnp.all(main > 0)
 
         def closed_form(_):
-            nll = self.model.nll(pars, data)
-            return FitResult(
-                pars=pars,
-                nll=nll,
-                converged=jnp.isfinite(nll),
-                n_iter=jnp.asarray(0, dtype=jnp.int32),
-                uncertainties=jnp.zeros_like(pars),
-            )
+            return pars, jnp.asarray(True), jnp.asarray(0, dtype=jnp.int32)
 
-        return jax.lax.cond(applies, closed_form, lambda _: self.free_fit(data, pars), None)
+        def fit(_):
+            res = self.free_fit(data, pars)
+            return res.pars, res.converged, res.n_iter
+
+        # Only the parameters pass through the branches; the NLL is evaluated after them,
+        # so that its intermediates (kept for the gradient) are not copied out of a branch.
+        best, converged, n_iter = jax.lax.cond(applies, closed_form, fit, None)
+        nll = self.model.nll(best, data)
+        return FitResult(
+            pars=best,
+            nll=nll,
+            converged=converged & jnp.isfinite(nll),
+            n_iter=n_iter,
+            uncertainties=jnp.zeros_like(pars),
+        )
 
     def batch(self, data: Array, poi_values, inits=None) -> list[FitResult]:
         """Fits in one vmapped solver: entry `i` fixes the POI at `poi_values[i]` (or
