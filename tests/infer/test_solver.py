@@ -1,9 +1,9 @@
 """The Newton solver's linear algebra and its handling of negative curvature.
 
-Two factorisations solve the scaled Newton systems: an unrolled LDL^T (small models,
-vectorised over a `vmap` batch) and LAPACK's eigendecomposition (larger ones). They
-must agree with each other and with a dense solve, flag negative curvature alike, and a
-fit that starts at an indefinite Hessian must converge quickly to pyhf's minimum.
+Two factorisations solve the scaled Newton systems: an unrolled LDL^T (a vmapped batch
+of fits of a small model) and LAPACK's eigendecomposition (single fits, larger models).
+They must agree with each other and with a dense solve, flag negative curvature alike,
+and a fit that starts at an indefinite Hessian must converge quickly to pyhf's minimum.
 """
 
 from __future__ import annotations
@@ -64,38 +64,72 @@ def test_negative_curvature_is_flagged_and_the_gershgorin_shift_removes_it(n):
         )
 
 
-@pytest.mark.parametrize("unrolled_max", [_solver.UNROLLED_MAX, 0])
-def test_newton_solve_regularises_flat_directions_and_rejects_saddles(monkeypatch, unrolled_max):
-    monkeypatch.setattr(_solver, "UNROLLED_MAX", unrolled_max)
-    # parameter 1 has no effect (zero row and column), parameter 3 is not solved for
-    h = np.array(
-        [[4.0, 0.0, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 2.0, 0.3], [0.5, 0.0, 0.3, 9.0]]
-    )
-    rhs = np.array([1.0, 0.0, -2.0, 5.0])
-    mask = jnp.asarray([True, True, True, False])
-    y = np.asarray(_solver.newton_solve_free(jnp.asarray(h), jnp.asarray(rhs), mask))
-    np.testing.assert_allclose(y[[0, 2]], np.linalg.solve(h[:3:2, :3:2], rhs[[0, 2]]), rtol=1e-9)
-    assert y[1] == 0.0 and y[3] == 0.0
-    saddle = h.copy()
+# Parameter 1 has no effect (zero row and column); parameter 3 is not solved for.
+FLAT = np.array(
+    [[4.0, 0.0, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 2.0, 0.3], [0.5, 0.0, 0.3, 9.0]]
+)
+FLAT_RHS = np.array([1.0, 0.0, -2.0, 5.0])
+FLAT_MASK = jnp.asarray([True, True, True, False])
+
+
+def _saddle() -> np.ndarray:
+    saddle = FLAT.copy()
     saddle[2, 2] = -2.0
-    y = np.asarray(_solver.newton_solve_free(jnp.asarray(saddle), jnp.asarray(rhs), mask))
+    return saddle
+
+
+@pytest.mark.parametrize("solve", [_solver._solve_unrolled, _solver._solve_eigh])
+def test_flat_directions_are_regularised_and_saddles_rejected(solve):
+    def solved(h):
+        d, hs = _solver._scaled_system(jnp.asarray(h), FLAT_MASK)
+        rs = jnp.where(FLAT_MASK, jnp.asarray(FLAT_RHS) / d, 0.0)
+        ys, ok = _solver._solve_with(solve, hs, rs, jnp.zeros(1))
+        return np.asarray(jnp.where(FLAT_MASK, ys[0] / d, 0.0)), bool(ok[0])
+
+    y, ok = solved(FLAT)
+    assert ok
+    np.testing.assert_allclose(y[[0, 2]], np.linalg.solve(FLAT[:3:2, :3:2], FLAT_RHS[[0, 2]]))
+    assert y[1] == 0.0
+    assert not solved(_saddle())[1]
+
+
+def test_newton_solve_is_zero_off_the_mask_and_nan_at_a_saddle():
+    y = np.asarray(_solver.newton_solve_free(jnp.asarray(FLAT), jnp.asarray(FLAT_RHS), FLAT_MASK))
+    np.testing.assert_allclose(y[[0, 2]], np.linalg.solve(FLAT[:3:2, :3:2], FLAT_RHS[[0, 2]]))
+    assert y[1] == 0.0 and y[3] == 0.0
+    y = np.asarray(
+        _solver.newton_solve_free(jnp.asarray(_saddle()), jnp.asarray(FLAT_RHS), FLAT_MASK)
+    )
     assert np.isnan(y[:3]).all() and y[3] == 0.0
 
 
-def _fit_hlo(model, data) -> str:
-    batch = jnp.broadcast_to(data, (4, data.shape[0]))
-    return jax.jit(jax.vmap(lambda d: infer.fit(model, d).pars)).lower(batch).as_text()
+def _hlo(fn, data, batch: int) -> str:
+    batched = jnp.broadcast_to(data, (batch, data.shape[0]))
+    return jax.jit(jax.vmap(fn)).lower(batched).as_text()
 
 
-def test_small_fits_do_not_call_lapack_per_matrix(monkeypatch):
-    """A vmapped fit of a small model factorises with vectorised element-wise operations;
-    LAPACK's eigendecomposition would loop over the batch, one matrix per call."""
+def test_lapack_solves_a_few_fits_and_the_unrolled_factorisation_a_batch(monkeypatch):
+    """One fit, or a handful solved together, calls LAPACK once per iteration; a vmapped
+    batch of fits is factorised with element-wise operations over the whole batch
+    (LAPACK would loop over it, one matrix per call). Nested batches count in full: the
+    three fits that `hypotest` solves together, vmapped over 16 datasets, make 48."""
     model = hf.correlated_background([2.0, 5.0], [50.0, 40.0], [55.0, 42.0], [45.0, 38.0])
     data = jnp.concatenate([jnp.asarray([52.0, 47.0]), model.auxdata])
-    assert "syevd" not in _fit_hlo(model, data)
+
+    def fit(d):
+        return infer.fit(model, d).pars
+
+    def cls(d):
+        return infer.hypotest(1.0, d, model)
+
+    assert "syevd" in _hlo(fit, data, 1)
+    assert "syevd" not in _hlo(fit, data, 16)
+    with infer.runtime_convergence_checks(False):
+        assert "syevd" in jax.jit(cls).lower(data).as_text()
+        assert "syevd" not in _hlo(cls, data, 16)
     monkeypatch.setattr(_solver, "UNROLLED_MAX", 0)
     jax.clear_caches()  # the fit's inner jit would reuse its trace
-    assert "syevd" in _fit_hlo(model, data)
+    assert "syevd" in _hlo(fit, data, 16)
     jax.clear_caches()
 
 

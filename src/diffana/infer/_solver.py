@@ -11,11 +11,12 @@ onto the box. The fit has converged when the (lightly damped) Newton decrement
 ``g^T H^-1 g`` over the floating, non-pinned parameters is below ``tol``; one last step
 is then taken to polish the result.
 
-The Newton systems of up to `UNROLLED_MAX` parameters (most HistFactory fits of a
-training loss or a toy study) are solved by an LDL^T factorisation unrolled into
-element-wise operations: under `vmap` these process the whole batch at once, where
-LAPACK would be called once per matrix (docs/performance.md has the measurement).
-Larger systems use LAPACK's eigendecomposition.
+A single fit, or a handful solved together, factorises its Newton systems with LAPACK's
+eigendecomposition: one operation per iteration. A vmapped batch of fits of up to
+`UNROLLED_MAX` parameters (a toy study, a batch of training losses) uses an LDL^T
+factorisation unrolled into element-wise operations, which process the whole batch at
+once where LAPACK would factorise one matrix per call (docs/performance.md has the
+measurement).
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def _scales(h: Array, mask: Array) -> Array:
 # Largest number of floating parameters solved by the unrolled LDL^T factorisation;
 # larger systems go through LAPACK's eigendecomposition.
 UNROLLED_MAX = 8
+# Largest stack of systems (fits solved together) left to LAPACK, which factorises one
+# matrix per call but in a single operation; the unrolled LDL^T takes more operations,
+# each processing the whole stack, and wins beyond a handful of matrices.
+LAPACK_STACK_MAX = 8
 
 
 def _scaled_system(h: Array, mask: Array) -> tuple[Array, Array]:
@@ -161,33 +166,59 @@ def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     return coefficients @ evecs.T, ok
 
 
-def _solve_scaled(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
+def _solve_with(solve, hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
     """Solutions `(k, n)` of `(hs + shifts[i] I) y_i = rhs`, and whether each shifted
-    matrix is positive semi-definite up to round-off `(k,)`.
+    matrix is positive semi-definite up to round-off `(k,)`, by `solve`.
 
     Directions flatter than `1e-12` of the stiffest one (bounded by Gershgorin's
     theorem) are regularised to that floor instead of blowing up; a negative curvature
     beyond `1e-9` of it is not round-off.
     """
     top = _gershgorin(hs)[1]
-    floor, negative = _LAMBDA_FLOOR * top, _NEGATIVE_EIGENVALUE * top
-    solve = _solve_unrolled if hs.shape[-1] <= UNROLLED_MAX else _solve_eigh
-    return solve(hs, rhs, shifts, floor, negative)
+    return solve(hs, rhs, shifts, _LAMBDA_FLOOR * top, _NEGATIVE_EIGENVALUE * top)
+
+
+@jax.custom_batching.custom_vmap
+def _solve_stack(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
+    """:func:`_solve_with` over a stack of `m` systems, `(m, n, n)`, `(m, n)`, `(m, k)`.
+
+    A few matrices go to LAPACK, which loops over them in one operation. A larger stack
+    of small matrices - a vmapped batch of fits - is factorised by the unrolled LDL^T,
+    whose element-wise operations process the whole stack at once. Under `vmap` the
+    batch is folded into the stack, so that the choice sees every matrix.
+    """
+    small = hs.shape[-1] <= UNROLLED_MAX and hs.shape[0] > LAPACK_STACK_MAX
+    solve = _solve_unrolled if small else _solve_eigh
+    return jax.vmap(lambda *a: _solve_with(solve, *a))(hs, rhs, shifts)
+
+
+@_solve_stack.def_vmap
+def _solve_stack_batch(axis_size, in_batched, hs, rhs, shifts):
+    args = [
+        a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+        for a, batched in zip((hs, rhs, shifts), in_batched, strict=True)
+    ]
+    ys, ok = _solve_stack(*(jnp.reshape(a, (-1, *a.shape[2:])) for a in args))
+    m = hs.shape[-3]
+    ys = jnp.reshape(ys, (axis_size, m, *ys.shape[1:]))
+    ok = jnp.reshape(ok, (axis_size, m, *ok.shape[1:]))
+    return (ys, ok), (True, True)
 
 
 def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.0) -> Array:
     """Solve `(H + damping)_{mm} y_m = rhs_m` on the masked parameters, zero elsewhere.
 
     The system is scaled to unit diagonal, `lam` is added to its diagonal, and it is
-    solved by an unrolled LDL^T factorisation (up to `UNROLLED_MAX` parameters) or
-    through its eigendecomposition. Directions flatter than `1e-12` of the stiffest one
-    (parameters without effect, exact degeneracies, round-off) are regularised to that
-    floor instead of blowing up. Linear in `rhs`. Returns NaN when the damped, masked
-    Hessian has a clearly negative eigenvalue (not a minimum).
+    solved through its eigendecomposition (this solve is differentiated, in the implicit
+    gradient of a fit, which the batching rule of :func:`_solve_stack` does not allow; it
+    runs once per fit, not once per iteration). Directions flatter than `1e-12` of the
+    stiffest one (parameters without effect, exact degeneracies, round-off) are
+    regularised to that floor instead of blowing up. Linear in `rhs`. Returns NaN when
+    the damped, masked Hessian has a clearly negative eigenvalue (not a minimum).
     """
     d, hs = _scaled_system(h, mask)
     shifts = jnp.reshape(jnp.asarray(lam, dtype=hs.dtype), (1,))
-    ys, ok = _solve_scaled(hs, jnp.where(mask, rhs / d, 0.0), shifts)
+    ys, ok = _solve_with(_solve_eigh, hs, jnp.where(mask, rhs / d, 0.0), shifts)
     return jnp.where(mask & ok[0], ys[0] / d, jnp.where(mask, jnp.nan, 0.0))
 
 
@@ -227,7 +258,8 @@ def minimize_bounded(
         # eigenvalue is at least 1, the unit curvature of the scaled coordinates (the
         # shift is bounded with Gershgorin's theorem).
         shifts = jnp.stack([jnp.zeros_like(lam), lam, lam + 1.0 - _gershgorin(hs)[0]])
-        ys, ok = _solve_scaled(hs, jnp.where(move, -g / d, 0.0), shifts)
+        ys, ok = _solve_stack(hs[None], jnp.where(move, -g / d, 0.0)[None], shifts[None])
+        ys, ok = ys[0], ok[0]
         steps = jnp.where(move[None, :], ys / d[None, :], 0.0)
         newton_ok = ok[0] & jnp.all(jnp.isfinite(steps[0]))
         newton = jnp.where(newton_ok, steps[0], jnp.nan)
