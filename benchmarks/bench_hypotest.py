@@ -164,9 +164,18 @@ def neos_functions(batch: int):
     }, hb
 
 
-def pyhf_functions(batch: int):
+def pseudo_datasets(model, batch: int):
+    """Poisson pseudo-datasets at `mu = 0` and nominal nuisance parameters, with auxdata."""
     import jax
     import jax.numpy as jnp
+
+    lam = model.expected_actualdata(model.init.at[model.poi_index].set(0.0))
+    toys = jax.random.poisson(jax.random.key(0), lam, (batch, model.nbins)).astype(float)
+    return jnp.concatenate([toys, jnp.broadcast_to(model.auxdata, (batch, model.nauxdata))], 1)
+
+
+def pyhf_functions(batch: int):
+    import jax
 
     from diffana import hf, infer
 
@@ -179,15 +188,39 @@ def pyhf_functions(batch: int):
         return infer.hypotest(1.0, d, model.with_yields({("SR", "signal"): s}))
 
     vg = jax.jit(jax.value_and_grad(cls_of))
-    lam = model.expected_actualdata(model.init.at[model.poi_index].set(0.0))
-    toys = jax.random.poisson(jax.random.key(0), lam, (batch, model.nbins)).astype(float)
-    datasets = jnp.concatenate([toys, jnp.broadcast_to(model.auxdata, (batch, model.nauxdata))], 1)
+    datasets = pseudo_datasets(model, batch)
     vg_vmap = jax.jit(jax.vmap(jax.value_and_grad(cls_of), in_axes=(None, 0)))
     return {
         "vg": (lambda: vg(sig0, data)),
         "vmap": (lambda: vg_vmap(sig0, datasets)),
         "loop": (lambda: [vg(sig0, d) for d in datasets]),
     }, float(vg(sig0, data)[0])
+
+
+def fit_iterations(batch: int) -> dict:
+    """Newton iterations of the four fits behind `hypotest` on the pseudo-datasets of
+    part 2 (public API, so the script measures earlier versions too): at `mu = 1`, free
+    and at `mu = 0` on each dataset, then at `mu = 1` on the Asimov data generated at the
+    `mu = 0` fit. A vmapped call runs as many iterations as its slowest fit."""
+    import jax
+
+    from diffana import hf, infer
+
+    spec = pyhf_spec()
+    model = hf.Model.from_pyhf(spec)
+    datasets = pseudo_datasets(model, batch)
+
+    def iterations(d):
+        at1 = infer.fixed_poi_fit(1.0, model, d)
+        free = infer.fit(model, d)
+        at0 = infer.fixed_poi_fit(0.0, model, d)
+        asimov = model.expected_data(at0.pars, include_auxdata=True)
+        at1_asimov = infer.fixed_poi_fit(1.0, model, asimov)
+        return [r.n_iter for r in (at1, free, at0, at1_asimov)]
+
+    with infer.runtime_convergence_checks(False):
+        n = np.asarray(jax.jit(jax.vmap(iterations))(datasets))
+    return {"fit_iterations_mean": n.mean(axis=1).tolist(), "fit_iterations_max": n.max(1).tolist()}
 
 
 def pyhf_reference(backend: str):
@@ -362,6 +395,7 @@ def run(args) -> dict:
     for backend in ("jax", "numpy"):
         res[f"pyhf_model_pyhf_{backend}_us"] = _med_us(t2[f"pyhf_{backend}"])
     res["pyhf_model_vg_nocb_xla_ops"] = xla_ops_per_call(pf["vg_nocb"])
+    res.update(fit_iterations(batch))
 
     # ---- 4. the Newton systems of a batched fit -------------------------------------------
     res.update(newton_systems(3 * batch, reps, rounds))
@@ -427,6 +461,9 @@ def report(res) -> None:
         print(f"   pyhf[{bk:5s}] value only {res[f'pyhf_model_pyhf_{bk}_us']:10.1f} us")
     ops, us = res["pyhf_model_vg_nocb_xla_ops"], res["pyhf_model_diffana_vg_nocb_us"]
     _print_ops(ops, us, "value+grad*")
+    mean = ", ".join(f"{v:.2f}" for v in res["fit_iterations_mean"])
+    top = ", ".join(str(v) for v in res["fit_iterations_max"])
+    print(f"   fit iterations (mu=1, free, mu=0, mu=1 on Asimov): mean {mean}; slowest {top}")
     unrolled, eigh = (res[f"newton_systems_{k}_ns_per_matrix"] for k in ("unrolled", "eigh"))
     print(f"4. one fit iteration's Newton systems, vmapped over {3 * b} 3x3 Hessians")
     print(
