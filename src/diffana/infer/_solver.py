@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 __all__ = ["SolverResult", "minimize_bounded", "newton_solve_free"]
@@ -99,12 +100,14 @@ def _scales(h: Array, mask: Array) -> Array:
     return jnp.sqrt(jnp.where(scale2 > 0, scale2, 1.0))
 
 
-# Largest number of floating parameters solved by the unrolled LDL^T factorisation;
-# larger systems go through LAPACK's eigendecomposition.
+# Largest Hessian (number of parameters, fixed ones included) solved by the unrolled
+# LDL^T factorisation in a vmapped batch; larger ones go through LAPACK's
+# eigendecomposition.
 UNROLLED_MAX = 8
 # Largest stack of systems (fits solved together) left to LAPACK, which factorises one
 # matrix per call but in a single operation; the unrolled LDL^T takes more operations,
-# each processing the whole stack, and wins beyond a handful of matrices.
+# each processing the whole stack, and wins beyond a handful of matrices. Measured on a
+# CPU (docs/performance.md); on a GPU the eigendecomposition goes to cuSOLVER instead.
 LAPACK_STACK_MAX = 8
 
 
@@ -129,9 +132,10 @@ def _solve_unrolled(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     unrolled over the (static, small) size: a few fused element-wise operations per
     column, which vectorise over a `vmap` batch (LAPACK factorises one matrix per call).
 
-    Pivots below `floor` are raised to it (parameters without effect, exact
-    degeneracies); `ok` is false where a pivot is below `-negative`, which by Sylvester's
-    law of inertia means the shifted matrix has a negative eigenvalue.
+    The shifts include the regularisation `floor` (see :func:`_solve_with`); pivots
+    below it (round-off) are raised to it. `ok` is false where a pivot is below
+    `-negative`, which by Sylvester's law of inertia means the shifted matrix has a
+    negative eigenvalue.
     """
     n = hs.shape[-1]
     idx = jnp.arange(n)
@@ -157,8 +161,8 @@ def _solve_unrolled(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
 
 
 def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
-    """As :func:`_solve_unrolled`, through the eigendecomposition of `hs`: eigenvalues
-    below `floor` are raised to it, and `ok` is false below `-negative`."""
+    """As :func:`_solve_unrolled`, through the eigendecomposition of `hs`: shifted
+    eigenvalues below `floor` are raised to it, and `ok` is false below `-negative`."""
     evals, evecs = jnp.linalg.eigh(hs)
     shifted = evals[None, :] + shifts[:, None]
     ok = jnp.min(shifted, axis=1) >= -negative
@@ -170,16 +174,18 @@ def _solve_with(solve, hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Arr
     """Solutions `(k, n)` of `(hs + shifts[i] I) y_i = rhs`, and whether each shifted
     matrix is positive semi-definite up to round-off `(k,)`, by `solve`.
 
-    Directions flatter than `1e-12` of the stiffest one (bounded by Gershgorin's
-    theorem) are regularised to that floor instead of blowing up; a negative curvature
-    beyond `1e-9` of it is not round-off.
+    `1e-12` of the stiffest curvature (bounded by Gershgorin's theorem) is added to the
+    diagonal, so that flat directions (parameters without effect, exact degeneracies)
+    are regularised instead of blowing up, the same way by either factorisation; a
+    negative curvature beyond `1e-9` of the stiffest is not round-off.
     """
     top = _gershgorin(hs)[1]
-    return solve(hs, rhs, shifts, _LAMBDA_FLOOR * top, _NEGATIVE_EIGENVALUE * top)
+    floor = _LAMBDA_FLOOR * top
+    return solve(hs, rhs, shifts + floor, floor, _NEGATIVE_EIGENVALUE * top)
 
 
 @jax.custom_batching.custom_vmap
-def _solve_stack(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
+def _solve_stack_batched(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
     """:func:`_solve_with` over a stack of `m` systems, `(m, n, n)`, `(m, n)`, `(m, k)`.
 
     A few matrices go to LAPACK, which loops over them in one operation. A larger stack
@@ -192,29 +198,58 @@ def _solve_stack(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
     return jax.vmap(lambda *a: _solve_with(solve, *a))(hs, rhs, shifts)
 
 
-@_solve_stack.def_vmap
+@_solve_stack_batched.def_vmap
 def _solve_stack_batch(axis_size, in_batched, hs, rhs, shifts):
     args = [
         a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
         for a, batched in zip((hs, rhs, shifts), in_batched, strict=True)
     ]
-    ys, ok = _solve_stack(*(jnp.reshape(a, (-1, *a.shape[2:])) for a in args))
+    ys, ok = _solve_stack_batched(*(jnp.reshape(a, (-1, *a.shape[2:])) for a in args))
     m = hs.shape[-3]
     ys = jnp.reshape(ys, (axis_size, m, *ys.shape[1:]))
     ok = jnp.reshape(ok, (axis_size, m, *ok.shape[1:]))
     return (ys, ok), (True, True)
 
 
+@jax.custom_jvp
+def _solve_stack(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
+    """:func:`_solve_stack_batched`, differentiable in forward mode (the solver loop is,
+    when a fit's implicit gradient is itself differentiated, e.g. by `jax.hessian`).
+
+    The derivative comes from a second solve, `(hs + s I) dy = drhs - (dhs + ds I) y`,
+    so that the batching rule never sees a tangent.
+    """
+    return _solve_stack_batched(hs, rhs, shifts)
+
+
+@_solve_stack.defjvp
+def _solve_stack_jvp(primals, tangents):
+    hs, rhs, shifts = primals
+    d_hs, d_rhs, d_shifts = tangents
+    ys, ok = _solve_stack(hs, rhs, shifts)
+    m, k, n = ys.shape
+    d_rhs_k = (
+        d_rhs[:, None, :]
+        - jnp.sum(d_hs[:, None, :, :] * ys[:, :, None, :], axis=3)
+        - d_shifts[:, :, None] * ys
+    )
+    d_ys, _ = _solve_stack(
+        jnp.repeat(hs, k, axis=0), jnp.reshape(d_rhs_k, (m * k, n)), jnp.reshape(shifts, (-1, 1))
+    )
+    return (ys, ok), (jnp.reshape(d_ys, (m, k, n)), np.zeros(ok.shape, jax.dtypes.float0))
+
+
 def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.0) -> Array:
     """Solve `(H + damping)_{mm} y_m = rhs_m` on the masked parameters, zero elsewhere.
 
     The system is scaled to unit diagonal, `lam` is added to its diagonal, and it is
-    solved through its eigendecomposition (this solve is differentiated, in the implicit
-    gradient of a fit, which the batching rule of :func:`_solve_stack` does not allow; it
-    runs once per fit, not once per iteration). Directions flatter than `1e-12` of the
-    stiffest one (parameters without effect, exact degeneracies, round-off) are
-    regularised to that floor instead of blowing up. Linear in `rhs`. Returns NaN when
-    the damped, masked Hessian has a clearly negative eigenvalue (not a minimum).
+    solved through its eigendecomposition (this solve is reverse-differentiated, in the
+    implicit gradient of a fit, and the batching rule of :func:`_solve_stack` has no
+    transpose; it runs once per fit, not once per iteration). `1e-12` of the stiffest
+    curvature is added to the diagonal, so that flat directions (parameters without
+    effect, exact degeneracies, round-off) are regularised instead of blowing up. Linear
+    in `rhs`. Returns NaN when the damped, masked Hessian has a clearly negative
+    eigenvalue (not a minimum).
     """
     d, hs = _scaled_system(h, mask)
     shifts = jnp.reshape(jnp.asarray(lam, dtype=hs.dtype), (1,))
@@ -255,8 +290,10 @@ def minimize_bounded(
         # for negative curvature (a saddle or a concave region, e.g. a histosys whose up
         # and down templates both lie below the nominal, or one whose interpolation
         # curves against an excess in the data), the damped one shifted so that every
-        # eigenvalue is at least 1, the unit curvature of the scaled coordinates (the
-        # shift is bounded with Gershgorin's theorem).
+        # eigenvalue is at least 1, the unit curvature of the scaled coordinates. The
+        # shift uses Gershgorin's lower bound on the lowest eigenvalue, which needs no
+        # eigendecomposition; it is at most the number of parameters, and can exceed
+        # the exact shift by as much, shortening such steps.
         shifts = jnp.stack([jnp.zeros_like(lam), lam, lam + 1.0 - _gershgorin(hs)[0]])
         ys, ok = _solve_stack(hs[None], jnp.where(move, -g / d, 0.0)[None], shifts[None])
         ys, ok = ys[0], ok[0]
