@@ -295,8 +295,7 @@ def newton_systems(batch: int, reps: int, rounds: int) -> dict:
     def solver(solve):
         def one(h, g):
             _, hs = _solver._scaled_system(h, mask)
-            top = _solver._gershgorin(hs)[1]
-            return solve(hs, g, shifts, 1e-12 * top, 1e-9 * top)
+            return _solver._solve_with(solve, hs, g, shifts)
 
         return jax.jit(jax.vmap(one))
 
