@@ -172,6 +172,33 @@ def test_cls_loss_fits_when_the_asimov_point_is_out_of_bounds():
     # the unbounded minimum (the closed form) would give a visibly different CLs
     q_wrong = 2.0 * float(cond.nll - m.nll(m.init.at[m.poi_index].set(0.0), asimov))
     assert abs(2.0 * float(jax.scipy.stats.norm.cdf(-np.sqrt(q_wrong))) - expected) > 1e-3
+    # The fit branch's derivatives (taken at its result, not through the branch), first
+    # and second order.
+    signal = m.nominal[m.samples.index("signal")]
+
+    def loss(s):
+        return losses.cls_loss(m.with_yields({("SR", "signal"): s}), mu)
+
+    assert_grad_matches_fd(loss, signal, rtol=1e-6)
+    assert_hessian_matches_fd(loss, signal)
+
+
+def assert_hessian_matches_fd(loss, x, eps=1e-4):
+    """`jax.hessian(loss)` against central differences of `jax.grad(loss)`."""
+    hessian = np.asarray(jax.hessian(loss)(x))
+    grad = jax.jit(jax.grad(loss))
+    steps = eps * np.abs(np.asarray(x))
+    rows = [(grad(x.at[i].add(h)) - grad(x.at[i].add(-h))) / (2 * h) for i, h in enumerate(steps)]
+    np.testing.assert_allclose(hessian, np.stack(rows), rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("loss", [losses.cls_loss, losses.discovery_loss])
+def test_second_derivatives_of_the_losses(model, loss):
+    """The envelope theorem gives the losses' gradients at the fits' minima; their
+    second derivatives then follow the minima themselves (forward mode through the
+    fits), and match finite differences of the gradient."""
+    signal = model.nominal[model.samples.index("signal")]
+    assert_hessian_matches_fd(lambda s: loss(model.with_yields({("SR", "signal"): s})), signal)
 
 
 def test_cls_loss_with_an_empty_bin_and_a_negative_poi_bound(empty_bin_workspace):

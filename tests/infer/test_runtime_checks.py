@@ -130,7 +130,10 @@ def test_one_host_call_per_batch_of_unconverged_fits(monkeypatch):
     calls = []
     monkeypatch.setattr(mle, "_warn_unconverged", lambda c, *a: calls.append(np.asarray(c)))
     model = hf.correlated_background(*TEMPLATES)
-    data = jnp.stack([model.expected_data(model.init)] * 3)
+    # Data away from the start: one iteration cannot converge (at the start it would,
+    # the fit then only polishing its result).
+    away = model.init.at[model.poi_index].set(2.0)
+    data = jnp.stack([model.expected_data(away)] * 3)
     batched = jax.jit(jax.vmap(lambda d: infer.fit(model, d, maxiter=1).converged))
     converged = jax.block_until_ready(batched(data))
     jax.effects_barrier()

@@ -16,6 +16,7 @@ import pytest
 
 import diffana.hf as hf
 import diffana.infer as infer
+import diffana.losses as losses
 from diffana.infer import _solver
 
 SHIFTS = jnp.asarray([0.0, 0.5, 10.0])
@@ -144,6 +145,48 @@ def test_lapack_solves_a_few_fits_and_the_unrolled_factorisation_a_batch(monkeyp
         assert "syevd" in _hlo(fit, data, 16)
     finally:
         jax.clear_caches()
+
+
+def _eigh_calls(fun, *args) -> int:
+    with infer.runtime_convergence_checks(False):
+        return jax.jit(fun).lower(*args).compile().as_text().count("syevd")
+
+
+def test_gradients_of_minimum_nlls_factorise_no_hessian():
+    """The NLL at a fit's minimum is differentiated by the envelope theorem: a gradient
+    of a loss or test statistic (differences of such minima) adds no factorisation to
+    the compiled function, while a gradient of the fitted parameters adds the implicit
+    function theorem's solve."""
+    model = hf.correlated_background([2.0, 5.0], [50.0, 40.0], [55.0, 42.0], [45.0, 38.0])
+    data = jnp.concatenate([jnp.asarray([52.0, 47.0]), model.auxdata])
+    signal = model.nominal[model.samples.index("signal")]
+
+    def with_signal(s):
+        return model.with_yields({(model.channels[0], "signal"): s})
+
+    def cls_loss(s):
+        return losses.cls_loss(with_signal(s))
+
+    def qmu(s):
+        return infer.qmu_tilde(1.0, data, with_signal(s))
+
+    def mu_hat(s):
+        return infer.fit(with_signal(s), data).pars[model.poi_index]
+
+    for fun in (cls_loss, qmu):
+        assert _eigh_calls(jax.grad(fun), signal) == _eigh_calls(fun, signal) > 0
+    assert _eigh_calls(jax.grad(mu_hat), signal) > _eigh_calls(mu_hat, signal) > 0
+
+
+def test_a_fit_started_at_its_minimum_stops_after_one_evaluation():
+    """Convergence is tested at each accepted point and the polishing Newton step is not
+    evaluated in the loop: a fit started at the minimum takes one iteration."""
+    model = hf.correlated_background([2.0, 5.0], [50.0, 40.0], [55.0, 42.0], [45.0, 38.0])
+    data = model.expected_data(model.init)
+    res = infer.fit(model, data)
+    assert bool(res.converged) and int(res.n_iter) == 1
+    np.testing.assert_allclose(res.pars, model.init, atol=1e-12)
+    np.testing.assert_allclose(res.nll, model.nll(res.pars, data), rtol=1e-15)
 
 
 def test_second_derivatives_through_a_fit_single_and_batched():

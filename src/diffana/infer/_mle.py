@@ -312,8 +312,9 @@ def _solve(model, data, x0, bounds, free, *, tol, maxiter):
 
 @eqx.filter_custom_jvp
 def _argmin(model, data, x0, bounds, free, tol, maxiter):
+    """The fit: `(pars, nll, n_iter, converged)`, differentiable (see :func:`_fit_tangents`)."""
     res = _solve(model, data, x0, bounds, free, tol=tol, maxiter=maxiter)
-    return res.x, res.n_iter, res.converged
+    return res.x, res.value, res.n_iter, res.converged
 
 
 def _zeros_for_none(primal, tangent):
@@ -331,43 +332,109 @@ def _zeros_for_none(primal, tangent):
     return diff, static, t
 
 
-@_argmin.def_jvp
-def _argmin_jvp(primals, tangents):
-    model, data, x0, bounds, free, tol, maxiter = primals
-    t_model, t_data, t_x0, t_bounds, _, _, _ = tangents
-    res = _solve(model, data, x0, bounds, free, tol=tol, maxiter=maxiter)
-    x = res.x
+def _fit_tangents(primals, tangents, x, hessian):
+    """Tangents `(t_pars, t_nll)` of a fit's result `x` with respect to its inputs.
+
+    `primals` and `tangents` are `(model, data, x0, bounds, free, ...)`; `hessian` is
+    the NLL's Hessian at `x` (or `None` to compute it).
+
+    - Parameters that do not move follow their inputs: fixed ones their values in `x0`,
+      those pinned at a bound the bound.
+    - The moving ones follow from the implicit-function theorem on their stationarity,
+      `H_mm dx_m = -(d/dt) grad_m nll(x_pinned + t dx_pinned, model + t dmodel, ...)`.
+    - The NLL at the minimum follows from the envelope theorem: its gradient with
+      respect to the moving parameters vanishes there, so its tangent is the partial
+      one, `(d/dt) nll(x_pinned + t dx_pinned, model + t dmodel, data + t ddata)`, with
+      no linear solve. Reverse-mode gradients of test statistics (differences of such
+      minima) therefore never factorise a Hessian, and the Hessian and the solve above
+      are dead code that `jit` removes unless the parameters themselves are
+      differentiated. Both tangents are exact at the minimum and, being computed from
+      `x`, differentiable again (e.g. by `jax.hessian` of a profiled NLL).
+    """
+    model, data, _, bounds, free = primals[:5]
+    t_model, t_data, t_x0, t_bounds = tangents[:4]
     lower, upper = bounds[:, 0], bounds[:, 1]
     at_lower = free & (x <= lower)
     at_upper = free & (x >= upper) & ~at_lower
     moving = free & ~at_lower & ~at_upper
 
-    # Tangent of the parameters that do not move: fixed ones follow their values in x0,
-    # those pinned at a bound follow the bound.
     zero = jnp.zeros_like(x)
     t_x0 = zero if t_x0 is None else t_x0
     t_lo = zero if t_bounds is None else t_bounds[:, 0]
     t_hi = zero if t_bounds is None else t_bounds[:, 1]
     t_pinned = jnp.where(~free, t_x0, jnp.where(at_lower, t_lo, jnp.where(at_upper, t_hi, 0.0)))
 
-    # Implicit-function theorem on the stationarity of the moving parameters:
-    #   H_mm dx_m = -(d/dt) grad_m nll(x_pinned + t dx_pinned, model + t dmodel, data + t ddata)
     m_diff, m_static, t_m = _zeros_for_none(model, t_model)
     t_d = jnp.zeros_like(data) if t_data is None else t_data
 
-    def grad_nll(md, d, xx):
-        return jax.grad(_objective)(xx, (eqx.combine(md, m_static), d))
+    def value_grad_nll(md, d, xx):
+        return jax.value_and_grad(_objective)(xx, (eqx.combine(md, m_static), d))
 
-    _, rhs = jax.jvp(grad_nll, (m_diff, data, x), (t_m, t_d, t_pinned))
-    t_moving = newton_solve_free(res.hessian, -rhs, moving)
-    t_x = t_pinned + t_moving
-    return (x, res.n_iter, res.converged), (t_x, None, None)
+    _, (t_nll, rhs) = jax.jvp(value_grad_nll, (m_diff, data, x), (t_m, t_d, t_pinned))
+    if hessian is None:
+        hessian = jax.hessian(_objective)(x, (model, data))
+    t_x = t_pinned + newton_solve_free(hessian, -rhs, moving)
+    return t_x, t_nll
+
+
+@_argmin.def_jvp
+def _argmin_jvp(primals, tangents):
+    model, data, x0, bounds, free, tol, maxiter = primals
+    res = _solve(model, data, x0, bounds, free, tol=tol, maxiter=maxiter)
+    t_x, t_nll = _fit_tangents(primals, tangents, res.x, res.hessian)
+    return (res.x, res.value, res.n_iter, res.converged), (t_x, t_nll, None, None)
+
+
+def _asimov_argmin_impl(model, data, pars, bounds, free, tol, maxiter):
+    lower, upper = bounds[:, 0], bounds[:, 1]
+    inside = jnp.all(jnp.where(free, (pars >= lower) & (pars <= upper), True))
+    main = model.expected_data(pars, include_auxdata=False)
+    applies = inside & jnp.all(main > 0)
+
+    def closed_form(_):
+        return pars, jnp.asarray(True), jnp.asarray(0, dtype=jnp.int32)
+
+    def fit(_):
+        res = _solve(model, data, pars, bounds, free, tol=tol, maxiter=maxiter)
+        return res.x, res.converged, res.n_iter
+
+    # Only the parameters pass through the branches; the NLL is evaluated after them.
+    best, converged, n_iter = jax.lax.cond(applies, closed_form, fit, None)
+    nll = model.nll(best, data)
+    return best, nll, n_iter, converged & jnp.isfinite(nll)
+
+
+@eqx.filter_custom_jvp
+def asimov_argmin(model, data, pars, bounds, free, tol, maxiter):
+    """The free fit of Asimov data generated at `pars`, in closed form where it applies:
+    `(pars, nll, n_iter, converged)` as :func:`_argmin`.
+
+    `data` must be `model.expected_data(pars, include_auxdata=True)`. When `pars` lies
+    inside the bounds (fixed parameters aside) and every main bin's expected count
+    there is positive, each term of the NLL - each Poisson bin at rate = count, each
+    constraint at its centre - is at its minimum at `pars`, so `pars` is the global
+    maximum-likelihood estimate exactly. Otherwise (a parameter outside its bounds, or
+    an empty bin, whose term `rate` keeps falling if a parameter can push the rate below
+    zero) the fit runs, starting at `pars`. The choice is made at run time; under `vmap`
+    both branches run, the fit then converging at once where the closed form holds.
+
+    The derivatives are those of any fit (:func:`_fit_tangents`), taken at the result,
+    so that the branch itself is never differentiated at first order: a gradient does
+    not carry the fit branch's intermediates out of it.
+    """
+    return _asimov_argmin_impl(model, data, pars, bounds, free, tol, maxiter)
+
+
+@asimov_argmin.def_jvp
+def _asimov_argmin_jvp(primals, tangents):
+    best, nll, n_iter, converged = _asimov_argmin_impl(*primals)
+    t_x, t_nll = _fit_tangents(primals, tangents, best, None)
+    return (best, nll, n_iter, converged), (t_x, t_nll, None, None)
 
 
 def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties):
     free = ~jnp.asarray(fixed)
-    pars, n_iter, converged = _argmin(model, data, init, bounds, free, tol, maxiter)
-    nll = model.nll(pars, data)
+    pars, nll, n_iter, converged = _argmin(model, data, init, bounds, free, tol, maxiter)
     if return_uncertainties:
         h = jax.hessian(_objective)(pars, (model, data))
         inv_diag = _inverse_diagonal(h, free)
@@ -392,8 +459,8 @@ def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResul
     data_axis = 0 if data.ndim == 2 else None
 
     def one(d, x0, fr):
-        pars, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
-        return FitResult(pars, model.nll(pars, d), converged, n_iter, jnp.zeros_like(pars))
+        pars, nll, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
+        return FitResult(pars, nll, converged, n_iter, jnp.zeros_like(pars))
 
     return jax.vmap(one, in_axes=(data_axis, 0, 0))(data, inits, free)
 

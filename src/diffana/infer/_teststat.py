@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, Float
@@ -18,6 +17,7 @@ from diffana.infer._mle import (
     _fit_impl,
     as_data,
     as_poi_value,
+    asimov_argmin,
     dynamic_options,
     fit_batch,
     model_arrays,
@@ -101,39 +101,17 @@ class _Setup:
         return _fit_impl(self.model, data, init, self.bounds, fixed, self.tol, self.maxiter, False)
 
     def asimov_free_fit(self, pars: Array, data: Array) -> FitResult:
-        """The free fit of Asimov data generated at `pars`, in closed form where it applies.
-
-        `data` must be `model.expected_data(pars, include_auxdata=True)`. When `pars` lies
-        inside the bounds (fixed parameters aside) and every main bin's expected count
-        there is positive, each term of the NLL - each Poisson bin at rate = count, each
-        constraint at its centre - is at its minimum at `pars`, so `pars` is the global
-        maximum-likelihood estimate exactly (as a function of the model's arrays too, so
-        gradients follow). Otherwise (a parameter outside its bounds, or an empty bin,
-        whose term `rate` keeps falling if a parameter can push the rate below zero) the
-        fit runs, starting at `pars`. The choice is made at run time; under `vmap` both
-        branches run, the fit then converging in two iterations where the closed form
-        holds.
-        """
-        lower, upper = self.bounds[:, 0], self.bounds[:, 1]
-        inside = jnp.all(jnp.where(self.fixed, True, (pars >= lower) & (pars <= upper)))
-        main = self.model.expected_data(pars, include_auxdata=False)
-        applies = inside & jnp.all(main > 0)
-
-        def closed_form(_):
-            return pars, jnp.asarray(True), jnp.asarray(0, dtype=jnp.int32)
-
-        def fit(_):
-            res = self.free_fit(data, pars)
-            return res.pars, res.converged, res.n_iter
-
-        # Only the parameters pass through the branches; the NLL is evaluated after them,
-        # so that its intermediates (kept for the gradient) are not copied out of a branch.
-        best, converged, n_iter = jax.lax.cond(applies, closed_form, fit, None)
-        nll = self.model.nll(best, data)
+        """The free fit of Asimov data generated at `pars`, in closed form where it
+        applies (:func:`diffana.infer._mle.asimov_argmin`); `data` must be
+        `model.expected_data(pars, include_auxdata=True)`."""
+        free = ~jnp.asarray(self.fixed)
+        best, nll, n_iter, converged = asimov_argmin(
+            self.model, data, pars, self.bounds, free, self.tol, self.maxiter
+        )
         return FitResult(
             pars=best,
             nll=nll,
-            converged=converged & jnp.isfinite(nll),
+            converged=converged,
             n_iter=n_iter,
             uncertainties=jnp.zeros_like(pars),
         )
