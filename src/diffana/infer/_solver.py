@@ -58,16 +58,25 @@ class SolverResult(NamedTuple):
 
 
 class _State(NamedTuple):
-    x: Array  # accepted point
-    f: Array
-    g: Array
-    h: Array
+    # The accepted point and the objective's value, gradient and Hessian there, packed
+    # into one vector (see `_pack`): one select per iteration accepts or rejects them.
+    point: Array
     lam: Array
     trial: Array  # next point to evaluate
     trial_trusted: Array  # the trial is a small Newton step, accepted without a test
     n_iter: Array
     converged: Array
     failed: Array
+
+
+def _pack(x: Array, f: Array, g: Array, h: Array) -> Array:
+    """`x`, `f`, `g` and `h` (n, (), n, (n, n)) as one vector of `2 n + 1 + n^2`."""
+    return jnp.concatenate([x, f[None], g, jnp.ravel(h)])
+
+
+def _unpack(point: Array, n: int) -> tuple[Array, Array, Array, Array]:
+    """Inverse of :func:`_pack`."""
+    return point[:n], point[n], point[n + 1 : 2 * n + 1], point[2 * n + 1 :].reshape(n, n)
 
 
 def _value_grad_hess(fun, x, args):
@@ -167,8 +176,9 @@ def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     evals, evecs = jnp.linalg.eigh(hs)
     shifted = evals[None, :] + shifts[:, None]
     ok = jnp.min(shifted, axis=1) >= -negative
-    coefficients = (evecs.T @ rhs)[None, :] / jnp.maximum(shifted, floor)
-    return coefficients @ evecs.T, ok
+    # Products as element-wise sums, which fuse with their neighbours (dots do not).
+    coefficients = jnp.sum(evecs * rhs[:, None], axis=0)[None, :] / jnp.maximum(shifted, floor)
+    return jnp.sum(coefficients[:, None, :] * evecs[None, :, :], axis=2), ok
 
 
 def _solve_with(solve, hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
@@ -299,22 +309,26 @@ def minimize_bounded(
         ys, ok = _solve_stack(hs[None], jnp.where(move, -g / d, 0.0)[None], shifts[None])
         ys, ok = ys[0], ok[0]
         steps = jnp.where(move[None, :], ys / d[None, :], 0.0)
-        newton_ok = ok[0] & jnp.all(jnp.isfinite(steps[0]))
-        newton = jnp.where(newton_ok, steps[0], jnp.nan)
-        damped = jnp.where(newton_ok, steps[1], jnp.where(ok[2], steps[2], jnp.nan))
-        decrement = -jnp.dot(g, jnp.where(newton_ok, newton, 0.0))
+        finite = jnp.all(jnp.isfinite(steps), axis=1)
+        newton_ok = ok[0] & finite[0]
+        decrement = -jnp.sum(g * jnp.where(newton_ok, steps[0], 0.0))
         near = newton_ok & (decrement < _DECREMENT_TRUSTED)
-        damped = jnp.where(jnp.all(jnp.isfinite(damped)), damped, 0.0)
-        step = jnp.where(near, newton, damped)
+        # The damped step, or the shifted one where the Newton system is not positive
+        # definite; no step at all where neither is usable (the damping then grows).
+        damped = jnp.where(newton_ok, steps[1], steps[2])
+        damped_ok = jnp.where(newton_ok, finite[1], ok[2] & finite[2])
+        step = jnp.where(near, steps[0], jnp.where(damped_ok, damped, 0.0))
         trial = jnp.where(free, jnp.clip(x + step, lower, upper), x)
         return trial, near & (decrement < tol), near
 
     # The first iteration evaluates x0 and accepts it (f = +inf before).
     state = _State(
-        x=x0,
-        f=jnp.asarray(jnp.inf, dtype=x0.dtype),
-        g=jnp.zeros_like(x0),
-        h=jnp.zeros((n, n), dtype=x0.dtype),
+        point=_pack(
+            x0,
+            jnp.asarray(jnp.inf, dtype=x0.dtype),
+            jnp.zeros_like(x0),
+            jnp.zeros((n, n), dtype=x0.dtype),
+        ),
         lam=jnp.asarray(0.0, dtype=x0.dtype),
         trial=x0,
         trial_trusted=jnp.asarray(True),
@@ -328,11 +342,13 @@ def minimize_bounded(
 
     def body(s: _State) -> _State:
         first = s.n_iter == 0
-        f_t, g_t, h_t = _value_grad_hess(fun, s.trial, args)
-        finite_t = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
-        delta = s.trial - s.x
-        predicted = jnp.dot(s.g, delta) + 0.5 * jnp.dot(delta, s.h @ delta)
-        actual = f_t - s.f
+        point_t = _pack(s.trial, *_value_grad_hess(fun, s.trial, args))
+        finite_t = jnp.all(jnp.isfinite(point_t))
+        x, f, g, h = _unpack(s.point, n)
+        delta = s.trial - x
+        # g.delta + delta.H.delta / 2 as one sum (tiny arrays: one fused reduction).
+        predicted = jnp.sum(delta[:, None] * (0.5 * h * delta[None, :] + jnp.diag(g)))
+        actual = point_t[n] - f
         decreased = (predicted < 0) & (actual <= 1e-4 * predicted)
         accept = finite_t & (first | decreased | s.trial_trusted)
         ratio = actual / jnp.where(predicted < 0, predicted, -1.0)
@@ -340,16 +356,11 @@ def minimize_bounded(
         lam_accept = jnp.where(lam_accept < 1e-8, 0.0, lam_accept)
         lam_reject = jnp.maximum(10.0 * s.lam, _LAMBDA_REJECT)
         lam = jnp.where(accept, lam_accept, lam_reject)
-        x = jnp.where(accept, s.trial, s.x)
-        f = jnp.where(accept, f_t, s.f)
-        g = jnp.where(accept, g_t, s.g)
-        h = jnp.where(accept, h_t, s.h)
+        point = jnp.where(accept, point_t, s.point)
+        x, f, g, h = _unpack(point, n)
         trial, final, trusted = propose(x, g, h, lam)
         return _State(
-            x=x,
-            f=f,
-            g=g,
-            h=h,
+            point=point,
             lam=lam,
             trial=trial,
             trial_trusted=trusted,
@@ -360,7 +371,7 @@ def minimize_bounded(
         )
 
     s = jax.lax.while_loop(cond, body, state)
-    x = jnp.where(s.converged, s.trial, s.x)
+    x = jnp.where(s.converged, s.trial, s.point[:n])
     f, _, h = _value_grad_hess(fun, x, args)
     converged = s.converged & jnp.isfinite(f)
     return SolverResult(x=x, value=f, hessian=h, n_iter=s.n_iter, converged=converged)
