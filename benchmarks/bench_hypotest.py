@@ -20,7 +20,9 @@ it does not cover, all measured alternately in one run (warm-up, then the median
    fits) with the jax and numpy backends.
 3. **vmap vs loop.** The value + gradient of 1. and 2. over `--batch` items (templates
    scaled by random factors, or Poisson pseudo-datasets): one jitted `vmap` call against
-   a Python loop over the jitted single-item function (per item).
+   a Python loop over the jitted single-item function (per item). The `vmap` is timed
+   twice: jitted with JAX's defaults, and with `compiler_options=diffana.compiler_options()`
+   (on a CPU: no YNNPACK fusions for reductions).
 4. **The Newton systems of a batched fit.** One iteration's three scaled systems
    (Newton, damped, shifted) for `3 x --batch` random 3x3 Hessians, as a vmapped fit
    solves them: diffana's unrolled LDL^T against LAPACK's eigendecomposition (what the
@@ -136,6 +138,7 @@ def neos_functions(batch: int):
     import jax
     import jax.numpy as jnp
 
+    import diffana
     from diffana import hf, infer, losses
 
     h0 = jnp.asarray(NEOS_TEMPLATES)
@@ -156,10 +159,14 @@ def neos_functions(batch: int):
     vg_cls = jax.jit(jax.value_and_grad(cls))
     vg_full = jax.jit(jax.value_and_grad(full))
     vg_cls_vmap = jax.jit(jax.vmap(jax.value_and_grad(cls)))
+    vg_cls_vmap_opt = jax.jit(
+        jax.vmap(jax.value_and_grad(cls)), compiler_options=diffana.compiler_options()
+    )
     return {
         "cls": (lambda: vg_cls(h0)),
         "full": (lambda: vg_full(h0)),
         "cls_vmap": (lambda: vg_cls_vmap(hb)),
+        "cls_vmap_opt": (lambda: vg_cls_vmap_opt(hb)),
         "cls_loop": (lambda: [vg_cls(h) for h in hb]),
     }, hb
 
@@ -177,6 +184,7 @@ def pseudo_datasets(model, batch: int):
 def pyhf_functions(batch: int):
     import jax
 
+    import diffana
     from diffana import hf, infer
 
     spec = pyhf_spec()
@@ -190,9 +198,14 @@ def pyhf_functions(batch: int):
     vg = jax.jit(jax.value_and_grad(cls_of))
     datasets = pseudo_datasets(model, batch)
     vg_vmap = jax.jit(jax.vmap(jax.value_and_grad(cls_of), in_axes=(None, 0)))
+    vg_vmap_opt = jax.jit(
+        jax.vmap(jax.value_and_grad(cls_of), in_axes=(None, 0)),
+        compiler_options=diffana.compiler_options(),
+    )
     return {
         "vg": (lambda: vg(sig0, data)),
         "vmap": (lambda: vg_vmap(sig0, datasets)),
+        "vmap_opt": (lambda: vg_vmap_opt(sig0, datasets)),
         "loop": (lambda: [vg(sig0, d) for d in datasets]),
     }, float(vg(sig0, data)[0])
 
@@ -341,7 +354,7 @@ def run(args) -> dict:
         )
         res["relaxed_versions"] = ref["versions"]
     singles = ("cls", "full", "cls_nocb", "full_nocb")
-    batched = ("cls_vmap", "cls_loop", "cls_vmap_nocb", "cls_loop_nocb")
+    batched = tuple(f"cls_{k}{sfx}" for sfx in ("", "_nocb") for k in ("vmap", "vmap_opt", "loop"))
     times: dict[str, list] = {k: [] for k in (*singles, "relaxed")}
     times_batch: dict[str, list] = {k: [] for k in (*batched, "relaxed_vmap")}
     for _ in range(rounds):  # alternate diffana and relaxed
@@ -390,6 +403,7 @@ def run(args) -> dict:
     for sfx in ("", "_nocb"):
         res[f"pyhf_model_diffana_vg{sfx}_us"] = _med_us(t2[f"vg{sfx}"])
         res[f"pyhf_model_diffana_vmap{sfx}_us_per_item"] = _med_us(t2[f"vmap{sfx}"], batch)
+        res[f"pyhf_model_diffana_vmap_opt{sfx}_us_per_item"] = _med_us(t2[f"vmap_opt{sfx}"], batch)
         res[f"pyhf_model_diffana_loop{sfx}_us_per_item"] = _med_us(t2[f"loop{sfx}"], batch)
     for backend in ("jax", "numpy"):
         res[f"pyhf_model_pyhf_{backend}_us"] = _med_us(t2[f"pyhf_{backend}"])
@@ -405,7 +419,8 @@ def run(args) -> dict:
 def report(res) -> None:
     b = res["settings"]["batch"]
     print(f"device: {res['device']}; load average at start {res['load_average_at_start']}")
-    print("(*: traced inside diffana.infer.runtime_convergence_checks(False))")
+    print("(*: traced inside diffana.infer.runtime_convergence_checks(False);")
+    print(" vmap+: jitted with compiler_options=diffana.compiler_options())")
     print("1. neos model (4 bins, mu + histosys), value + gradient w.r.t. the 4 templates")
     line = f"   CLs: diffana {res['neos_cls_diffana']:.8g}"
     if "neos_cls_relaxed" in res:
@@ -429,12 +444,13 @@ def report(res) -> None:
     _print_ops(res["neos_cls_nocb_xla_ops"], res["neos_cls_nocb_vg_us"], "cls_loss*")
     for sfx in ("", "_nocb"):
         loop = res[f"neos_cls_loop{sfx}_us_per_item"]
-        vm = res[f"neos_cls_vmap{sfx}_us_per_item"]
         star = "*" if sfx else " "
-        print(
-            f"   cls_loss{star} vmap over {b}: {vm:7.1f} us/item, loop {loop:7.1f} us/item"
-            f" -> {loop / vm:5.1f}x"
-        )
+        for opt in ("", "_opt"):
+            vm = res[f"neos_cls_vmap{opt}{sfx}_us_per_item"]
+            print(
+                f"   cls_loss{star} vmap{'+' if opt else ' '} over {b}: {vm:7.1f} us/item, loop"
+                f" {loop:7.1f} us/item -> {loop / vm:5.1f}x"
+            )
     if "neos_relaxed_vmap_us_per_item" in res:
         print(f"   relaxed vmap over {b}: {res['neos_relaxed_vmap_us_per_item']:.1f} us/item")
     print("2. 10-bin model (mu, histosys, normsys), hypotest qtilde")
@@ -451,11 +467,13 @@ def report(res) -> None:
         )
         print(f"   diffana value+grad{star}  {d:10.1f} us   ({ratios})")
         loop = res[f"pyhf_model_diffana_loop{sfx}_us_per_item"]
-        vm = res[f"pyhf_model_diffana_vmap{sfx}_us_per_item"]
-        print(
-            f"   diffana{star} vmap over {b}: {vm:7.1f} us/item, loop {loop:7.1f} us/item"
-            f" -> {loop / vm:5.1f}x"
-        )
+        for opt in ("", "_opt"):
+            vm = res[f"pyhf_model_diffana_vmap{opt}{sfx}_us_per_item"]
+            print(
+                f"   diffana{star} vmap{'+' if opt else ' '} over {b}: {vm:7.1f} us/item, loop"
+                f" {loop:7.1f} us/item -> {loop / vm:5.1f}x, pyhf jax / vmap"
+                f" {res['pyhf_model_pyhf_jax_us'] / vm:5.0f}x"
+            )
     for bk in ("jax", "numpy"):
         print(f"   pyhf[{bk:5s}] value only {res[f'pyhf_model_pyhf_{bk}_us']:10.1f} us")
     ops, us = res["pyhf_model_vg_nocb_xla_ops"], res["pyhf_model_diffana_vg_nocb_us"]

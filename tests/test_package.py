@@ -32,6 +32,61 @@ def test_opt_out_of_x64_warns_on_statistics():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, False),
+        ({"DIFFANA_CPU_ASYNC_DISPATCH": "1"}, True),
+        ({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"}, True),
+    ],
+)
+def test_import_switches_cpu_dispatch_to_synchronous_unless_opted_out(env, expected):
+    import os
+
+    code = (
+        "import diffana, jax\n"
+        f"assert jax.config.read('jax_cpu_enable_async_dispatch') is {expected}\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if "ASYNC_DISPATCH" not in k}
+    subprocess.run([sys.executable, "-c", code], check=True, env={**clean, **env})
+
+
+def test_compiler_options_change_no_result():
+    """The recommended options compile (they are probed) and a vmapped batch of
+    hypothesis tests with them equals the one compiled with the defaults."""
+    import jax
+
+    from diffana import hf, infer
+
+    opts = diffana.compiler_options()
+    assert isinstance(opts, dict)
+    if jax.default_backend() == "cpu" and jax.__version_info__ >= (0, 10):
+        assert opts  # known to this XLA: the probe must not fail silently
+    model = hf.correlated_background([2.0, 5.0], [50.0, 40.0], [55.0, 42.0], [45.0, 38.0])
+    data = jnp.stack([model.expected_data(model.init) + k for k in (0.0, 3.0, -4.0)])
+
+    def cls(d):
+        return jax.value_and_grad(lambda d_: infer.hypotest(1.0, d_, model))(d)
+
+    with infer.runtime_convergence_checks(False):
+        default = jax.jit(jax.vmap(cls))(data)
+        tuned = jax.jit(jax.vmap(cls), compiler_options=opts)(data)
+    for a, b in zip(default, tuned, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_unknown_compiler_options_are_dropped(monkeypatch):
+    from diffana import _config
+
+    monkeypatch.setattr(_config, "_CPU_OPTIONS", {"xla_cpu_no_such_option": "1"})
+    _config.compiler_options.cache_clear()
+    try:
+        if _config.jax.default_backend() == "cpu":
+            assert _config.compiler_options() == {}
+    finally:
+        _config.compiler_options.cache_clear()
+
+
 def test_float32_input_warns_naming_argument():
     with pytest.warns(diffana.PrecisionWarning, match="'yields'"):
         diffana.check_float64(jnp.zeros(2, dtype=jnp.float32), "yields", "Model")

@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from diffana._config import _apply_policy_on_import, check_float64, enable_x64, x64_enabled
+from diffana._config import (
+    _apply_policy_on_import,
+    check_float64,
+    compiler_options,
+    enable_x64,
+    x64_enabled,
+)
 from diffana.errors import (
     ConvergenceWarning,
     DataError,
@@ -59,6 +65,7 @@ __all__ = [
     "SpecError",
     "__version__",
     "check_float64",
+    "compiler_options",
     "enable_x64",
     "x64_enabled",
 ]

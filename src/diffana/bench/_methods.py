@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from diffana import hf, losses
+from diffana._config import compiler_options
 from diffana.baselines import candidate_ranges, scan_thresholds, train_classifier
 from diffana.errors import ConvergenceWarning, ProblemDefinitionError
 from diffana.problems import Problem, Sample
@@ -210,7 +211,7 @@ def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Call
     settings = problem.modifier_settings(scenario)
     sign_j = jnp.asarray(sign)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options())
     def z0(candidates):
         t = candidates * sign_j[None, :]
         yields = {}

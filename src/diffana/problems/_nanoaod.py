@@ -60,6 +60,7 @@ import uproot
 from jaxtyping import Array, Float
 
 from diffana import relax
+from diffana._config import compiler_options
 from diffana.errors import DataError, ProblemDefinitionError
 from diffana.io import Collection, Events, Objects, Schema
 from diffana.problems._base import (
@@ -1369,7 +1370,10 @@ def _scan_cuts(problem, scenario, train, cfg, seed):
 
     chunk = int(cfg["chunk"])
     # the events are an argument, not a closed-over constant: XLA would constant-fold them
-    batched = jax.jit(lambda c, data: jax.lax.map(lambda p: z0_one(p, data), c, batch_size=chunk))
+    batched = jax.jit(
+        lambda c, data: jax.lax.map(lambda p: z0_one(p, data), c, batch_size=chunk),
+        compiler_options=compiler_options(),
+    )
     res = scan_thresholds(
         lambda c: np.asarray(batched(jnp.asarray(c), stacked)),
         ranges,
