@@ -251,6 +251,30 @@ def pyhf_reference(backend: str):
     return call, value
 
 
+# Trace events that are not XLA operations: Python frames ($...), JAX's dispatch and the
+# runtime's bookkeeping, control flow (its body's operations are counted).
+_NOT_OPERATIONS = (
+    "$",
+    "ThunkExecutor",
+    "end:",
+    "Slinky",
+    "while",
+    "cond",
+    "Pjit",
+    "Execute",
+    "CommonPjRt",
+    "BatchedCopy",
+    "batched_copy",
+    "shard_args",
+    "Handle inputs",
+    "Allocate",
+    "ParseArguments",
+    "PythonRefManager",
+    "ThreadpoolListener",
+    "Wait for",
+)
+
+
 def xla_ops_per_call(fn, calls: int = 20) -> float | None:
     """Operations (XLA's CPU thunks: fusions, dots, custom calls such as `eigh`) executed
     per call of `fn`, counted from a `jax.profiler` trace; `None` if the profiler's trace
@@ -278,13 +302,8 @@ def xla_ops_per_call(fn, calls: int = 20) -> float | None:
             return None
         n = 0
         for plane in ProfileData.from_file(paths[0]).planes:
-            for line in plane.lines:
-                if "XLA" not in line.name:  # the executor's threads
-                    continue
-                for event in line.events:
-                    name = event.name
-                    if not (name.startswith(("ThunkExecutor", "while", "end:", "Slinky"))):
-                        n += 1
+            for line in plane.lines:  # the executor's threads, and the caller's (synchronous)
+                n += sum(not event.name.startswith(_NOT_OPERATIONS) for event in line.events)
         return n / calls
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
