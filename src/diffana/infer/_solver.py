@@ -176,7 +176,11 @@ def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     evals, evecs = jnp.linalg.eigh(hs)
     shifted = evals[None, :] + shifts[:, None]
     ok = jnp.min(shifted, axis=1) >= -negative
-    # Products as element-wise sums, which fuse with their neighbours (dots do not).
+    if hs.shape[-1] > UNROLLED_MAX:
+        coefficients = (evecs.T @ rhs)[None, :] / jnp.maximum(shifted, floor)
+        return coefficients @ evecs.T, ok
+    # Small systems: the products as element-wise sums, which fuse with their neighbours
+    # into fewer operations than dots.
     coefficients = jnp.sum(evecs * rhs[:, None], axis=0)[None, :] / jnp.maximum(shifted, floor)
     return jnp.sum(coefficients[:, None, :] * evecs[None, :, :], axis=2), ok
 
