@@ -291,3 +291,68 @@ def test_fit_from_an_indefinite_hessian_converges_fast_to_pyhf_minimum():
     assert float(res.nll) <= float(twice_nll) / 2 + 1e-8
     np.testing.assert_allclose(float(res.nll), float(twice_nll) / 2, rtol=1e-8)
     np.testing.assert_allclose(res.pars, pars, atol=2e-3)  # scipy SLSQP in pyhf: ~1e-4
+
+
+def _saddle_model():
+    """One bin: a signal with `mu`, a background whose histosys moves it up for either
+    sign of `alpha` (both templates above the nominal). Data above the background make
+    `alpha = 0` a saddle of the fit at `mu = 0`: zero slope, negative curvature."""
+    spec = {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": [50.45],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "background",
+                        "data": [132.5],
+                        "modifiers": [
+                            {
+                                "name": "jes",
+                                "type": "histosys",
+                                "data": {"hi_data": [150.0], "lo_data": [150.0]},
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "observations": [{"name": "SR", "data": [182.95]}],
+        "version": "1.0.0",
+    }
+    return hf.Model.from_pyhf(spec), spec
+
+
+def test_a_fit_started_on_a_saddle_leaves_it():
+    """The fit at `mu = 0` starts on the saddle and must leave it for the minimum (pyhf's
+    SLSQP stays on the saddle and reports success), alone and in a vmapped batch (the
+    unrolled factorisation)."""
+    model, spec = _saddle_model()
+    data = hf.workspace_data(spec, model)
+    jes = model.par_names.index("jes")
+    saddle = model.init.at[model.poi_index].set(0.0)
+    grad = jax.grad(model.nll)(saddle, data)
+    assert abs(float(grad[jes])) < 1e-12
+    assert float(jax.hessian(model.nll)(saddle, data)[jes, jes]) < 0
+
+    # the minimum over alpha by a dense scan, refined by bisection on the slope
+    alphas = jnp.linspace(-5.0, 5.0, 20001)
+    nlls = jax.vmap(lambda a: model.nll(saddle.at[jes].set(a), data))(alphas)
+    best = float(jnp.min(nlls))
+    assert best < float(model.nll(saddle, data)) - 0.1
+
+    res = infer.fixed_poi_fit(0.0, model, data)
+    assert bool(res.converged)
+    assert abs(float(res.pars[jes])) > 0.1
+    assert float(res.nll) <= best + 1e-9
+    assert abs(float(jax.grad(model.nll)(res.pars, data)[jes])) < 1e-6
+
+    batch = jnp.stack([data] * 12)
+    fits = jax.vmap(lambda d: infer.fixed_poi_fit(0.0, model, d))(batch)
+    assert bool(jnp.all(fits.converged))
+    np.testing.assert_allclose(fits.nll, float(res.nll), rtol=1e-12)

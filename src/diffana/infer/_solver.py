@@ -6,8 +6,9 @@ floating parameters that are not pinned at a bound (projected Newton), in coordi
 scaled by the Hessian's diagonal, with Levenberg-Marquardt damping that grows when a
 step fails to decrease the objective and shrinks when steps succeed. Negative
 curvature (an indefinite Hessian, common at the start of a fit to data with an excess)
-is shifted to at least unit curvature in the scaled coordinates. The step is projected
-onto the box. The fit has converged when the (lightly damped) Newton decrement
+is shifted to at least unit curvature in the scaled coordinates; at a saddle, where the
+gradient has no component along the negative curvature, the step follows it instead.
+The step is projected onto the box. The fit has converged when the (lightly damped) Newton decrement
 ``g^T H^-1 g`` over the floating, non-pinned parameters is below ``tol``; one last
 Newton step is then taken to polish the result. That step is not evaluated inside the
 loop: the value, gradient and Hessian at the result are computed once after it (unused
@@ -317,9 +318,21 @@ def minimize_bounded(
         newton_ok = ok[0] & finite[0]
         decrement = -jnp.sum(g * jnp.where(newton_ok, steps[0], 0.0))
         near = newton_ok & (decrement < _DECREMENT_TRUSTED)
+        # A saddle: where the gradient has no component along a direction of negative
+        # curvature (a histosys whose up and down templates lie on the same side of the
+        # nominal has zero slope at alpha = 0), the shifted step does not move along it.
+        # Step along the moving coordinate of most negative curvature instead, one scaled
+        # unit shortened by the damping (downhill where the slope is not exactly zero).
+        curvature = jnp.where(move, jnp.diagonal(hs), jnp.inf)
+        along = jnp.arange(n) == jnp.argmin(curvature)
+        slope = jnp.sum(jnp.where(along, g, 0.0))
+        shifted_along = jnp.sum(jnp.where(along, ys[2], 0.0))
+        saddle = ~newton_ok & (jnp.min(curvature) < 0) & (jnp.abs(shifted_along) < 1e-3)
+        kick = jnp.where(along, jnp.where(slope > 0, -1.0, 1.0) / ((1.0 + lam) * d), 0.0)
+        shifted = steps[2] + jnp.where(saddle, kick, 0.0)
         # The damped step, or the shifted one where the Newton system is not positive
         # definite; no step at all where neither is usable (the damping then grows).
-        damped = jnp.where(newton_ok, steps[1], steps[2])
+        damped = jnp.where(newton_ok, steps[1], shifted)
         damped_ok = jnp.where(newton_ok, finite[1], ok[2] & finite[2])
         step = jnp.where(near, steps[0], jnp.where(damped_ok, damped, 0.0))
         trial = jnp.where(free, jnp.clip(x + step, lower, upper), x)
