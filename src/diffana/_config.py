@@ -16,7 +16,7 @@ Dispatch: ``import diffana`` also switches JAX's CPU backend to synchronous disp
 dispatch) unless ``DIFFANA_CPU_ASYNC_DISPATCH=1`` or ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` is
 set. A jitted call then runs in the calling thread instead of being handed to a worker
 thread: a fit or hypothesis test of a small model (tens of microseconds of work)
-returns up to 3.5x sooner (`benchmarks/bench_hypotest.py`), while large computations
+returns about 3.5x sooner (`benchmarks/bench_hypotest.py`), while large computations
 (training steps, batches of fits) run as before. The switch only takes effect if the
 CPU backend has not been initialised yet, i.e. when diffana is imported before the
 first computation.
@@ -73,11 +73,11 @@ def compiler_options() -> dict[str, str]:
     """XLA compiler options for `jax.jit(..., compiler_options=...)` of batched fits.
 
     On a CPU: YNNPACK fusions for dots only, not for reductions. A vmapped batch of
-    1000 hypothesis tests (value and gradient) then runs about 1.4x faster
-    (`benchmarks/bench_hypotest.py` prints both); single fits and neural-network
-    training steps run as fast as with the defaults. diffana passes these options to
-    the `jax.jit` of its own batched fits (the cut scans of `diffana bench`); pass them
-    to yours::
+    1000 hypothesis tests (value and gradient) then runs about 1.3x faster
+    (`benchmarks/bench_hypotest.py` prints both), and the neos training step, whose
+    matrix products keep YNNPACK, as fast as before (docs/performance.md). diffana
+    passes these options to the `jax.jit` of its own batched fits (the cut scans of
+    `diffana bench`); pass them to yours::
 
         jax.jit(jax.vmap(fn), compiler_options=diffana.compiler_options())
 
