@@ -329,9 +329,9 @@ def _saddle_model():
 
 
 def test_a_fit_started_on_a_saddle_leaves_it():
-    """The fit at `mu = 0` starts on the saddle and must leave it for the minimum (pyhf's
-    SLSQP stays on the saddle and reports success), alone and in a vmapped batch (the
-    unrolled factorisation)."""
+    """The fit at `mu = 0` starts on the saddle and must leave it for the minimum (pyhf
+    0.7.6 with SLSQP stays on the saddle, `jes = 0`, and reports success), alone and in a
+    vmapped batch (the unrolled factorisation)."""
     model, spec = _saddle_model()
     data = hf.workspace_data(spec, model)
     jes = model.par_names.index("jes")
@@ -340,7 +340,7 @@ def test_a_fit_started_on_a_saddle_leaves_it():
     assert abs(float(grad[jes])) < 1e-12
     assert float(jax.hessian(model.nll)(saddle, data)[jes, jes]) < 0
 
-    # the minimum over alpha by a dense scan, refined by bisection on the slope
+    # the minimum over alpha by a dense scan (an upper bound on the true minimum)
     alphas = jnp.linspace(-5.0, 5.0, 20001)
     nlls = jax.vmap(lambda a: model.nll(saddle.at[jes].set(a), data))(alphas)
     best = float(jnp.min(nlls))
