@@ -8,7 +8,8 @@ it does not cover, all measured alternately in one run (warm-up, then the median
    with a normfactor `mu`, background with a histosys), templates from the neos demo's
    initial network. Value and gradient with respect to the four templates of
    - diffana `losses.cls_loss` (the neos loss: expected CLs at `mu = 1` on background-only
-     Asimov data; a conditional fit, the free one in closed form, implicit gradients),
+     Asimov data; a conditional fit, the free one in closed form, gradients by the
+     envelope theorem),
    - diffana `infer.hypotest(1, asimov_b, model, return_expected=True)` (pyhf's full
      asymptotic calculator: five fits, the free Asimov one in closed form),
    - `relaxed.infer.hypotest(1, asimov_b, ..., test_stat="q", expected_pars=bonly)` as
