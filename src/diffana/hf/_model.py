@@ -302,6 +302,25 @@ def _product(stacked: Array) -> Array:
     return out
 
 
+# Largest histosys template stack (`2 n_histosys x samples x bins` entries) contracted with
+# element-wise operations rather than a dot; see :func:`_contract`.
+_ELEMENTWISE_CONTRACTION_MAX = 128
+
+
+def _contract(coeff: Array, deltas: Array) -> Array:
+    """`sum_k coeff[k] deltas[k]`, `(k,)` x `(k, samples, bins)` -> `(samples, bins)`.
+
+    A small stack is summed element-wise: a dot this small is a library call that costs
+    more than its arithmetic, and it keeps a fit's loop from compiling into few kernels
+    (on a CPU: the 10-bin `hypotest` of `benchmarks/bench_infer.py` takes 15% less time,
+    vmapped too). Larger stacks use the dot, which the element-wise form loses to from a
+    few hundred entries (measured in `docs/performance.md`).
+    """
+    if deltas.size <= _ELEMENTWISE_CONTRACTION_MAX:
+        return jnp.sum(coeff[:, None, None] * deltas, axis=0)
+    return jnp.tensordot(coeff, deltas, axes=1)
+
+
 def _normal_logpdf(x: Array, mu: Array, sigma: Array) -> Array:
     return -jnp.log(sigma) - _LOG_SQRT_2PI - jnp.square((x - mu) / (np.sqrt(2.0) * sigma))
 
@@ -562,7 +581,7 @@ class Model(eqx.Module):
         if st.hs_par.size:
             c_up, c_dn = histosys_coefficients(st.histosys_code, pars[st.hs_par])
             coeff = jnp.concatenate([c_up, c_dn])
-            rates = rates + jnp.tensordot(coeff, self.hs_deltas, axes=1)
+            rates = rates + _contract(coeff, self.hs_deltas)
         n_channel, n_bin = st.channel_fac_idx.shape[0], st.bin_fac_idx.shape[0]
         if n_channel or n_bin:
             parts = [pars]

@@ -14,12 +14,12 @@ Newton step is then taken to polish the result. That step is not evaluated insid
 loop: the value, gradient and Hessian at the result are computed once after it (unused
 ones cost nothing under `jit`), which saves an iteration's bookkeeping per fit.
 
-A single fit, or a handful solved together, factorises its Newton systems with LAPACK's
-eigendecomposition: one operation per iteration. A vmapped batch of fits of up to
-`UNROLLED_MAX` parameters (a toy study, a batch of training losses) uses an LDL^T
-factorisation unrolled into element-wise operations, which process the whole batch at
-once where LAPACK would factorise one matrix per call (docs/performance.md has the
-measurement).
+Fits of up to `UNROLLED_MAX` parameters factorise their Newton systems with an LDL^T
+factorisation unrolled into element-wise operations: a vmapped batch of fits (a toy
+study, a batch of training losses) is processed at once where LAPACK would factorise
+one matrix per call, and a single fit saves LAPACK's call overhead
+(docs/performance.md has the measurements). Larger fits use LAPACK's
+eigendecomposition.
 """
 
 from __future__ import annotations
@@ -111,15 +111,10 @@ def _scales(h: Array, mask: Array) -> Array:
     return jnp.sqrt(jnp.where(scale2 > 0, scale2, 1.0))
 
 
-# Largest Hessian (number of parameters, fixed ones included) solved by the unrolled
-# LDL^T factorisation in a vmapped batch; larger ones go through LAPACK's
+# Largest Hessian (number of parameters, fixed ones included) whose Newton systems the
+# loop solves by the unrolled LDL^T factorisation; larger ones go through LAPACK's
 # eigendecomposition.
 UNROLLED_MAX = 8
-# Largest stack of systems (fits solved together) left to LAPACK, which factorises one
-# matrix per call but in a single operation; the unrolled LDL^T takes more operations,
-# each processing the whole stack, and wins beyond a handful of matrices. Measured on a
-# CPU (docs/performance.md); on a GPU the eigendecomposition goes to cuSOLVER instead.
-LAPACK_STACK_MAX = 8
 
 
 def _scaled_system(h: Array, mask: Array) -> tuple[Array, Array]:
@@ -200,31 +195,16 @@ def _solve_with(solve, hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Arr
     return solve(hs, rhs, shifts + floor, floor, _NEGATIVE_EIGENVALUE * top)
 
 
-@jax.custom_batching.custom_vmap
 def _solve_stack_batched(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
     """:func:`_solve_with` over a stack of `m` systems, `(m, n, n)`, `(m, n)`, `(m, k)`.
 
-    A few matrices go to LAPACK, which loops over them in one operation. A larger stack
-    of small matrices - a vmapped batch of fits - is factorised by the unrolled LDL^T,
-    whose element-wise operations process the whole stack at once. Under `vmap` the
-    batch is folded into the stack, so that the choice sees every matrix.
+    Small matrices (up to `UNROLLED_MAX`) are factorised by the unrolled LDL^T, one
+    fit's as a vmapped batch's: its element-wise operations process a whole batch at
+    once (LAPACK factorises one matrix per call), and for a single fit they cost less
+    than LAPACK's call (docs/performance.md has both measurements).
     """
-    small = hs.shape[-1] <= UNROLLED_MAX and hs.shape[0] > LAPACK_STACK_MAX
-    solve = _solve_unrolled if small else _solve_eigh
+    solve = _solve_unrolled if hs.shape[-1] <= UNROLLED_MAX else _solve_eigh
     return jax.vmap(lambda *a: _solve_with(solve, *a))(hs, rhs, shifts)
-
-
-@_solve_stack_batched.def_vmap
-def _solve_stack_batch(axis_size, in_batched, hs, rhs, shifts):
-    args = [
-        a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
-        for a, batched in zip((hs, rhs, shifts), in_batched, strict=True)
-    ]
-    ys, ok = _solve_stack_batched(*(jnp.reshape(a, (-1, *a.shape[2:])) for a in args))
-    m = hs.shape[-3]
-    ys = jnp.reshape(ys, (axis_size, m, *ys.shape[1:]))
-    ok = jnp.reshape(ok, (axis_size, m, *ok.shape[1:]))
-    return (ys, ok), (True, True)
 
 
 @jax.custom_jvp
@@ -233,7 +213,7 @@ def _solve_stack(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
     when a fit's implicit gradient is itself differentiated, e.g. by `jax.hessian`).
 
     The derivative comes from a second solve, `(hs + s I) dy = drhs - (dhs + ds I) y`,
-    so that the batching rule never sees a tangent.
+    rather than from differentiating the factorisation.
     """
     return _solve_stack_batched(hs, rhs, shifts)
 
