@@ -302,6 +302,16 @@ def _product(stacked: Array) -> Array:
     return out
 
 
+def _take(x: Array, idx: np.ndarray) -> Array:
+    """`x[idx]` for a static 1-d index array: a slice where the indices are consecutive
+    (the usual case), which fuses with its neighbours and whose gradient is a pad, where
+    a gather's gradient is a scatter, an operation of its own on a CPU."""
+    n = idx.shape[0]
+    if n and np.array_equal(idx, np.arange(idx[0], idx[0] + n)):
+        return x[int(idx[0]) : int(idx[0]) + n]
+    return x[idx]
+
+
 # Largest histosys template stack (`2 n_histosys x samples x bins` entries) contracted with
 # element-wise operations rather than a dot; see :func:`_contract`.
 _ELEMENTWISE_CONTRACTION_MAX = 128
@@ -579,14 +589,14 @@ class Model(eqx.Module):
         st = self.structure
         rates = self.nominal
         if st.hs_par.size:
-            c_up, c_dn = histosys_coefficients(st.histosys_code, pars[st.hs_par])
+            c_up, c_dn = histosys_coefficients(st.histosys_code, _take(pars, st.hs_par))
             coeff = jnp.concatenate([c_up, c_dn])
             rates = rates + _contract(coeff, self.hs_deltas)
         n_channel, n_bin = st.channel_fac_idx.shape[0], st.bin_fac_idx.shape[0]
         if n_channel or n_bin:
             parts = [pars]
             if st.ns_par.size:
-                alpha = pars[st.ns_par]
+                alpha = _take(pars, st.ns_par)
                 parts.append(
                     normsys_factors(st.normsys_code, alpha, self.ns_lo, self.ns_hi, self.ns_coef)
                 )
@@ -630,8 +640,10 @@ class Model(eqx.Module):
 
     def _expected_aux(self, pars: Array) -> Array:
         st = self.structure
-        values = jnp.concatenate([pars[st.gauss_par], pars[st.pois_par] * self.pois_factor])
-        return values[st.aux_perm]
+        values = jnp.concatenate(
+            [_take(pars, st.gauss_par), _take(pars, st.pois_par) * self.pois_factor]
+        )
+        return _take(values, st.aux_perm)
 
     def expected_data(
         self, pars: Float[ArrayLike, " npars"], include_auxdata: bool = True
@@ -671,11 +683,15 @@ class Model(eqx.Module):
         result = jnp.sum(_poisson_logpdf(main, rates))
         if st.gauss_par.size:
             result = result + jnp.sum(
-                _normal_logpdf(aux[st.gauss_aux], pars[st.gauss_par], self.gauss_sigma)
+                _normal_logpdf(
+                    _take(aux, st.gauss_aux), _take(pars, st.gauss_par), self.gauss_sigma
+                )
             )
         if st.pois_par.size:
             result = result + jnp.sum(
-                _poisson_logpdf(aux[st.pois_aux], pars[st.pois_par] * self.pois_factor)
+                _poisson_logpdf(
+                    _take(aux, st.pois_aux), _take(pars, st.pois_par) * self.pois_factor
+                )
             )
         return result
 
