@@ -320,14 +320,18 @@ _ELEMENTWISE_CONTRACTION_MAX = 128
 def _contract(coeff: Array, deltas: Array) -> Array:
     """`sum_k coeff[k] deltas[k]`, `(k,)` x `(k, samples, bins)` -> `(samples, bins)`.
 
-    A small stack is summed element-wise: a dot this small is a library call that costs
-    more than its arithmetic, and it keeps a fit's loop from compiling into few kernels
-    (on a CPU: the 10-bin `hypotest` of `benchmarks/bench_infer.py` takes 15% less time,
-    vmapped too). Larger stacks use the dot, which the element-wise form loses to from a
-    few hundred entries (measured in `docs/performance.md`).
+    A small stack is summed term by term, element-wise operations that XLA fuses with
+    their neighbours: on a CPU a dot this small is a library call that costs more than
+    its arithmetic (the 10-bin value + gradient of `benchmarks/bench_hypotest.py` takes
+    about 10% less time so, the full neos `hypotest` 13%). Larger stacks use the dot:
+    with 240 entries or more, a sum over the stack was slower (`hypotest` of models with
+    more bins and histosys).
     """
     if deltas.size <= _ELEMENTWISE_CONTRACTION_MAX:
-        return jnp.sum(coeff[:, None, None] * deltas, axis=0)
+        out = coeff[0] * deltas[0]
+        for k in range(1, deltas.shape[0]):
+            out = out + coeff[k] * deltas[k]
+        return out
     return jnp.tensordot(coeff, deltas, axes=1)
 
 
