@@ -322,10 +322,8 @@ def _contract(coeff: Array, deltas: Array) -> Array:
 
     A small stack is summed term by term, element-wise operations that XLA fuses with
     their neighbours: on a CPU a dot this small is a library call that costs more than
-    its arithmetic (the 10-bin value + gradient of `benchmarks/bench_hypotest.py` takes
-    about 10% less time so, the full neos `hypotest` 13%). Larger stacks use the dot:
-    with 240 entries or more, a sum over the stack was slower (`hypotest` of models with
-    more bins and histosys).
+    its arithmetic (docs/performance.md, "Tiny contractions"). Larger stacks use the
+    dot, which suits them better.
     """
     if deltas.size <= _ELEMENTWISE_CONTRACTION_MAX:
         out = coeff[0] * deltas[0]

@@ -203,9 +203,8 @@ def _solve_stack_batched(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, A
     fit's as a vmapped batch's: its element-wise operations process a whole batch at
     once (LAPACK factorises one matrix per call), and for a single fit they cost less
     than LAPACK's call (docs/performance.md has both measurements). Under `vmap` the
-    batch is folded into the stack: one flat batch axis, which XLA compiles better than
-    nested ones (the vmapped 10-bin value + gradient of `benchmarks/bench_hypotest.py`,
-    with `diffana.compiler_options()`: 29 us per item so, 32 us without folding).
+    batch is folded into the stack: one flat batch axis, which XLA compiled into faster
+    code than nested ones (docs/performance.md, "Batched fits of the 10-bin model").
     """
     solve = _solve_unrolled if hs.shape[-1] <= UNROLLED_MAX else _solve_eigh
     return jax.vmap(lambda *a: _solve_with(solve, *a))(hs, rhs, shifts)
