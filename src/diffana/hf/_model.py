@@ -302,13 +302,24 @@ def _product(stacked: Array) -> Array:
     return out
 
 
+# Largest static index array taken element by element (see :func:`_take`).
+_SLICED_TAKE_MAX = 32
+
+
 def _take(x: Array, idx: np.ndarray) -> Array:
-    """`x[idx]` for a static 1-d index array: a slice where the indices are consecutive
-    (the usual case), which fuses with its neighbours and whose gradient is a pad, where
-    a gather's gradient is a scatter, an operation of its own on a CPU."""
-    n = idx.shape[0]
-    if n and np.array_equal(idx, np.arange(idx[0], idx[0] + n)):
+    """`x[idx]` along the first axis of a 1-d `x`, for a static index array of any shape.
+
+    Consecutive 1-d indices (the usual case) are one slice; a small index array is
+    assembled from single-element slices. Slices fuse with their neighbours and their
+    gradients are pads, where a gather's gradient is a scatter, an operation of its own
+    on a CPU. Larger index arrays are gathered.
+    """
+    flat = idx.reshape(-1)
+    n = flat.shape[0]
+    if idx.ndim == 1 and n and np.array_equal(idx, np.arange(idx[0], idx[0] + n)):
         return x[int(idx[0]) : int(idx[0]) + n]
+    if 0 < n <= _SLICED_TAKE_MAX:
+        return jnp.stack([x[int(i)] for i in flat]).reshape(idx.shape)
     return x[idx]
 
 
@@ -605,7 +616,7 @@ class Model(eqx.Module):
             parts.append(jnp.ones(1, dtype=pars.dtype))
             source = jnp.concatenate(parts)
             if n_channel:
-                per_channel = _product(source[st.channel_fac_idx])  # (samples, channels)
+                per_channel = _product(_take(source, st.channel_fac_idx))  # (samples, channels)
                 nsamp = per_channel.shape[0]
                 rates = rates * jnp.concatenate(
                     [
@@ -615,7 +626,7 @@ class Model(eqx.Module):
                     axis=1,
                 )
             if n_bin:
-                rates = rates * _product(source[st.bin_fac_idx])
+                rates = rates * _product(_take(source, st.bin_fac_idx))
         return rates
 
     def expected_by_sample(self, pars: Float[ArrayLike, " npars"]) -> Float[Array, "samples bins"]:

@@ -89,6 +89,16 @@ def _value_grad_hess(fun, x, args):
     return f, g, h
 
 
+def _diagonal(h: Array) -> Array:
+    """The diagonal of a square `h`: for a small matrix (up to `UNROLLED_MAX`) assembled
+    from its elements, static slices that fuse with their neighbours (`jnp.diagonal` is a
+    gather, an operation of its own on a CPU)."""
+    n = h.shape[0]
+    if n > UNROLLED_MAX:
+        return jnp.diagonal(h)
+    return jnp.stack([h[i, i] for i in range(n)])
+
+
 def _scales(h: Array, mask: Array) -> Array:
     """Per-parameter scales `sqrt(max(|H_ii|, max_j H_ij^2 / |H_jj|))` over the masked
     parameters, floored relative to the largest one.
@@ -101,7 +111,7 @@ def _scales(h: Array, mask: Array) -> Array:
     a large negative eigenvalue and a step far outside the region where the quadratic
     model holds.
     """
-    diag = jnp.abs(jnp.diagonal(h))
+    diag = jnp.abs(_diagonal(h))
     diag = jnp.where(mask & jnp.isfinite(diag), diag, 0.0)
     both = mask[:, None] & mask[None, :] & (diag[None, :] > 0) & jnp.isfinite(h)
     coupling = jnp.where(both, h * h, 0.0) / jnp.where(diag > 0, diag, 1.0)[None, :]
@@ -129,8 +139,8 @@ def _scaled_system(h: Array, mask: Array) -> tuple[Array, Array]:
 
 def _gershgorin(hs: Array) -> tuple[Array, Array]:
     """Lower and upper bounds on the eigenvalues of the symmetric matrix `hs`."""
-    radius = jnp.sum(jnp.abs(hs), axis=1) - jnp.abs(jnp.diagonal(hs))
-    return jnp.min(jnp.diagonal(hs) - radius), jnp.max(jnp.diagonal(hs) + radius)
+    radius = jnp.sum(jnp.abs(hs), axis=1) - jnp.abs(_diagonal(hs))
+    return jnp.min(_diagonal(hs) - radius), jnp.max(_diagonal(hs) + radius)
 
 
 def _solve_unrolled(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
@@ -319,7 +329,7 @@ def minimize_bounded(
         # nominal has zero slope at alpha = 0), the shifted step does not move along it.
         # Step along the moving coordinate of most negative curvature instead, one scaled
         # unit shortened by the damping (downhill where the slope is not exactly zero).
-        curvature = jnp.where(move, jnp.diagonal(hs), jnp.inf)
+        curvature = jnp.where(move, _diagonal(hs), jnp.inf)
         along = jnp.arange(n) == jnp.argmin(curvature)
         slope = jnp.sum(jnp.where(along, g, 0.0))
         shifted_along = jnp.sum(jnp.where(along, ys[2], 0.0))
