@@ -89,6 +89,12 @@ def _value_grad_hess(fun, x, args):
     return f, g, h
 
 
+# Largest Hessian (number of parameters, fixed ones included) whose Newton systems the
+# loop solves by the unrolled LDL^T factorisation; larger ones go through LAPACK's
+# eigendecomposition.
+UNROLLED_MAX = 8
+
+
 def _diagonal(h: Array) -> Array:
     """The diagonal of a square `h`: for a small matrix (up to `UNROLLED_MAX`) assembled
     from its elements, static slices that fuse with their neighbours (`jnp.diagonal` is a
@@ -119,12 +125,6 @@ def _scales(h: Array, mask: Array) -> Array:
     floor = 1e-12 * jnp.max(diag)
     scale2 = jnp.maximum(diag, floor)
     return jnp.sqrt(jnp.where(scale2 > 0, scale2, 1.0))
-
-
-# Largest Hessian (number of parameters, fixed ones included) whose Newton systems the
-# loop solves by the unrolled LDL^T factorisation; larger ones go through LAPACK's
-# eigendecomposition.
-UNROLLED_MAX = 8
 
 
 def _scaled_system(h: Array, mask: Array) -> tuple[Array, Array]:
