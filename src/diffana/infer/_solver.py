@@ -176,19 +176,24 @@ def _solve_unrolled(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     return w, ok
 
 
+def _eigh_solution(evals, evecs, rhs, shifts, floor) -> Array:
+    """`(k, n)` solutions of `(hs + shifts[i] I) y_i = rhs` from the eigendecomposition
+    `evals, evecs` of `hs`, with the shifted eigenvalues raised to at least `floor`."""
+    shifted = jnp.maximum(evals[None, :] + shifts[:, None], floor)
+    if evecs.shape[-1] > UNROLLED_MAX:
+        return ((evecs.T @ rhs)[None, :] / shifted) @ evecs.T
+    # Small systems: the products as element-wise sums, which fuse with their neighbours
+    # into fewer operations than dots.
+    coefficients = jnp.sum(evecs * rhs[:, None], axis=0)[None, :] / shifted
+    return jnp.sum(coefficients[:, None, :] * evecs[None, :, :], axis=2)
+
+
 def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     """As :func:`_solve_unrolled`, through the eigendecomposition of `hs`: shifted
     eigenvalues below `floor` are raised to it, and `ok` is false below `-negative`."""
     evals, evecs = jnp.linalg.eigh(hs)
-    shifted = evals[None, :] + shifts[:, None]
-    ok = jnp.min(shifted, axis=1) >= -negative
-    if hs.shape[-1] > UNROLLED_MAX:
-        coefficients = (evecs.T @ rhs)[None, :] / jnp.maximum(shifted, floor)
-        return coefficients @ evecs.T, ok
-    # Small systems: the products as element-wise sums, which fuse with their neighbours
-    # into fewer operations than dots.
-    coefficients = jnp.sum(evecs * rhs[:, None], axis=0)[None, :] / jnp.maximum(shifted, floor)
-    return jnp.sum(coefficients[:, None, :] * evecs[None, :, :], axis=2), ok
+    ok = jnp.min(evals[None, :] + shifts[:, None], axis=1) >= -negative
+    return _eigh_solution(evals, evecs, rhs, shifts, floor), ok
 
 
 def _solve_with(solve, hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
@@ -264,19 +269,53 @@ def _solve_stack_jvp(primals, tangents):
 def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.0) -> Array:
     """Solve `(H + damping)_{mm} y_m = rhs_m` on the masked parameters, zero elsewhere.
 
-    The system is scaled to unit diagonal, `lam` is added to its diagonal, and it is
-    solved through its eigendecomposition (this solve is reverse-differentiated, in the
-    implicit gradient of a fit, and the batching rule of :func:`_solve_stack` has no
-    transpose; it runs once per fit, not once per iteration). `1e-12` of the stiffest
-    curvature is added to the diagonal, so that flat directions (parameters without
+    The system is scaled to unit diagonal and `lam` is added to its diagonal. `1e-12` of
+    the stiffest curvature is added as well, so that flat directions (parameters without
     effect, exact degeneracies, round-off) are regularised instead of blowing up. Linear
     in `rhs`. Returns NaN when the damped, masked Hessian has a clearly negative
     eigenvalue (not a minimum).
+
+    Small systems (up to `UNROLLED_MAX` parameters) are factorised by the unrolled
+    LDL^T, larger ones through LAPACK's eigendecomposition. Either way the solve is a
+    `jax.lax.custom_linear_solve`: its derivatives are those of a linear solve,
+    `d y = -A^-1 dA y`, to any order and in either mode, never those of the
+    factorisation (the eigendecomposition's are undefined where eigenvalues repeat,
+    which they do in the unit-diagonal system of uncorrelated parameters, or of several
+    fixed ones). This solve sits in the implicit derivatives of fits: their second
+    derivatives (`jax.hessian` of fitted parameters, of CLs) differentiate it.
     """
     d, hs = _scaled_system(h, mask)
-    shifts = jnp.reshape(jnp.asarray(lam, dtype=hs.dtype), (1,))
-    ys, ok = _solve_with(_solve_eigh, hs, jnp.where(mask, rhs / d, 0.0), shifts)
-    return jnp.where(mask & ok[0], ys[0] / d, jnp.where(mask, jnp.nan, 0.0))
+    n = hs.shape[-1]
+    top = _gershgorin(hs)[1]
+    floor = _LAMBDA_FLOOR * top
+    shift = jnp.asarray(lam, dtype=hs.dtype) + floor
+    a = hs + shift * jnp.eye(n, dtype=hs.dtype)
+    # The factorisation is of the primal matrix only: custom_linear_solve differentiates
+    # the product `a y` instead.
+    hs_, shift_, floor_ = jax.lax.stop_gradient((hs, shift, floor))
+    negative = _NEGATIVE_EIGENVALUE * jax.lax.stop_gradient(top)
+    if n <= UNROLLED_MAX:
+        zero = jnp.zeros_like(rhs)
+        ok = _solve_unrolled(hs_, zero, shift_[None], floor_, negative)[1][0]
+
+        def solve(_, b):
+            # The same factorisation as `ok`'s (XLA computes it once).
+            return _solve_unrolled(hs_, b, shift_[None], floor_, negative)[0][0]
+
+        def product(y):
+            return jnp.sum(a * y[None, :], axis=1)
+    else:
+        evals, evecs = jnp.linalg.eigh(hs_)
+        ok = jnp.min(evals + shift_) >= -negative
+
+        def solve(_, b):
+            return _eigh_solution(evals, evecs, b, shift_[None], floor_)[0]
+
+        def product(y):
+            return a @ y
+
+    y = jax.lax.custom_linear_solve(product, jnp.where(mask, rhs / d, 0.0), solve, symmetric=True)
+    return jnp.where(mask & ok, y / d, jnp.where(mask, jnp.nan, 0.0))
 
 
 def minimize_bounded(
