@@ -215,7 +215,9 @@ def fit_iterations(batch: int) -> dict:
     """Newton iterations of the four fits behind `hypotest` on the pseudo-datasets of
     part 2 (public API, so the script measures earlier versions too): at `mu = 1`, free
     and at `mu = 0` on each dataset, then at `mu = 1` on the Asimov data generated at the
-    `mu = 0` fit. A vmapped call runs as many iterations as its slowest fit."""
+    `mu = 0` fit, starting from that fit's parameters (as `hypotest` does; it started
+    from the model's init before 2026-12-01). A vmapped call runs as many iterations as
+    its slowest fit."""
     import jax
 
     from diffana import hf, infer
@@ -229,7 +231,7 @@ def fit_iterations(batch: int) -> dict:
         free = infer.fit(model, d)
         at0 = infer.fixed_poi_fit(0.0, model, d)
         asimov = model.expected_data(at0.pars, include_auxdata=True)
-        at1_asimov = infer.fixed_poi_fit(1.0, model, asimov)
+        at1_asimov = infer.fixed_poi_fit(1.0, model, asimov, init=at0.pars)
         return [r.n_iter for r in (at1, free, at0, at1_asimov)]
 
     with infer.runtime_convergence_checks(False):

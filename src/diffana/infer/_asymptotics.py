@@ -43,7 +43,8 @@ def _fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
     # Fits on the observed data (conditional, free, Asimov generation) in one solver loop.
     cond, free, gen = setup.batch(data, [mu, None, asimov_mu])
     data_asimov = setup.model.expected_data(gen.pars, include_auxdata=True)
-    (cond_a,) = setup.batch(data_asimov, [mu])
+    # The conditional fit on the Asimov data starts at the point that generated them.
+    (cond_a,) = setup.batch(data_asimov, [mu], inits=[setup.start_from(gen.pars)])
     free_a = setup.asimov_free_fit(gen.pars, data_asimov)
     converged = cond.converged & free.converged & gen.converged
     converged = converged & cond_a.converged & free_a.converged

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, Float
@@ -115,6 +116,14 @@ class _Setup:
             n_iter=n_iter,
             uncertainties=jnp.zeros_like(pars),
         )
+
+    def start_from(self, pars: Array) -> Array:
+        """A starting point at fitted `pars`: the fixed parameters keep their values in
+        `self.init`, and non-finite `pars` (a failed fit) fall back to it. No gradient
+        flows through it (a fit's result does not depend on its start)."""
+        pars = jax.lax.stop_gradient(pars)
+        keep = jnp.asarray(self.fixed) | ~jnp.isfinite(pars)
+        return jnp.where(keep, self.init, pars)
 
     def batch(self, data: Array, poi_values, inits=None) -> list[FitResult]:
         """Fits in one vmapped solver: entry `i` fixes the POI at `poi_values[i]` (or
