@@ -299,7 +299,8 @@ def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.
         ok = _solve_unrolled(hs_, zero, shift_[None], floor_, negative)[1][0]
 
         def solve(_, b):
-            # The same factorisation as `ok`'s (XLA computes it once).
+            # The same factorisation as for `ok`: identical operations on the same
+            # inputs, which XLA can merge (common-subexpression elimination).
             return _solve_unrolled(hs_, b, shift_[None], floor_, negative)[0][0]
 
         def product(y):
