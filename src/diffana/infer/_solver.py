@@ -196,18 +196,23 @@ def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     return _eigh_solution(evals, evecs, rhs, shifts, floor), ok
 
 
+def _regularisation(hs: Array) -> tuple[Array, Array]:
+    """`(floor, negative)` for the symmetric `hs`: `1e-12` of the stiffest curvature
+    (bounded by Gershgorin's theorem), added to the diagonal so that flat directions
+    (parameters without effect, exact degeneracies) are regularised instead of blowing
+    up, the same way by either factorisation; and `1e-9` of it, the negative curvature
+    beyond which an eigenvalue is not round-off."""
+    top = _gershgorin(hs)[1]
+    return _LAMBDA_FLOOR * top, _NEGATIVE_EIGENVALUE * top
+
+
 def _solve_with(solve, hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
     """Solutions `(k, n)` of `(hs + shifts[i] I) y_i = rhs`, and whether each shifted
-    matrix is positive semi-definite up to round-off `(k,)`, by `solve`.
-
-    `1e-12` of the stiffest curvature (bounded by Gershgorin's theorem) is added to the
-    diagonal, so that flat directions (parameters without effect, exact degeneracies)
-    are regularised instead of blowing up, the same way by either factorisation; a
-    negative curvature beyond `1e-9` of the stiffest is not round-off.
+    matrix is positive semi-definite up to round-off `(k,)`, by `solve`, regularised
+    by :func:`_regularisation`.
     """
-    top = _gershgorin(hs)[1]
-    floor = _LAMBDA_FLOOR * top
-    return solve(hs, rhs, shifts + floor, floor, _NEGATIVE_EIGENVALUE * top)
+    floor, negative = _regularisation(hs)
+    return solve(hs, rhs, shifts + floor, floor, negative)
 
 
 @jax.custom_batching.custom_vmap
@@ -286,14 +291,12 @@ def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.
     """
     d, hs = _scaled_system(h, mask)
     n = hs.shape[-1]
-    top = _gershgorin(hs)[1]
-    floor = _LAMBDA_FLOOR * top
+    floor, negative = _regularisation(hs)
     shift = jnp.asarray(lam, dtype=hs.dtype) + floor
     a = hs + shift * jnp.eye(n, dtype=hs.dtype)
     # The factorisation is of the primal matrix only: custom_linear_solve differentiates
     # the product `a y` instead.
-    hs_, shift_, floor_ = jax.lax.stop_gradient((hs, shift, floor))
-    negative = _NEGATIVE_EIGENVALUE * jax.lax.stop_gradient(top)
+    hs_, shift_, floor_, negative = jax.lax.stop_gradient((hs, shift, floor, negative))
     if n <= UNROLLED_MAX:
         zero = jnp.zeros_like(rhs)
         ok = _solve_unrolled(hs_, zero, shift_[None], floor_, negative)[1][0]
