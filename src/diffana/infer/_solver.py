@@ -3,16 +3,18 @@
 The minimiser works on a flat parameter vector with box constraints and a mask of
 floating parameters. Each iteration solves the Newton system restricted to the
 floating parameters that are not pinned at a bound (projected Newton), in coordinates
-scaled by the Hessian's diagonal, with Levenberg-Marquardt damping that grows when a
-step fails to decrease the objective and shrinks when steps succeed. Negative
-curvature (an indefinite Hessian, common at the start of a fit to data with an excess)
-is shifted to at least unit curvature in the scaled coordinates; at a saddle, where the
-gradient has no component along the negative curvature, the step follows it instead.
-The step is projected onto the box. The fit has converged when the (lightly damped) Newton decrement
-``g^T H^-1 g`` over the floating, non-pinned parameters is below ``tol``; one last
-Newton step is then taken to polish the result. That step is not evaluated inside the
-loop: the value, gradient and Hessian at the result are computed once after it (unused
-ones cost nothing under `jit`), which saves an iteration's bookkeeping per fit.
+scaled by the Hessian's diagonal, with Levenberg-Marquardt damping that shrinks when
+steps succeed. A step that fails to decrease the objective is first shortened along its
+direction (one interpolated backtracking step); the damping grows only when the shorter
+step fails too. Negative curvature (an indefinite Hessian, common at the start of a fit
+to data with an excess) is shifted to at least unit curvature in the scaled
+coordinates; at a saddle, where the gradient has no component along the negative
+curvature, the step follows it instead. The step is projected onto the box. The fit has
+converged when the (lightly damped) Newton decrement ``g^T H^-1 g`` over the floating,
+non-pinned parameters is below ``tol``; one last Newton step is then taken to polish the
+result. That step is not evaluated inside the loop: the value, gradient and Hessian at
+the result are computed once after it (unused ones cost nothing under `jit`), which
+saves an iteration's bookkeeping per fit.
 
 Fits of up to `UNROLLED_MAX` parameters factorise their Newton systems with an LDL^T
 factorisation unrolled into element-wise operations: a vmapped batch of fits (a toy
@@ -65,6 +67,7 @@ class _State(NamedTuple):
     lam: Array
     trial: Array  # next point to evaluate
     trial_trusted: Array  # the trial is a small Newton step, accepted without a test
+    trial_backtracked: Array  # the trial shortens a rejected step along its direction
     n_iter: Array
     converged: Array
     failed: Array
@@ -398,6 +401,7 @@ def minimize_bounded(
         lam=jnp.asarray(0.0, dtype=x0.dtype),
         trial=x0,
         trial_trusted=jnp.asarray(True),
+        trial_backtracked=jnp.asarray(False),
         n_iter=jnp.asarray(0, dtype=jnp.int32),
         converged=jnp.asarray(False),
         failed=jnp.asarray(False),
@@ -420,19 +424,32 @@ def minimize_bounded(
         ratio = actual / jnp.where(predicted < 0, predicted, -1.0)
         lam_accept = jnp.where(ratio > 0.5, 0.1 * s.lam, s.lam)
         lam_accept = jnp.where(lam_accept < 1e-8, 0.0, lam_accept)
-        lam_reject = jnp.maximum(10.0 * s.lam, _LAMBDA_REJECT)
+        # A rejected step that points downhill is first shortened along its direction,
+        # to the minimum of the parabola through f, the slope g.delta and the trial's
+        # value (at most half, at least a tenth of it; a tenth where the trial's value is
+        # not finite), with the damping unchanged; the damping grows only when that
+        # shorter step fails too. The first Newton step from the initial values is often
+        # far too long along a weakly curved direction (a histosys at alpha = 0), and the
+        # shortened step saves the damped steps that would crawl back.
+        slope = jnp.sum(g * delta)
+        backtrack = ~accept & ~s.trial_backtracked & ~first & (slope < 0)
+        excess = jnp.where(jnp.isfinite(actual), actual - slope, jnp.inf)
+        shorten = jnp.clip(-slope / (2.0 * jnp.where(excess > 0, excess, jnp.inf)), 0.1, 0.5)
+        lam_reject = jnp.where(backtrack, s.lam, jnp.maximum(10.0 * s.lam, _LAMBDA_REJECT))
         lam = jnp.where(accept, lam_accept, lam_reject)
         point = jnp.where(accept, point_t, s.point)
         x, f, g, h = _unpack(point, n)
         trial, final, trusted = propose(x, g, h, lam)
+        trial = jnp.where(backtrack, x + shorten * delta, trial)
         return _State(
             point=point,
             lam=lam,
             trial=trial,
-            trial_trusted=trusted,
+            trial_trusted=trusted & ~backtrack,
+            trial_backtracked=backtrack,
             n_iter=s.n_iter + 1,
             # The trial is then the polishing step; it is evaluated after the loop.
-            converged=final & jnp.isfinite(f),
+            converged=final & ~backtrack & jnp.isfinite(f),
             failed=(first & ~finite_t) | (lam > _LAMBDA_FAIL),
         )
 
