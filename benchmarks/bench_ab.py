@@ -2,10 +2,11 @@
 
 For a change whose effect is smaller than the 2x run-to-run noise of a shared machine:
 the two versions run alternately, each in a fresh interpreter (`A B A B ...`), and each
-run prints the medians of `hypotest` value + gradient (traced without the run-time
-convergence callback) for one jitted call, a vmapped batch (compiled with JAX's defaults
-and with `diffana.compiler_options()`) and a Python loop, per item. The summary gives
-the range over the runs of each version.
+run prints the medians of `hypotest` value + gradient for one jitted call traced with
+the run-time convergence check (`vg_checked`, the default) and, traced without it
+(`diffana.infer.runtime_convergence_checks(False)`), for one jitted call (`vg`), a
+vmapped batch (compiled with JAX's defaults and with `diffana.compiler_options()`) and a
+Python loop, per item. The summary gives the range over the runs of each version.
 
 Usage, e.g. a commit against the one before it:
 
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KEYS = ("vg", "vmap", "vmap_opt", "loop")
+KEYS = ("vg_checked", "vg", "vmap", "vmap_opt", "loop")
 
 
 def measure(batch: int) -> dict:
@@ -34,14 +35,15 @@ def measure(batch: int) -> dict:
     import diffana
     from diffana import infer
 
-    with infer.runtime_convergence_checks(False):
-        fns, _ = bh.pyhf_functions(batch)
-    bh._warm(fns)
+    checked, _ = bh.pyhf_functions(batch)  # traced with the run-time convergence check
+    with infer.runtime_convergence_checks(False):  # the rest without it
+        fns = bh._warm(bh.pyhf_functions(batch)[0])
+    fns["vg_checked"] = checked["vg"]
     times: dict[str, list] = {k: [] for k in KEYS}
     for _ in range(4):
         for k in KEYS:
             times[k] += bh._timer(fns[k], 1 if k == "loop" else (5 if "vmap" in k else 200))
-    res = {k: bh._med_us(ts, 1 if k == "vg" else batch) for k, ts in times.items()}
+    res = {k: bh._med_us(ts, 1 if k.startswith("vg") else batch) for k, ts in times.items()}
     return {**res, "diffana": diffana.__file__}
 
 

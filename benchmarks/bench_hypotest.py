@@ -104,8 +104,9 @@ def pyhf_spec() -> dict:
 
 def without_convergence_callback():
     """Trace without the run-time convergence callback
-    (`diffana.infer.runtime_convergence_checks(False)`): a jitted function that holds a
-    `jax.debug.callback`, even one that never fires, leaves JAX's fastest dispatch path."""
+    (`diffana.infer.runtime_convergence_checks(False)`). Until 2026-12-02 the check was a
+    `jax.debug.callback`, whose effect took a jitted function off JAX's fast dispatch
+    path even when it never fired; it is now a `jax.pure_callback` and costs little."""
     from diffana import infer
 
     return infer.runtime_convergence_checks(False)

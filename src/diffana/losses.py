@@ -80,8 +80,7 @@ def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""
     value, converged = _cls_jit(
         jnp.asarray(mu_test, dtype=jnp.float64), *setup.args(), **setup.kwargs()
     )
-    report_convergence(converged, model, where)
-    return value
+    return report_convergence(converged, model, where, value)
 
 
 @eqx.filter_jit
@@ -111,8 +110,7 @@ def discovery_loss(model: Any) -> Float[Array, ""]:
     where = "diffana.losses.discovery_loss"
     setup = _Setup(model, None, None, None, None, where, DEFAULT_TOL, DEFAULT_MAXITER)
     z0, converged = _z0_jit(*setup.args(), **setup.kwargs())
-    report_convergence(converged, model, where)
-    return -z0
+    return -report_convergence(converged, model, where, z0)
 
 
 def poi_uncertainty_loss(model: Any) -> Float[Array, ""]:

@@ -156,3 +156,51 @@ def test_checks_off_trace_without_callbacks_and_keep_the_flags():
     with pytest.warns(diffana.ConvergenceWarning, match="did not converge"):
         jax.block_until_ready(jax.jit(lambda d: infer.fit(model, d, maxiter=1))(data))
         jax.effects_barrier()
+
+
+def test_traced_checks_keep_the_fast_dispatch_path():
+    """The check is a callback without side effects (`jax.pure_callback`): the traced
+    function holds no effect, which would take it off JAX's fast dispatch path, and its
+    values and gradients are those traced without the check (to the rounding of a
+    differently fused program)."""
+    model = hf.correlated_background(*TEMPLATES)
+    data = model.expected_data(model.init.at[model.poi_index].set(0.5))
+
+    def f(h, d):
+        m = hf.correlated_background(*h)
+        return infer.hypotest(1.0, d, m, return_expected=True)[0] + losses.cls_loss(m)
+
+    vg = jax.value_and_grad(f)
+    assert jax.make_jaxpr(vg)(TEMPLATES, data).effects == set()
+    hlo = jax.jit(vg).lower(TEMPLATES, data).compile().as_text()
+    assert _host_calls_outside_conditionals(hlo)[1] >= 1  # the check is there
+    with infer.runtime_convergence_checks(False):
+        off = jax.jit(jax.value_and_grad(f))(TEMPLATES, data)
+    on = jax.jit(vg)(TEMPLATES, data)
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-13)
+    np.testing.assert_allclose(on[1], off[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("part", ["pars", "nll", "converged"])
+def test_any_part_of_a_result_keeps_its_check(part):
+    """The check is tied to every part of a result, so a function that uses only one of
+    them, or only a gradient, still warns."""
+    model = hf.correlated_background(*TEMPLATES)
+    away = model.init.at[model.poi_index].set(2.0)
+    data = model.expected_data(away)
+
+    def f(d):
+        res = infer.fixed_poi_fit(1.0, model, d, maxiter=1)
+        return jnp.sum(getattr(res, part).astype(jnp.float64))
+
+    fn = jax.grad(f) if part != "converged" else f
+    with pytest.warns(diffana.ConvergenceWarning, match="fixed_poi_fit"):
+        jax.block_until_ready(jax.jit(fn)(data))
+
+
+def test_a_gradient_of_hypotest_alone_warns():
+    model = hf.correlated_background(*TEMPLATES)
+    data = model.expected_data(model.init.at[model.poi_index].set(2.0))
+    grad = jax.jit(jax.grad(lambda d: infer.hypotest(1.0, d, model, maxiter=1)))
+    with pytest.warns(diffana.ConvergenceWarning, match="hypotest"):
+        jax.block_until_ready(grad(data))

@@ -7,8 +7,9 @@ Names and conventions follow `pyhf.infer`.
 
 Non-converged fits are flagged (`FitResult.converged`) and raise
 :class:`diffana.ConvergenceWarning` naming the model: at call time when called eagerly,
-and at run time (through `jax.debug.callback`) inside `jit`/`vmap`/`grad`, unless
-traced inside `runtime_convergence_checks(False)`.
+and at run time (through a host callback that runs only for a fit that did not
+converge) inside `jit`/`vmap`/`grad`, unless traced inside
+`runtime_convergence_checks(False)`.
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ def hypotest(
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     mu, asimov_mu = _mu_values(as_poi_value(poi_value, where), test_stat)
     fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
-    report_convergence(fits.converged, model, where)
+    fits = report_convergence(fits.converged, model, where, fits)
     clsb, clb, cls, clsb_exp, cls_exp = _pvalues_jit(
         fits, mu, test_stat=test_stat, calc_base_dist=calc_base_dist
     )
@@ -221,7 +221,7 @@ def discovery(
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     mu, asimov_mu = _mu_values(0.0, "q0")
     fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
-    report_convergence(fits.converged, model, where)
+    fits = report_convergence(fits.converged, model, where, fits)
     return _discovery_from_fits(fits)
 
 

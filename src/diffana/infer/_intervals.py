@@ -208,8 +208,7 @@ def upper_limit(
         root_maxiter=maxiter,
         **setup.kwargs(),
     )
-    report_convergence(converged, model, where)
-    return result
+    return report_convergence(converged, model, where, result)
 
 
 @eqx.filter_jit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import equinox as eqx
 import jax
@@ -17,6 +17,8 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 from diffana._config import check_float64
 from diffana.errors import ConvergenceWarning, DataError
 from diffana.infer._solver import minimize_bounded, newton_solve_free
+
+T = TypeVar("T")
 
 __all__ = ["FitResult", "fit", "fixed_poi_fit"]
 
@@ -92,14 +94,15 @@ _RUNTIME_CHECKS = [True]
 def runtime_convergence_checks(enabled: bool) -> Iterator[None]:
     """Switch the run-time convergence warnings of traced fits on or off.
 
-    Under `jit`/`vmap`/`grad` a fit can only warn at run time through a host callback
-    (`jax.debug.callback`). Such a callback, even when it never fires, takes the
-    compiled function off JAX's fastest dispatch path: about 40-80 us more per call on
-    a CPU, which matters for microsecond-scale calls in a Python loop (not for a
-    training step of milliseconds, nor for one vmapped call over many fits). Functions
-    *traced* inside ``runtime_convergence_checks(False)`` carry no callback; their fits
-    still report ``converged`` in their results, and eager (untraced) calls still warn.
-    The setting is read at trace time: a function jitted before keeps its callbacks.
+    Under `jit`/`vmap`/`grad` a fit can only warn at run time through a host callback.
+    diffana's sits in a branch that runs only when a fit did not converge, and is a
+    `jax.pure_callback` (every output of the fit is tied to its result, so it is not
+    pruned): a compiled function keeps JAX's fast dispatch path, which a callback with
+    side effects would take it off, and a converged call never reaches the host.
+    Functions *traced* inside ``runtime_convergence_checks(False)`` carry no callback at
+    all (a compiled program without host calls, e.g. to export it); their fits still
+    report ``converged`` in their results, and eager (untraced) calls still warn. The
+    setting is read at trace time: a function jitted before keeps its callbacks.
 
     **Arguments:**
 
@@ -124,18 +127,26 @@ def runtime_convergence_checks(enabled: bool) -> Iterator[None]:
         _RUNTIME_CHECKS[0] = saved
 
 
+def _warn_and_pass(converged: np.ndarray, what: str, name: str) -> np.ndarray:
+    _warn_unconverged(converged, what, name)
+    return np.ones((), dtype=np.float32)
+
+
 def _runtime_check(what: str, name: str):
     """A traced check of the `converged` flags that warns at run time, at most once per
     call: the callback runs only if a flag is false, and under `vmap` the whole batch is
-    checked at once (not one host call per item)."""
+    checked at once (not one host call per item). Returns a traced 1.0 (see
+    :func:`report_convergence`)."""
+    one = jax.ShapeDtypeStruct((), jnp.float32)
 
     def warn(c):
-        jax.debug.callback(lambda c: _warn_unconverged(c, what, name), c)
+        return jax.pure_callback(lambda c: _warn_and_pass(c, what, name), one, c)
 
     @jax.custom_batching.custom_vmap
     def check(converged):
-        jax.lax.cond(jnp.all(converged), lambda c: None, warn, converged)
-        return jnp.zeros((), dtype=jnp.int32)
+        return jax.lax.cond(
+            jnp.all(converged), lambda c: jnp.ones((), jnp.float32), warn, converged
+        )
 
     @check.def_vmap
     def _check_batch(axis_size, in_batched, converged):
@@ -144,21 +155,45 @@ def _runtime_check(what: str, name: str):
     return check
 
 
-def report_convergence(converged: Array, model: Any, what: str) -> None:
-    """Warn with :class:`diffana.ConvergenceWarning` when `converged` is not all true.
+def _tie(leaf: Any, one: Array) -> Any:
+    """`leaf` unchanged in value, but computed from `one` (exactly 1)."""
+    if not isinstance(leaf, jax.Array):
+        return leaf
+    if jnp.issubdtype(leaf.dtype, jnp.inexact):
+        return leaf * one.astype(leaf.dtype)
+    if leaf.dtype == jnp.bool_:
+        return leaf & (one > 0)
+    if jnp.issubdtype(leaf.dtype, jnp.integer):
+        return leaf * one.astype(leaf.dtype)
+    return leaf
+
+
+def report_convergence(converged: Array, model: Any, what: str, result: T) -> T:
+    """Warn with :class:`diffana.ConvergenceWarning` when `converged` is not all true;
+    returns `result`.
 
     Outside tracing the warning is raised at once. Under `jit`/`vmap`/`grad` the flag
-    is a tracer: the check is then deferred to run time with `jax.debug.callback`, so
-    the warning is emitted when the compiled function executes. The callback sits in a
+    is a tracer: the check is then deferred to run time with a host callback, so the
+    warning is emitted when the compiled function executes. The callback sits in a
     `lax.cond` branch taken only when a fit did not converge, so a converged call does
     not pay for a trip to the host, and under `vmap` one check covers the whole batch.
+
+    The callback is a `jax.pure_callback` that returns 1, and every leaf of the
+    returned `result` is multiplied by that 1 (an exact no-op on its value and its
+    derivatives). Whatever part of `result` a caller uses, for its value or for its
+    gradient, the check is then needed to compute it and cannot be pruned. A callback
+    with side effects (`jax.debug.callback`) needs no such tie, but its effect takes
+    the compiled function off JAX's fast dispatch path: about 70-80 us more per call
+    on a CPU ("The cost of run-time convergence warnings" in docs/performance.md).
     """
     name = describe_model(model)
     if _is_traced(converged):
         if _RUNTIME_CHECKS[0]:
-            _runtime_check(what, name)(jnp.asarray(converged))
-    else:
-        _warn_unconverged(np.asarray(converged), what, name)
+            one = _runtime_check(what, name)(jnp.asarray(converged))
+            return jtu.tree_map(lambda leaf: _tie(leaf, one), result)
+        return result
+    _warn_unconverged(np.asarray(converged), what, name)
+    return result
 
 
 def model_arrays(model: Any, where: str) -> tuple[int, int | None]:
@@ -507,7 +542,7 @@ def fit(
 
     **Returns:** a :class:`FitResult`. A fit that does not converge has
     `converged=False` and raises :class:`diffana.ConvergenceWarning` naming the model
-    (at call time outside `jit`; at run time through `jax.debug.callback` inside it).
+    (at call time outside `jit`; at run time through a host callback inside it).
 
     Example:
 
@@ -530,8 +565,7 @@ def fit(
         **dynamic_options(fixed, tol, maxiter),
         return_uncertainties=return_uncertainties,
     )
-    report_convergence(res.converged, model, where)
-    return res
+    return report_convergence(res.converged, model, where, res)
 
 
 def fixed_poi_fit(
@@ -568,8 +602,7 @@ def fixed_poi_fit(
         maxiter=maxiter,
         return_uncertainties=return_uncertainties,
     )
-    report_convergence(res.converged, model, where)
-    return res
+    return report_convergence(res.converged, model, where, res)
 
 
 def _fixed_poi_fit(

@@ -179,7 +179,7 @@ def _clip(kind, t, mu, mu_hat):
 def _statistic(kind, mu, setup: _Setup, return_fitted_pars):
     mu = as_poi_value(mu, setup.where, "mu")
     t, cond, free, converged = _tmu_fits_jit(mu, *setup.args(), **setup.kwargs())
-    report_convergence(converged, setup.model, setup.where)
+    t, cond, free = report_convergence(converged, setup.model, setup.where, (t, cond, free))
     stat = _clip(kind, t, mu, free[setup.poi_index])
     if return_fitted_pars:
         return stat, (cond, free)
@@ -363,7 +363,7 @@ def asimov_data(
         poi_value, *setup.args(), include_auxdata=include_auxdata, **setup.kwargs()
     )
     if setup.data is not None:
-        report_convergence(converged, model, where)
+        out, pars = report_convergence(converged, model, where, (out, pars))
     if return_fitted_pars:
         return out, pars
     return out
