@@ -48,6 +48,8 @@ _LAMBDA_FAIL = 1e12
 _LAMBDA_REJECT = 1.0
 # Relative size below which a negative eigenvalue of the scaled Hessian is round-off.
 _NEGATIVE_EIGENVALUE = 1e-9
+# Kinds of trial point (`_State.trial_kind`).
+_STEP, _TRUSTED, _SHORTENED = np.int32(0), np.int32(1), np.int32(2)
 
 
 class SolverResult(NamedTuple):
@@ -66,8 +68,10 @@ class _State(NamedTuple):
     point: Array
     lam: Array
     trial: Array  # next point to evaluate
-    trial_trusted: Array  # the trial is a small Newton step, accepted without a test
-    trial_backtracked: Array  # the trial shortens a rejected step along its direction
+    # What the trial is: _STEP, _TRUSTED (the initial point, or a small Newton step:
+    # accepted without a test) or _SHORTENED (a rejected step shortened along its
+    # direction). One integer where two flags would cost an operation per iteration.
+    trial_kind: Array
     n_iter: Array
     converged: Array
     failed: Array
@@ -400,8 +404,7 @@ def minimize_bounded(
         ),
         lam=jnp.asarray(0.0, dtype=x0.dtype),
         trial=x0,
-        trial_trusted=jnp.asarray(True),
-        trial_backtracked=jnp.asarray(False),
+        trial_kind=jnp.asarray(_TRUSTED, dtype=jnp.int32),
         n_iter=jnp.asarray(0, dtype=jnp.int32),
         converged=jnp.asarray(False),
         failed=jnp.asarray(False),
@@ -416,11 +419,16 @@ def minimize_bounded(
         finite_t = jnp.all(jnp.isfinite(point_t))
         x, f, g, h = _unpack(s.point, n)
         delta = s.trial - x
-        # g.delta + delta.H.delta / 2 as one sum (tiny arrays: one fused reduction).
-        predicted = jnp.sum(delta[:, None] * (0.5 * h * delta[None, :] + jnp.diag(g)))
+        # The slope g.delta and the predicted change g.delta + delta.H.delta / 2 in one
+        # reduction (tiny arrays: one fused operation).
+        slope_gd = jnp.diag(g * delta)
+        slope, predicted = jnp.sum(
+            jnp.stack([slope_gd, slope_gd + 0.5 * delta[:, None] * h * delta[None, :]]),
+            axis=(1, 2),
+        )
         actual = point_t[n] - f
         decreased = (predicted < 0) & (actual <= 1e-4 * predicted)
-        accept = finite_t & (first | decreased | s.trial_trusted)
+        accept = finite_t & (decreased | (s.trial_kind == _TRUSTED))
         ratio = actual / jnp.where(predicted < 0, predicted, -1.0)
         lam_accept = jnp.where(ratio > 0.5, 0.1 * s.lam, s.lam)
         lam_accept = jnp.where(lam_accept < 1e-8, 0.0, lam_accept)
@@ -431,8 +439,7 @@ def minimize_bounded(
         # shorter step fails too. The first Newton step from the initial values is often
         # far too long along a weakly curved direction (a histosys at alpha = 0), and the
         # shortened step saves the damped steps that would crawl back.
-        slope = jnp.sum(g * delta)
-        backtrack = ~accept & ~s.trial_backtracked & ~first & (slope < 0)
+        backtrack = ~accept & (s.trial_kind != _SHORTENED) & (slope < 0)
         excess = jnp.where(jnp.isfinite(actual), actual - slope, jnp.inf)
         shorten = jnp.clip(-slope / (2.0 * jnp.where(excess > 0, excess, jnp.inf)), 0.1, 0.5)
         lam_reject = jnp.where(backtrack, s.lam, jnp.maximum(10.0 * s.lam, _LAMBDA_REJECT))
@@ -441,12 +448,12 @@ def minimize_bounded(
         x, f, g, h = _unpack(point, n)
         trial, final, trusted = propose(x, g, h, lam)
         trial = jnp.where(backtrack, x + shorten * delta, trial)
+        kind = jnp.where(backtrack, _SHORTENED, jnp.where(trusted, _TRUSTED, _STEP))
         return _State(
             point=point,
             lam=lam,
             trial=trial,
-            trial_trusted=trusted & ~backtrack,
-            trial_backtracked=backtrack,
+            trial_kind=kind,
             n_iter=s.n_iter + 1,
             # The trial is then the polishing step; it is evaluated after the loop.
             converged=final & ~backtrack & jnp.isfinite(f),
