@@ -183,8 +183,8 @@ def report_convergence(converged: Array, model: Any, what: str, result: T) -> T:
     derivatives). Whatever part of `result` a caller uses, for its value or for its
     gradient, the check is then needed to compute it and cannot be pruned. A callback
     with side effects (`jax.debug.callback`) needs no such tie, but its effect takes
-    the compiled function off JAX's fast dispatch path: about 70-80 us more per call
-    on a CPU ("The cost of run-time convergence warnings" in docs/performance.md).
+    the compiled function off JAX's fast dispatch path: 70-155 us more per call on the
+    CPUs measured ("The cost of run-time convergence warnings" in docs/performance.md).
     """
     name = describe_model(model)
     if _is_traced(converged):
