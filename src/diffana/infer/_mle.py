@@ -159,11 +159,9 @@ def _tie(leaf: Any, one: Array) -> Any:
     """`leaf` unchanged in value, but computed from `one` (exactly 1)."""
     if not isinstance(leaf, jax.Array):
         return leaf
-    if jnp.issubdtype(leaf.dtype, jnp.inexact):
-        return leaf * one.astype(leaf.dtype)
     if leaf.dtype == jnp.bool_:
         return leaf & (one > 0)
-    if jnp.issubdtype(leaf.dtype, jnp.integer):
+    if jnp.issubdtype(leaf.dtype, jnp.number):
         return leaf * one.astype(leaf.dtype)
     return leaf
 
