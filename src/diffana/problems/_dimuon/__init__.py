@@ -2,6 +2,7 @@
 
 Split by concern, each module importing only the ones above it:
 
+- `kinematics`: four-vectors, two-body decays, invariant masses;
 - `generator`: the NanoAOD-like event generator and its ROOT writer (`generate_nanoaod`,
   `write_nanoaod`, `write_nanoaod_dataset`);
 - `analysis`: how the files are read (`NANOAOD_SCHEMA`), the dense feature layout
@@ -45,10 +46,10 @@ from diffana.problems._dimuon.generator import (
     NANOAOD_SAMPLES,
     generate_nanoaod,
     jes_shift,
-    pair_mass,
     write_nanoaod,
     write_nanoaod_dataset,
 )
+from diffana.problems._dimuon.kinematics import pair_mass
 from diffana.problems._dimuon.methods import (
     OBJECT_METHOD_DEFAULTS,
     OBJECT_METHODS,

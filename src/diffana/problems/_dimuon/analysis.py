@@ -22,7 +22,7 @@ from jaxtyping import Array, Float
 from diffana import relax
 from diffana.errors import DataError
 from diffana.io import Collection, Events, Objects, Schema
-from diffana.problems._dimuon.generator import pair_mass
+from diffana.problems._dimuon.kinematics import pair_mass
 from diffana.systematics import ColumnShift, Variation, WeightVariation
 from diffana.train import Sample
 

@@ -30,17 +30,22 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import awkward as ak
-import jax.numpy as jnp
 import numpy as np
 import uproot
 
 from diffana.errors import DataError
+from diffana.problems._dimuon.kinematics import (
+    four_vector,
+    pair_mass,
+    pt_eta_phi,
+    two_body,
+    wrap_phi,
+)
 
 __all__ = [
     "NANOAOD_SAMPLES",
     "generate_nanoaod",
     "jes_shift",
-    "pair_mass",
     "write_nanoaod",
     "write_nanoaod_dataset",
 ]
@@ -53,60 +58,6 @@ ELECTRON_MASS = 0.000511
 W_MASS, TOP_MASS, B_MASS = 80.4, 172.5, 4.8
 X_MASS, X_WIDTH = 200.0, 3.0
 MC_PILEUP, DATA_PILEUP, DATA_PILEUP_SHIFT = 20.0, 21.0, 1.5
-
-
-# ---------------------------------------------------------------------------------------
-# kinematics (numpy)
-# ---------------------------------------------------------------------------------------
-
-
-def _four_vector(mass, pt, y, phi):
-    mt = np.sqrt(mass**2 + pt**2)
-    return np.stack([mt * np.cosh(y), pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(y)])
-
-
-def _two_body(rng, parent, m1, m2, spin1=False):
-    """Two-body decay of `parent` (4, n) into daughters of masses m1, m2: isotropic in the
-    parent's rest frame, or (`spin1`) with a ``1 + cos²θ`` distribution about the beam
-    axis, as for a vector boson made from quarks (Drell-Yan)."""
-    n = parent.shape[1]
-    e, px, py, pz = parent
-    mass = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 1e-12))
-    m1 = np.broadcast_to(m1, (n,))
-    m2 = np.broadcast_to(m2, (n,))
-    pstar2 = (mass**2 - (m1 + m2) ** 2) * (mass**2 - (m1 - m2) ** 2) / (4 * mass**2)
-    pstar = np.sqrt(np.maximum(pstar2, 0.0))
-    cos_t = rng.uniform(-1.0, 1.0, n)
-    if spin1:  # accept-reject on (1 + c²) / 2
-        redo = rng.uniform(size=n) > (1.0 + cos_t**2) / 2.0
-        while redo.any():
-            cos_t[redo] = rng.uniform(-1.0, 1.0, redo.sum())
-            redo[redo] = rng.uniform(size=redo.sum()) > (1.0 + cos_t[redo] ** 2) / 2.0
-    sin_t = np.sqrt(1.0 - cos_t**2)
-    phi = rng.uniform(-np.pi, np.pi, n)
-    p = pstar * np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
-    e1 = np.sqrt(m1**2 + pstar**2)
-    e2 = np.sqrt(m2**2 + pstar**2)
-    beta = np.stack([px, py, pz]) / e
-    gamma = e / mass
-    factor = gamma**2 / (gamma + 1.0)  # (γ - 1) / β², finite at β = 0
-
-    def boost(en, mom):
-        bp = np.sum(beta * mom, axis=0)
-        mom_lab = mom + (factor * bp + gamma * en) * beta
-        return np.concatenate([(gamma * (en + bp))[None], mom_lab])
-
-    return boost(e1, p), boost(e2, -p)
-
-
-def _pt_eta_phi(v):
-    pt = np.hypot(v[1], v[2])
-    eta = np.arcsinh(v[3] / np.maximum(pt, 1e-9))
-    return pt, eta, np.arctan2(v[2], v[1])
-
-
-def _wrap(phi):
-    return (phi + np.pi) % (2 * np.pi) - np.pi
 
 
 def jes_shift(pt, eta):
@@ -204,15 +155,15 @@ def _fake_electrons(rng, electrons, n, npv):
 
 
 def _dimuon_resonance(rng, n, mass, pt_scale, y_width, muons, npv, spin1):
-    """A resonance of masses `mass` decaying to μ+μ- (see `_two_body` for `spin1`)."""
-    parent = _four_vector(mass, rng.gamma(1.5, pt_scale, n), rng.normal(0.0, y_width, n), 0.0)
+    """A resonance of masses `mass` decaying to μ+μ- (see `two_body` for `spin1`)."""
+    parent = four_vector(mass, rng.gamma(1.5, pt_scale, n), rng.normal(0.0, y_width, n), 0.0)
     phi0 = rng.uniform(-np.pi, np.pi, n)
     c, s = np.cos(phi0), np.sin(phi0)
     parent[1], parent[2] = parent[1] * c - parent[2] * s, parent[1] * s + parent[2] * c
-    mu1, mu2 = _two_body(rng, parent, MUON_MASS, MUON_MASS, spin1)
+    mu1, mu2 = two_body(rng, parent, MUON_MASS, MUON_MASS, spin1)
     ev = np.arange(n)
     for mu, q in ((mu1, -1), (mu2, 1)):
-        pt, eta, phi = _pt_eta_phi(mu)
+        pt, eta, phi = pt_eta_phi(mu)
         muons.add(
             ev,
             pt=_reco_muon_pt(rng, pt),
@@ -232,24 +183,24 @@ def _top_pairs(rng, n, muons, electrons, jets, npv):
     y_t = rng.normal(0.0, 1.0, n)
     phi_t = rng.uniform(-np.pi, np.pi, n)
     tops = [
-        _four_vector(TOP_MASS, pt_t, y_t, phi_t),
-        _four_vector(
+        four_vector(TOP_MASS, pt_t, y_t, phi_t),
+        four_vector(
             TOP_MASS,
             pt_t * rng.uniform(0.6, 1.4, n),
             rng.normal(0.0, 1.0, n),
-            _wrap(phi_t + np.pi + rng.normal(0, 0.5, n)),
+            wrap_phi(phi_t + np.pi + rng.normal(0, 0.5, n)),
         ),
     ]
     electron_w = rng.uniform(size=n) < 0.25
     nu_x = np.zeros(n)
     nu_y = np.zeros(n)
     for k, top in enumerate(tops):
-        w, b = _two_body(rng, top, W_MASS, B_MASS)
-        lep, nu = _two_body(rng, w, MUON_MASS, 0.0)
+        w, b = two_body(rng, top, W_MASS, B_MASS)
+        lep, nu = two_body(rng, w, MUON_MASS, 0.0)
         nu_x += nu[1]
         nu_y += nu[2]
-        pt_b, eta_b, phi_b = _pt_eta_phi(b)
-        pt_l, eta_l, phi_l = _pt_eta_phi(lep)
+        pt_b, eta_b, phi_b = pt_eta_phi(b)
+        pt_l, eta_l, phi_l = pt_eta_phi(lep)
         q = 1 if k == 0 else -1
         jet_pt = pt_b * rng.normal(1.0, 0.1, n)
         if k == 1:
@@ -268,7 +219,7 @@ def _top_pairs(rng, n, muons, electrons, jets, npv):
                 e_ev,
                 pt=_reco_muon_pt(rng, (frac * pt_b)[electron_w]),
                 eta=(eta_b + rng.normal(0.0, 0.05, n))[electron_w],
-                phi=_wrap(phi_b + rng.normal(0.0, 0.05, n))[electron_w],
+                phi=wrap_phi(phi_b + rng.normal(0.0, 0.05, n))[electron_w],
                 mass=MUON_MASS,
                 charge=rng.choice([-1, 1], len(e_ev)),
                 pfRelIso04_all=_nonprompt_iso(rng, len(e_ev), npv[e_ev]),
@@ -319,7 +270,7 @@ def _multijet_fakes(rng, n, muons, jets, npv):
     pt_hat = 25.0 + excess
     log_w = np.log(100.0 / 45.0) - excess * (1.0 / 45.0 - 1.0 / 100.0)
     phi1 = rng.uniform(-np.pi, np.pi, n)
-    phis = (phi1, _wrap(phi1 + np.pi + rng.normal(0.0, 0.3, n)))
+    phis = (phi1, wrap_phi(phi1 + np.pi + rng.normal(0.0, 0.3, n)))
     heavy = rng.uniform(size=n) < 0.6
     nu_x = np.zeros(n)
     nu_y = np.zeros(n)
@@ -335,7 +286,7 @@ def _multijet_fakes(rng, n, muons, jets, npv):
             ev,
             pt=_reco_muon_pt(rng, frac * pt_jet),
             eta=eta + rng.normal(0.0, 0.05, n),
-            phi=_wrap(phi + rng.normal(0.0, 0.05, n)),
+            phi=wrap_phi(phi + rng.normal(0.0, 0.05, n)),
             mass=MUON_MASS,
             charge=rng.choice([-1, 1], n),
             pfRelIso04_all=iso + 0.0025 * npv * rng.uniform(0.0, 1.0, n),
@@ -572,14 +523,3 @@ def write_nanoaod_dataset(
         count = n[s] if isinstance(n, Mapping) else n
         out[s] = write_nanoaod(folder / f"{s}.root", s, count, seed, mll_min=mll_min)
     return out
-
-
-def pair_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2):
-    """Invariant mass of two objects given (pt, eta, phi, mass); 0 where undefined."""
-    px1, py1, pz1 = pt1 * jnp.cos(phi1), pt1 * jnp.sin(phi1), pt1 * jnp.sinh(eta1)
-    px2, py2, pz2 = pt2 * jnp.cos(phi2), pt2 * jnp.sin(phi2), pt2 * jnp.sinh(eta2)
-    e1 = jnp.sqrt(px1**2 + py1**2 + pz1**2 + m1**2)
-    e2 = jnp.sqrt(px2**2 + py2**2 + pz2**2 + m2**2)
-    m2_ = (e1 + e2) ** 2 - (px1 + px2) ** 2 - (py1 + py2) ** 2 - (pz1 + pz2) ** 2
-    ok = m2_ > 0
-    return jnp.where(ok, jnp.sqrt(jnp.where(ok, m2_, 1.0)), 0.0)
