@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -15,11 +14,13 @@ from jaxtyping import Array, Float
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._definition import ProblemDefinition
+from diffana.train import CutVariable, Sample, TrainedAnalysis, subsample
 
 __all__ = [
     "SPLITS",
     "CutVariable",
     "Problem",
+    "ProblemMethod",
     "Sample",
     "TemplateKey",
     "Yields",
@@ -30,31 +31,6 @@ __all__ = [
 #: Data splits a problem generates: training, validation (free for tuning) and test
 #: (only for the final, hard evaluation).
 SPLITS = ("train", "valid", "test")
-
-
-class Sample(NamedTuple):
-    """Events of one physics sample: features and per-event weights.
-
-    The weights are normalised to the expected number of events in the analysis, so
-    ``w.sum()`` is the sample's expected yield and a histogram of ``x`` weighted by
-    ``w`` is directly a HistFactory template.
-
-    **Fields:**
-
-    - `x`: `Float[Array, "events features"]`, the observables.
-    - `w`: `Float[Array, "events"]`, the event weights (expected events per MC event).
-    - `w2`: `Float[Array, "events"]` or None: each event's contribution to the sum of
-      squared weights of the full sample (None: ``w**2``). `subsample` sets it so that a
-      minibatch still estimates the Monte Carlo statistical uncertainty of the full sample.
-    """
-
-    x: Float[Array, "events features"]
-    w: Float[Array, " events"]
-    w2: Float[Array, " events"] | None = None
-
-    def sumw2(self) -> Float[Array, " events"]:
-        """Per-event contributions to the sum of squared weights (``w2``, else ``w**2``)."""
-        return self.w**2 if self.w2 is None else self.w2
 
 
 #: ``(sample, variation)``, e.g. ``("background", "nominal")`` or ``("background", "r_up")``.
@@ -69,40 +45,27 @@ def split_seed(base: int, split: str, seed: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def subsample(key: Array, samples: Mapping[str, Sample], size: int) -> dict[str, Sample]:
-    """Draw `size` events per sample (with replacement), reweighted to the same yield.
+class ProblemMethod(NamedTuple):
+    """A `diffana bench` method that a problem brings: its own pipeline and training.
 
-    Used for minibatches: the expected yields of the batch equal those of the full
-    sample, so batch histograms estimate the full templates without bias; likewise the
-    batch's `Sample.w2` estimates the full sample's sum of squared weights.
+    Returned by `Problem.own_methods` under the method's name; the definition configures
+    it in ``[methods.<name>]`` like a generic method, and the bench runs, resumes, tracks,
+    evaluates and reports it like every other method.
 
-    **Arguments:**
+    **Fields:**
 
-    - `key`: a JAX PRNG key.
-    - `samples`: ``{name: Sample}``.
-    - `size`: events per sample in the batch.
-
-    **Returns:** ``{name: Sample}`` with `size` events each.
-    """
-    out = {}
-    keys = jax.random.split(key, len(samples))
-    for k, (name, s) in zip(keys, sorted(samples.items()), strict=True):
-        n = s.x.shape[0]
-        idx = jax.random.randint(k, (size,), 0, n)
-        out[name] = Sample(s.x[idx], s.w[idx] * (n / size), s.sumw2()[idx] * (n / size))
-    return out
-
-
-class CutVariable(NamedTuple):
-    """One threshold of a cut-based selection: keep events with ``x[feature] <direction> t``.
-
-    **Fields:** `name` (e.g. ``"pt_min"``), `feature` (column of `Sample.x`),
-    `direction` (``">"`` or ``"<"``).
+    - `settings`: ``settings(table, steps) -> dict``: the method's settings from its
+      ``[methods.<name>]`` `table`, defaults filled in and validated (raising
+      `ProblemDefinitionError`), `steps` (if not None) overriding the training steps.
+    - `train`: ``train(cfg, scenario, seed, train, *, tracker, callback, mesh) ->
+      diffana.train.TrainedAnalysis``: build and train (or scan) the pipeline on the
+      training events for the model of `scenario` (the arguments of
+      `diffana.bench.train_method`). The bench evaluates the pipeline's
+      ``hard_histogram`` on the test events.
     """
 
-    name: str
-    feature: int
-    direction: str
+    settings: Callable[[Mapping[str, Any], int | None], dict[str, Any]]
+    train: Callable[..., TrainedAnalysis]
 
 
 class Problem(abc.ABC):
@@ -232,15 +195,14 @@ class Problem(abc.ABC):
         """The thresholds a cut-based method optimises in `scenario` (default: none)."""
         return None
 
-    def companion_benchmark(self, out: Path, *, seed: int, referee: bool) -> dict[str, Any] | None:
-        """A problem-specific comparison that `diffana bench` runs after the generic
-        methods (default: none), e.g. analyses that need their own pipelines.
+    def own_methods(self) -> Mapping[str, ProblemMethod]:
+        """The bench methods this problem brings, by name (default: none).
 
-        It writes its outputs under `out` (and may reuse a finished run found there) and
-        returns ``{"title": str, "markdown": str, "plots": [file names in out]}`` for the
-        report, or None.
+        For analyses that need pipelines or training of their own (e.g. object-level
+        selections on padded collections); their names may not clash with the generic
+        methods of `METHOD_NAMES`.
         """
-        return None
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary recorded with every run (kind, features, samples)."""

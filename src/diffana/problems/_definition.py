@@ -26,7 +26,8 @@ __all__ = [
 #: Version of the definition-file format this diffana reads.
 DEFINITION_SCHEMA = 1
 
-#: The methods ``diffana bench`` knows how to train and evaluate.
+#: The generic methods ``diffana bench`` knows how to train and evaluate on every problem
+#: (a problem kind may bring more, `diffana.problems.Problem.own_methods`).
 METHOD_NAMES = ("neos", "discovery", "inferno", "bce", "cuts_grad", "cuts_scan")
 
 #: Run modes; a definition may override any of its fields per mode in ``[modes.<mode>]``.
@@ -52,7 +53,8 @@ class ProblemDefinition:
     - `generator`: parameters handed to the generator (sample sizes, shapes, ...).
     - `analysis`: binning, yields and systematics of the statistical model.
     - `scenarios`: named variants of the statistical model (``{name: {...}}``), at least one.
-    - `methods`: ``{method: hyperparameters}``; method names from `METHOD_NAMES`.
+    - `methods`: ``{method: hyperparameters}``; method names from `METHOD_NAMES` or the
+      kind's `Problem.own_methods` (checked by `load_problem`).
     - `bench`: defaults of ``diffana bench`` (``seeds``, ``methods``, ``scenarios``, ...).
     - `references`: published numbers to compare with.
     - `notes`: free text (deviations from a publication, choices made).
@@ -241,11 +243,7 @@ def _from_dict(raw: dict[str, Any], path: Path, mode: str) -> ProblemDefinition:
     methods = _table(merged, "methods", path)
     if not methods:
         raise ProblemDefinitionError(f"{path}: [methods] needs at least one method")
-    for mname, cfg in methods.items():
-        if mname not in METHOD_NAMES:
-            raise ProblemDefinitionError(
-                f"{path}: unknown method [methods.{mname}]; known: {', '.join(METHOD_NAMES)}"
-            )
+    for mname, cfg in methods.items():  # the names are checked against the problem's kind
         if not isinstance(cfg, Mapping):
             raise ProblemDefinitionError(f"{path}: [methods.{mname}] must be a table")
     bench = _table(merged, "bench", path, required=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import Problem
-from diffana.problems._definition import ProblemDefinition, load_definition
+from diffana.problems._definition import METHOD_NAMES, ProblemDefinition, load_definition
 
 __all__ = ["load_problem", "problem_kinds", "register_problem"]
 
@@ -96,8 +96,9 @@ def load_problem(
 
     **Returns:** the `Problem`.
 
-    **Raises:** `ProblemDefinitionError` for an unknown name, a malformed file or a
-    field the problem kind rejects.
+    **Raises:** `ProblemDefinitionError` for an unknown name, a malformed file, a field
+    the problem kind rejects or a method that is neither generic (`METHOD_NAMES`) nor one
+    the kind brings (`Problem.own_methods`).
 
     Example:
 
@@ -116,4 +117,21 @@ def load_problem(
             f"{definition.path}: kind {definition.kind!r} built a {type(problem).__name__}, "
             "not a diffana.problems.Problem"
         )
+    _check_methods(problem)
     return problem
+
+
+def _check_methods(problem: Problem) -> None:
+    """Every ``[methods.<name>]`` is a generic method or one the problem brings."""
+    own = problem.own_methods()
+    path = problem.definition.path
+    clash = sorted(set(own) & set(METHOD_NAMES))
+    if clash:
+        raise ProblemDefinitionError(
+            f"{path}: kind {problem.definition.kind!r} brings method(s) {clash} that clash "
+            "with the generic methods"
+        )
+    for name in problem.definition.methods:
+        if name not in METHOD_NAMES and name not in own:
+            known = ", ".join([*METHOD_NAMES, *own])
+            raise ProblemDefinitionError(f"{path}: unknown method [methods.{name}]; known: {known}")
