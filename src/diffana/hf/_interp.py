@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -30,6 +29,7 @@ __all__ = [
     "NORMSYS_CODES",
     "code4_coefficients",
     "histosys_coefficients",
+    "normsys_derivatives",
     "normsys_factors",
 ]
 
@@ -80,12 +80,36 @@ def code4_coefficients(xp: Any, lo: Any, hi: Any) -> Any:
     return b @ xp.asarray(_CODE4_AINV.T)
 
 
-def _safe_pow(base: Array, exponent: Array) -> Array:
-    """``base ** exponent`` with finite gradients where ``base > 0``."""
+def _exp_branch(base: Array, exponent: Array) -> tuple[Array, Array]:
+    """``base ** exponent`` for ``exponent >= 0`` as ``exp(exponent * log(base))``, with
+    finite gradients where ``base > 0``; 0 at ``base = 0`` (``exponent > 0``) and NaN
+    below. Also returns ``log(base)`` (1 where it is not finite), the derivative of
+    the power's logarithm in `exponent`."""
     positive = base > 0
-    smooth = jnp.exp(exponent * jnp.log(jnp.where(positive, base, 1.0)))
-    edge = jnp.power(jax.lax.stop_gradient(base), jax.lax.stop_gradient(exponent))
-    return jnp.where(positive, smooth, edge)
+    log_base = jnp.log(jnp.where(positive, base, 1.0))
+    value = jnp.exp(exponent * log_base)
+    edge = jnp.where(base == 0, jnp.where(exponent == 0, 1.0, 0.0), jnp.nan)
+    return jnp.where(positive, value, edge), log_base
+
+
+def _polynomial(coefficients: Array, alpha: Array, order: int) -> Array:
+    """The `order`-th derivative (0, 1, 2) of ``1 + sum_k a_k alpha^k`` (k = 1..6), by
+    Horner's rule; `coefficients` is `(entries, 6)`."""
+    c = [coefficients[..., k] for k in range(6)]
+    if order == 0:
+        out = c[5]
+        for k in range(4, -1, -1):
+            out = c[k] + alpha * out
+        return 1.0 + alpha * out
+    if order == 1:
+        out = 6.0 * c[5]
+        for k in range(4, -1, -1):
+            out = (k + 1.0) * c[k] + alpha * out
+        return out
+    out = 30.0 * c[5]
+    for k in range(4, 0, -1):
+        out = (k + 1.0) * k * c[k] + alpha * out
+    return out
 
 
 def normsys_factors(
@@ -106,18 +130,44 @@ def normsys_factors(
 
     **Returns:** the factor of each entry.
     """
+    return normsys_derivatives(code, alpha, lo, hi, coefficients, orders=(0,))[0]
+
+
+def normsys_derivatives(
+    code: str,
+    alpha: Float[Array, " entries"],
+    lo: Float[Array, " entries"],
+    hi: Float[Array, " entries"],
+    coefficients: Float[Array, "entries 6"] | None = None,
+    orders: tuple[int, ...] = (0, 1, 2),
+) -> tuple[Float[Array, " entries"], ...]:
+    """The normsys factors (order 0) and their first and second derivatives in `alpha`
+    (orders 1, 2), in closed form; arguments as :func:`normsys_factors`.
+
+    Outside the polynomial region a factor is ``b ** |alpha|`` with ``b = hi`` or
+    ``lo``, whose derivatives are ``(+-log b)^k`` times it. At ``alpha = 0`` (code 1),
+    ``alpha = 1`` and ``alpha = -1`` (code 4) they are one-sided, as automatic
+    differentiation of the branches gives them.
+    """
     if code == "code1":
-        return jnp.where(alpha > 0, _safe_pow(hi, alpha), _safe_pow(lo, -alpha))
+        up = alpha > 0
+        value, log_base = _exp_branch(jnp.where(up, hi, lo), jnp.abs(alpha))
+        slope = jnp.where(up, log_base, -log_base)
+        out = {0: value, 1: slope * value, 2: slope * slope * value}
+        return tuple(out[k] for k in orders)
     if code == "code4":
         if coefficients is None:
             raise ValueError("normsys code4 needs the polynomial coefficients")
-        magnitude = jnp.abs(alpha)
-        powers = jnp.stack([alpha**k for k in range(1, 7)], axis=-1)
-        inside = 1.0 + jnp.sum(coefficients * powers, axis=-1)
-        return jnp.where(
-            alpha >= 1.0,
-            _safe_pow(hi, magnitude),
-            jnp.where(alpha > -1.0, inside, _safe_pow(lo, magnitude)),
+        above = alpha >= 1.0
+        inside = (alpha > -1.0) & ~above
+        value, log_base = _exp_branch(jnp.where(above, hi, lo), jnp.abs(alpha))
+        slope = jnp.where(above, log_base, -log_base)
+        outside = {0: value, 1: slope * value, 2: slope * slope * value}
+        # the polynomial is evaluated at a point inside its region everywhere, so that
+        # its (discarded) values elsewhere never overflow
+        a_in = jnp.where(inside, alpha, 0.0)
+        return tuple(
+            jnp.where(inside, _polynomial(coefficients, a_in, k), outside[k]) for k in orders
         )
     raise ValueError(
         f"unknown normsys interpolation code {code!r}; expected one of {NORMSYS_CODES}"

@@ -19,7 +19,12 @@ from diffana._config import check_float64
 from diffana.errors import DataError, SpecError
 from diffana.hf import _derivatives, _spec
 from diffana.hf._derivatives import poisson_relative_nll, poisson_saturated_nll
-from diffana.hf._interp import code4_coefficients, histosys_coefficients, normsys_factors
+from diffana.hf._interp import (
+    code4_coefficients,
+    histosys_coefficients,
+    normsys_derivatives,
+    normsys_factors,
+)
 from diffana.hf._schema import skeleton
 from diffana.hf._schema import validate as validate_schema
 from diffana.hf._spec import POI_FROM_SPEC, Structure
@@ -634,9 +639,9 @@ class Model(eqx.Module):
 
         if not derivatives:
             return jnp.concatenate([pars, factors(alpha), one])
-        ones = jnp.ones_like(alpha)
-        ns_f, ns_d1 = jax.jvp(factors, (alpha,), (ones,))
-        _, ns_d2 = jax.jvp(lambda a: jax.jvp(factors, (a,), (ones,))[1], (alpha,), (ones,))
+        ns_f, ns_d1, ns_d2 = normsys_derivatives(
+            st.normsys_code, alpha, self.ns_lo, self.ns_hi, self.ns_coef
+        )
         return (
             jnp.concatenate([pars, ns_f, one]),
             jnp.concatenate([jnp.ones_like(pars), ns_d1, zero]),
