@@ -13,6 +13,7 @@ from diffana._config import (
     _apply_policy_on_import,
     check_float64,
     compiler_options,
+    enable_compilation_cache,
     enable_x64,
     x64_enabled,
 )
@@ -23,6 +24,7 @@ from diffana.errors import (
     PrecisionWarning,
     ProblemDefinitionError,
     SpecError,
+    SpecWarning,
 )
 
 _apply_policy_on_import()
@@ -63,9 +65,11 @@ __all__ = [
     "PrecisionWarning",
     "ProblemDefinitionError",
     "SpecError",
+    "SpecWarning",
     "__version__",
     "check_float64",
     "compiler_options",
+    "enable_compilation_cache",
     "enable_x64",
     "x64_enabled",
 ]

@@ -23,7 +23,9 @@ first computation.
 
 Compilation: :func:`compiler_options` gives the XLA options diffana passes to the
 `jax.jit` of its own batched fits (and recommends for yours); no global XLA setting is
-changed.
+changed. :func:`enable_compilation_cache` switches on JAX's persistent compilation
+cache, so that a second process does not compile again what a first one compiled (the
+`diffana` command does this by default).
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ __all__ = [
     "X64_ENV_VAR",
     "check_float64",
     "compiler_options",
+    "default_cache_dir",
+    "enable_compilation_cache",
     "enable_x64",
     "x64_enabled",
 ]
 
 X64_ENV_VAR = "DIFFANA_DISABLE_X64"
+CACHE_ENV_VAR = "DIFFANA_CACHE_DIR"
 ASYNC_ENV_VAR = "DIFFANA_CPU_ASYNC_DISPATCH"
 _TRUE = ("1", "true", "yes")
 
@@ -91,6 +96,41 @@ def compiler_options() -> dict[str, str]:
     except Exception:  # an older jax (no `compiler_options`) or an unknown XLA option
         return {}
     return dict(_CPU_OPTIONS)
+
+
+def default_cache_dir() -> str:
+    """Where :func:`enable_compilation_cache` keeps compiled programs by default:
+    ``$DIFFANA_CACHE_DIR``, else ``$XDG_CACHE_HOME/diffana/jax`` (``~/.cache/diffana/jax``)."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return os.environ[CACHE_ENV_VAR]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "diffana", "jax")
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
+    """Switch on JAX's persistent compilation cache in `path` (default
+    :func:`default_cache_dir`).
+
+    The first call of a jitted function compiles it, which for a fit or hypothesis test
+    of a published model (hundreds of parameters) takes seconds; with the cache on, a
+    later process loads the compiled program from disk instead (docs/performance.md
+    has the measured times). Every program is cached, however quickly it compiled.
+    Call it once, before the first computation::
+
+        import diffana
+        diffana.enable_compilation_cache()
+
+    The cache is keyed by the program, the jax/XLA version and the machine, so a stale
+    entry is never used; delete the folder to reclaim its space.
+
+    **Returns:** the cache folder.
+    """
+    folder = os.fspath(default_cache_dir() if path is None else path)
+    os.makedirs(folder, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
 
 
 def _apply_policy_on_import() -> None:

@@ -38,3 +38,8 @@ class ConvergenceWarning(UserWarning):
 
 class PrecisionWarning(UserWarning):
     """Statistics were asked for in less than float64 precision."""
+
+
+class SpecWarning(UserWarning):
+    """A specification that pyhf accepts, but whose likelihood is degenerate somewhere
+    (a bin whose expected rate is not positive)."""

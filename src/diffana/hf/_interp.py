@@ -151,7 +151,7 @@ def normsys_derivatives(
     """
     if code == "code1":
         up = alpha > 0
-        value, log_base = _exp_branch(jnp.where(up, hi, lo), jnp.abs(alpha))
+        value, log_base = _exp_branch(jnp.where(up, hi, lo), jnp.where(up, alpha, -alpha))
         slope = jnp.where(up, log_base, -log_base)
         out = {0: value, 1: slope * value, 2: slope * slope * value}
         return tuple(out[k] for k in orders)
@@ -160,7 +160,7 @@ def normsys_derivatives(
             raise ValueError("normsys code4 needs the polynomial coefficients")
         above = alpha >= 1.0
         inside = (alpha > -1.0) & ~above
-        value, log_base = _exp_branch(jnp.where(above, hi, lo), jnp.abs(alpha))
+        value, log_base = _exp_branch(jnp.where(above, hi, lo), jnp.where(above, alpha, -alpha))
         slope = jnp.where(above, log_base, -log_base)
         outside = {0: value, 1: slope * value, 2: slope * slope * value}
         # the polynomial is evaluated at a point inside its region everywhere, so that

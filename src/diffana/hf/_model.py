@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from jax.scipy.special import gammaln
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from diffana._config import check_float64
-from diffana.errors import DataError, SpecError
+from diffana.errors import DataError, SpecError, SpecWarning
 from diffana.hf import _derivatives, _spec
 from diffana.hf._derivatives import poisson_relative_nll, poisson_saturated_nll
 from diffana.hf._interp import (
@@ -148,7 +149,9 @@ def _check_values(raw: np.ndarray, st: Structure, source: str) -> None:
     bad_nan = np.isnan(raw)
     nonneg = (st.raw_checks & _spec.CHECK_NONNEG) != 0
     positive = (st.raw_checks & _spec.CHECK_POSITIVE) != 0
+    finite = (st.raw_checks & _spec.CHECK_FINITE) != 0
     bad = bad_nan | (nonneg & ((raw < 0) | ~np.isfinite(raw))) | (positive & (raw <= 0))
+    bad |= finite & ~np.isfinite(raw)
     if not bad.any():
         return
     first = int(np.flatnonzero(bad)[0])
@@ -172,7 +175,35 @@ def _check_values(raw: np.ndarray, st: Structure, source: str) -> None:
     else:
         what = f"is negative ({value})"
     prefix = f"{source}: " if source else ""
-    raise SpecError(f"{prefix}{leaf.label}{at} {what}; expected finite values >= 0")
+    expected = "finite values" if finite[first] else "finite values >= 0"
+    raise SpecError(f"{prefix}{leaf.label}{at} {what}; expected {expected}")
+
+
+def _warn_nonpositive_rates(model: Model, source: str) -> None:
+    """Warn, naming channel and bin, where the expected rate at `init` is negative (or
+    zero where the workspace observes events): samples may have negative bins
+    (negative-weight simulation), as pyhf allows, but a bin's total must be positive
+    for its Poisson term to be finite."""
+    rates = np.asarray(model.expected_actualdata(model.init))
+    observed = np.zeros_like(rates) if model.observed is None else np.asarray(model.observed)
+    # an empty bin (rate 0) is fine where nothing is observed (0 log 0 = 0)
+    bad = np.flatnonzero((rates < 0) | ((rates == 0) & (observed > 0)) | np.isnan(rates))
+    if not bad.size:
+        return
+    offsets = np.asarray(model.structure.channel_offsets)
+    where = []
+    for i in bad[:5]:
+        c = int(np.searchsorted(offsets, i, side="right")) - 1
+        where.append(f"channel {model.channels[c]!r} bin {i - offsets[c]} ({rates[i]:.4g})")
+    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+    prefix = f"{source}: " if source else ""
+    warnings.warn(
+        f"{prefix}the expected rate at the initial parameters is not positive in "
+        f"{', '.join(where)}{more}: the likelihood is -inf there for any observed count "
+        "above zero (samples may have negative bins, their sum may not be negative)",
+        SpecWarning,
+        stacklevel=4,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -267,6 +298,20 @@ def _fixed_flags(st: Structure, st_zero: Any, ss_invalid: Any) -> tuple[bool, ..
     return tuple(bool(f) for f in fixed)
 
 
+def _value_fixed(st: Structure, st_zero: Any, ss_invalid: Any) -> Any:
+    """`(npars,)` flags of the staterror and shapesys parameters that traced numbers
+    leave without effect (a bin without uncertainty), or `None` with concrete numbers,
+    where such parameters are fixed (`Model.fixed`) instead."""
+    traced = [(idx, flags) for idx, flags in ((st.st_par, st_zero), (st.ss_par, ss_invalid))]
+    traced = [(idx, flags) for idx, flags in traced if flags is not None and _is_tracer(flags)]
+    if not traced:
+        return None
+    out = jnp.zeros(st.npars, dtype=bool)
+    for idx, flags in traced:
+        out = out.at[idx].set(flags)
+    return out
+
+
 def _build(st: Structure, raw: Any, source: str) -> Model:
     traced = _is_tracer(raw)
     if not traced:
@@ -276,13 +321,19 @@ def _build(st: Structure, raw: Any, source: str) -> Model:
     arrays, st_zero, ss_invalid = _derive(xp, st, raw)
     fixed = _fixed_flags(st, st_zero, ss_invalid)
     arrays["raw"] = raw
+    arrays["value_fixed"] = _value_fixed(st, st_zero, ss_invalid)
     present = {k: v for k, v in arrays.items() if v is not None}
     if traced:
-        present = {k: jnp.asarray(v, dtype=float) for k, v in present.items()}
+        present = {
+            k: v if k == "value_fixed" else jnp.asarray(v, dtype=float) for k, v in present.items()
+        }
     else:
         present = jax.device_put(present)  # one batched transfer
     as_jax = {k: present.get(k) for k in arrays}
-    return Model(st, fixed, **as_jax)
+    model = Model(st, fixed, **as_jax)
+    if not traced:
+        _warn_nonpositive_rates(model, source)
+    return model
 
 
 # ----------------------------------------------------------------------------------------
@@ -414,6 +465,10 @@ class Model(eqx.Module):
     init: Float[Array, " npars"]
     bounds: Float[Array, "npars 2"]
     observed: Float[Array, " bins"] | None = eqx.field(repr=False)
+    # Parameters that fits keep at their initial values, as if fixed (see
+    # `_value_fixed`); `None` when built from concrete numbers, whose such parameters
+    # are in `fixed` instead.
+    value_fixed: Bool[Array, " npars"] | None = eqx.field(default=None, repr=False)
 
     # ---- construction ---------------------------------------------------------------
     @classmethod

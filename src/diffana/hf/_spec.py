@@ -109,6 +109,7 @@ POI_FROM_SPEC = _PoiFromSpec()
 # value checks applied to raw numbers (bit flags)
 CHECK_NONNEG = 1
 CHECK_POSITIVE = 2
+CHECK_FINITE = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,7 +564,7 @@ class _Analysis:
                     smp["data"],
                     (channel_nbins[c],),
                     f"{_where(c, s)}: 'data'",
-                    CHECK_NONNEG,
+                    CHECK_FINITE,
                 )
                 nom_src.append(src)
                 nom_dst.append(s_index[s] * nbins + offsets[c] + np.arange(channel_nbins[c]))
@@ -600,7 +601,7 @@ class _Analysis:
                         data["hi_data"],
                         (n,),
                         f"{_where(c, s, mname)}: histosys 'hi_data'",
-                        CHECK_NONNEG,
+                        CHECK_FINITE,
                     )
                 )
                 hs_lo.append(
@@ -609,7 +610,7 @@ class _Analysis:
                         data["lo_data"],
                         (n,),
                         f"{_where(c, s, mname)}: histosys 'lo_data'",
-                        CHECK_NONNEG,
+                        CHECK_FINITE,
                     )
                 )
                 flat = s_index[s] * nbins + bins_of(c)

@@ -9,7 +9,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from diffana._config import check_float64
-from diffana.infer._mle import as_data, model_arrays, require_poi, resolve_fixed
+from diffana.infer._mle import (
+    as_data,
+    floating,
+    model_arrays,
+    require_poi,
+    resolve_fixed,
+    value_grad_hess,
+)
 from diffana.infer._teststat import safe_sqrt
 
 __all__ = ["asimov_significance", "fisher_information", "poi_uncertainty"]
@@ -51,6 +58,8 @@ def fisher_information(
         data = model.expected_data(pars, include_auxdata=True)
     else:
         data = as_data(model, data, where)
+    if getattr(model, "nll_derivatives", None) is not None:
+        return value_grad_hess(pars, (model, data))[2]
     return jax.hessian(lambda p: model.nll(p, data))(pars)
 
 
@@ -94,7 +103,7 @@ def poi_uncertainty(
     if pars is None:
         pars = jnp.asarray(model.init, dtype=jnp.float64)
     fisher = fisher_information(model, pars, data)
-    free = jnp.asarray(~resolve_fixed(model, None, npars, where))
+    free = floating(model, resolve_fixed(model, None, npars, where))
     return safe_sqrt(_profiled_variance(fisher, poi, free))
 
 

@@ -312,6 +312,15 @@ def dynamic_options(fixed, tol: float, maxiter: int) -> dict[str, Array]:
     }
 
 
+def floating(model: Any, fixed: Any) -> Array:
+    """The parameters a fit moves: those not `fixed`, less those the model's numbers
+    leave without uncertainty when they are traced (`Model.value_fixed`: the staterror
+    or shapesys parameter of a bin without uncertainty, which concrete numbers fix)."""
+    free = ~jnp.asarray(fixed)
+    value_fixed = getattr(model, "value_fixed", None)
+    return free if value_fixed is None else free & ~value_fixed
+
+
 def require_poi(poi_index: int | None, where: str) -> int:
     if poi_index is None:
         raise ValueError(
@@ -498,7 +507,7 @@ def _asimov_argmin_jvp(primals, tangents):
 
 
 def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties):
-    free = ~jnp.asarray(fixed)
+    free = floating(model, fixed)
     pars, nll, n_iter, converged = _argmin(model, data, init, bounds, free, tol, maxiter)
     if return_uncertainties:
         h = value_grad_hess(pars, (model, data))[2]
@@ -522,7 +531,7 @@ def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResul
     `data` is `(k, n)` or `(n,)` (shared), `inits` `(k, npars)`, `fixed_masks` a bool
     array `(k, npars)`. Returns a batched :class:`FitResult` (no uncertainties).
     """
-    free = ~jnp.asarray(fixed_masks)
+    free = floating(model, fixed_masks)
     data_axis = 0 if data.ndim == 2 else None
 
     def one(d, x0, fr):

@@ -21,6 +21,7 @@ from diffana.infer._mle import (
     asimov_argmin,
     dynamic_options,
     fit_batch,
+    floating,
     model_arrays,
     report_convergence,
     require_poi,
@@ -105,7 +106,7 @@ class _Setup:
         """The free fit of Asimov data generated at `pars`, in closed form where it
         applies (:func:`diffana.infer._mle.asimov_argmin`); `data` must be
         `model.expected_data(pars, include_auxdata=True)`."""
-        free = ~jnp.asarray(self.fixed)
+        free = floating(self.model, self.fixed)
         best, nll, n_iter, converged = asimov_argmin(
             self.model, data, pars, self.bounds, free, self.tol, self.maxiter
         )
