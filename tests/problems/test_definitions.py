@@ -120,7 +120,7 @@ def test_missing_file():
         (lambda t: t.replace('kind = "gaussian_blobs"', 'kind = "warp_drive"'), "unknown .*kind"),
         (lambda t: t.replace("[scenarios.default]\n", ""), r"\[scenarios\]"),
         (lambda t: t + "\n[extra]\n", "unknown top-level"),
-        (lambda t: t.replace("bins = 3", 'bins = "three"'), r"\[analysis\].bins must be int"),
+        (lambda t: t.replace("bins = 3", 'bins = "three"'), r"\[analysis\].bins must be an int"),
         (lambda t: t.replace("n_test = 100", ""), r"\[generator\].n_test is required"),
         (lambda t: t.replace("[modes.quick]", "[modes.turbo]"), "unknown mode"),
         (lambda t: t + '\n[bench]\nmethods = ["neos"]\n', r"\[bench\].methods"),
@@ -132,6 +132,69 @@ def test_malformed_definitions_name_the_field(tmp_path, edit, match):
     path = write(tmp_path, edit(textwrap.dedent(MINIMAL)))
     with pytest.raises(ProblemDefinitionError, match=match):
         load_problem(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        # ranges
+        (lambda t: t.replace("bins = 3", "bins = -1"), r"\[analysis\]\.bins must be an integer >= 1, got -1"),
+        (lambda t: t.replace("bins = 3", "bins = 0"), r"\[analysis\]\.bins must be an integer >= 1"),
+        (lambda t: t.replace("n_test = 100", "n_test = -5"), r"\[generator\]\.n_test must be"),
+        (lambda t: t.replace("signal_yield = 10.0", "signal_yield = -1.0"), r"signal_yield must be a number > 0"),
+        (lambda t: t.replace("steps = 5", "steps = -5"), r"\[methods\.bce\]\.steps must be an integer >= 0"),
+        (lambda t: t.replace("batch_size = 10", "batch_size = 0"), r"\[methods\.bce\]\.batch_size"),
+        # types
+        (lambda t: t.replace("steps = 5", 'steps = 5\nlearning_rate = "fast"'),
+         r"\[methods\.bce\]\.learning_rate must be a number > 0, got 'fast'"),
+        (lambda t: t.replace("steps = 5", "steps = 5.5"), r"\[methods\.bce\]\.steps must be an int"),
+        (lambda t: t.replace("steps = 5", "steps = true"), r"\[methods\.bce\]\.steps must be an int"),
+        (lambda t: t.replace("steps = 5", 'steps = 5\nhidden = [8, "x"]'), r"\[methods\.bce\]\.hidden\[1\]"),
+        (lambda t: t.replace("steps = 5", 'steps = 5\noptimizer = "adma"'), r"optimizer must be one of 'adam'"),
+        (lambda t: t.replace("steps = 5", "steps = 5\nbandwidth = { start = 0.1 }"),
+         r"\[methods\.bce\]\.bandwidth\.end is required"),
+        (lambda t: t.replace("means.signal = [-1.0, 1.0]", "means.signal = [-1.0]"),
+         r"\[generator\]\.means\.signal must be a list of 2"),
+        # unknown keys, with a suggestion
+        (lambda t: t.replace("steps = 5", "steps = 5\nlearning_rat = 0.1"),
+         r"\[methods\.bce\] has unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"),
+        (lambda t: t.replace("bins = 3", "bins = 3\nsignal_yeild = 3.0"),
+         r"\[analysis\] has unknown key 'signal_yeild' \(did you mean 'signal_yield'\?\)"),
+        (lambda t: t.replace("n_test = 100", "n_test = 100\nn_tset = 1"), r"did you mean 'n_test'"),
+        (lambda t: t.replace('kind = "gaussian_blobs"', 'kind = "gaussian_blobs"\ndescripton = ""'),
+         r"\[problem\] has unknown key 'descripton' \(did you mean 'description'\?\)"),
+        (lambda t: t + "\n[bench]\nseed = 2\n", r"\[bench\] has unknown key 'seed' \(did you mean 'seeds'\?\)"),
+        (lambda t: t + "\n[bench]\nseeds = 0\n", r"\[bench\]\.seeds must be an integer >= 1"),
+        (lambda t: t.replace("[scenarios.default]", "[scenarios.default]\nthresholds = 2"),
+         r"\[scenarios\.default\] has unknown key 'thresholds'"),
+        (lambda t: t.replace("[methods.bce]", "[methods.bec]"), r"did you mean 'bce'"),
+        (lambda t: t + "\n[note]\n", r"unknown top-level field 'note' \(did you mean 'notes'\?\)"),
+        # mistakes in another mode's overrides are found when any mode is loaded
+        (lambda t: t.replace("methods.bce = { steps = 2 }", "methods.bce = { steps = -2 }"),
+         r"steps must be an integer >= 0, got -2 \(with \[modes\.quick\] applied\)"),
+        (lambda t: t + "generator = { n_tets = 5 }\n", r"did you mean 'n_test'.*\[modes\.quick\]"),
+    ],
+)  # fmt: skip
+def test_definitions_are_checked_completely_when_loaded(tmp_path, edit, match):
+    path = write(tmp_path, edit(textwrap.dedent(MINIMAL)))
+    with pytest.raises(ProblemDefinitionError, match=match) as info:
+        load_problem(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_the_shipped_cut_and_inferno_kinds_check_their_tables(tmp_path):
+    text = find_definition("cut_scan").read_text()
+    bad = write(tmp_path, text.replace('direction = ">" }', 'direction = ">=" }', 1), "c.toml")
+    with pytest.raises(ProblemDefinitionError, match=r"\[analysis\]\.cuts\[0\]\.direction"):
+        load_problem(bad)
+    bad = write(tmp_path, text.replace("thresholds = 1", "threshold = 1"), "c.toml")
+    with pytest.raises(ProblemDefinitionError, match=r"did you mean 'thresholds'"):
+        load_problem(bad)
+    text = find_definition("inferno3d").read_text()
+    bad = write(tmp_path, text.replace('free = ["s", "r"]', 'free = ["s", "q"]'), "i.toml")
+    with pytest.raises(ProblemDefinitionError, match=r"\[scenarios\.b1\]\.free\[1\]"):
+        load_problem(bad)
 
 
 def test_bad_mode_name():

@@ -6,7 +6,7 @@ import abc
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,13 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from diffana.errors import ProblemDefinitionError
-from diffana.problems._definition import ProblemDefinition
+from diffana.problems._definition import (
+    MODES,
+    Field,
+    ProblemDefinition,
+    check_table,
+    check_value,
+)
 
 __all__ = [
     "SPLITS",
@@ -26,6 +32,16 @@ __all__ = [
     "split_seed",
     "subsample",
 ]
+
+_BINS = Field("int", required=True, minimum=1)
+
+#: Fields shared by the built-in kinds' ``[generator]`` tables.
+SAMPLE_SIZE_FIELDS: dict[str, Field] = {
+    "n_train": Field("int", required=True, minimum=1),
+    "n_valid": Field("int", required=True, minimum=1),
+    "n_test": Field("int", required=True, minimum=1),
+    "seed": Field("int", minimum=0),
+}
 
 #: Data splits a problem generates: training, validation (free for tuning) and test
 #: (only for the final, hard evaluation).
@@ -124,6 +140,45 @@ class Problem(abc.ABC):
     feature_names: tuple[str, ...]
     signal_samples: tuple[str, ...] = ("signal",)
     background_samples: tuple[str, ...] = ("background",)
+
+    #: ``{table: {key: Field}}``: what the kind reads from its definition, for the tables
+    #: ``"generator"``, ``"analysis"`` and ``"scenarios"`` (every scenario). A declared
+    #: table is checked completely by `check_definition` when the problem is loaded
+    #: (types, ranges, unknown keys with a suggestion); undeclared tables are left to the
+    #: subclass (only ``[analysis].bins``, if present, is checked).
+    definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {}
+
+    @classmethod
+    def check_definition(cls, definition: ProblemDefinition) -> None:
+        """Check `definition` (and its other modes) against `definition_fields`.
+
+        **Raises:** `ProblemDefinitionError` naming the file, the table and the key.
+        """
+        variants = [definition] + [
+            definition.with_mode(m)
+            for m in MODES
+            if m != definition.mode and m in definition.raw.get("modes", {})
+        ]
+        for d in variants:
+            try:
+                cls._check_fields(d)
+            except ProblemDefinitionError as err:
+                if d is definition:
+                    raise
+                raise ProblemDefinitionError(f"{err} (with [modes.{d.mode}] applied)") from None
+
+    @classmethod
+    def _check_fields(cls, definition: ProblemDefinition) -> None:
+        path = definition.path
+        fields = cls.definition_fields
+        for table, table_fields in fields.items():
+            if table == "scenarios":
+                for name, scen in definition.scenarios.items():
+                    check_table(scen, table_fields, f"[scenarios.{name}]", path)
+            else:
+                check_table(getattr(definition, table), table_fields, f"[{table}]", path)
+        if "analysis" not in fields and "bins" in definition.analysis:
+            check_value(definition.analysis["bins"], _BINS, "[analysis].bins", path)
 
     def __init__(self, definition: ProblemDefinition):
         self.definition = definition

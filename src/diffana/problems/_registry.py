@@ -110,7 +110,10 @@ def load_problem(
         definition = name_or_definition
     else:
         definition = load_definition(name_or_definition, mode=mode)
-    problem = _factory(definition)(definition)
+    factory = _factory(definition)
+    if isinstance(factory, type) and issubclass(factory, Problem):
+        factory.check_definition(definition)
+    problem = factory(definition)
     if not isinstance(problem, Problem):
         raise ProblemDefinitionError(
             f"{definition.path}: kind {definition.kind!r} built a {type(problem).__name__}, "
