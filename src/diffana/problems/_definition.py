@@ -84,9 +84,11 @@ class Field:
                 return f"{noun} >= {self.minimum:g}"
             return noun
         if self.kind == "list":
-            inner = f" of {self.items.expected()}" if self.items is not None else ""
-            size = f"{self.length} " if self.length is not None else ""
-            return f"a list of {size}elements{inner}" if inner else f"a list of {size}elements"
+            if self.length is not None:
+                each = f", each {self.items.expected()}" if self.items is not None else ""
+                return f"a list of {self.length} elements{each}"
+            each = f" of which every element is {self.items.expected()}" if self.items else ""
+            return f"a list{each}"
         if self.kind == "relax":
             return "a number > 0 or a table {start, end[, kind]} of numbers > 0"
         return {"bool": "true or false", "str": "a string", "table": "a table"}.get(
