@@ -335,9 +335,9 @@ def newton_systems(batch: int, reps: int, rounds: int) -> dict:
 
         return jax.jit(jax.vmap(one))
 
-    fns = {k: solver(getattr(_solver, f"_solve_{k}")) for k in ("unrolled", "eigh")}
+    fns = {k: solver(getattr(_solver, f"_solve_{k}")) for k in ("unrolled", "cholesky")}
     ys = {k: jax.block_until_ready(f(h, g))[0] for k, f in fns.items()}
-    out = {"newton_systems_max_abs_diff": float(jnp.max(jnp.abs(ys["unrolled"] - ys["eigh"])))}
+    out = {"newton_systems_max_abs_diff": float(jnp.max(jnp.abs(ys["unrolled"] - ys["cholesky"])))}
     times: dict[str, list] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
@@ -504,7 +504,7 @@ def report(res) -> None:
     mean = ", ".join(f"{v:.2f}" for v in res["fit_iterations_mean"])
     top = ", ".join(str(v) for v in res["fit_iterations_max"])
     print(f"   fit iterations (mu=1, free, mu=0, mu=1 on Asimov): mean {mean}; slowest {top}")
-    unrolled, eigh = (res[f"newton_systems_{k}_ns_per_matrix"] for k in ("unrolled", "eigh"))
+    unrolled, eigh = (res[f"newton_systems_{k}_ns_per_matrix"] for k in ("unrolled", "cholesky"))
     print(f"4. one fit iteration's Newton systems, vmapped over {3 * b} 3x3 Hessians")
     print(
         f"   unrolled LDL^T {unrolled:6.0f} ns/matrix, LAPACK eigh {eigh:6.0f} ns/matrix "

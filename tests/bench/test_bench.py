@@ -311,39 +311,46 @@ def test_report_compares_with_published_tables_and_the_referee():
     assert diffs["cls"] == [pytest.approx(1 / 11)] and diffs["z0"] == [0.0]
 
 
-def test_companion_benchmark_in_the_report(tiny_definitions, tmp_path):
-    from diffana.bench import write_docs_page
-    from diffana.problems import load_definition, problem_kinds, register_problem
+def test_a_problem_brings_its_own_method(tiny_definitions, tmp_path):
+    import equinox as eqx
+
+    from diffana import relax
+    from diffana.problems import ProblemMethod, problem_kinds, register_problem
     from diffana.problems._gaussian_blobs import GaussianBlobs
+    from diffana.train import TrainedAnalysis
 
-    class WithCompanion(GaussianBlobs):
-        def companion_benchmark(self, out, *, seed, referee):
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "extra.png").write_bytes(b"\x89PNG" + bytes(2000))
-            return {"title": "extra analysis", "markdown": f"| a |\n|---|\n| {seed} |",
-                    "plots": ["extra.png"]}  # fmt: skip
+    class FirstFeature(eqx.Module):
+        edges: tuple[float, ...] = eqx.field(static=True)
 
-    if "tiny_companion" not in problem_kinds():
-        register_problem("tiny_companion", WithCompanion)
+        def hard_histogram(self, sample):
+            return relax.hard_hist(sample.x[:, 0], jnp.asarray(self.edges), None, sample.w)
+
+    class WithOwnMethod(GaussianBlobs):
+        def own_methods(self):
+            def train(cfg, scenario, seed, train, *, tracker=None, callback=None, mesh=None):
+                edges = [float(e) for e in np.linspace(cfg["lo"], cfg["hi"], self.n_bins + 1)]
+                return TrainedAnalysis(FirstFeature(tuple(edges)), {"fom_evaluations": 0}, {})
+
+            return {
+                "first_feature": ProblemMethod(lambda table, steps: {"lo": -3.0, **table}, train)
+            }
+
+    if "tiny_own_method" not in problem_kinds():
+        register_problem("tiny_own_method", WithOwnMethod)
     text = Path(tiny_definitions["tiny_blobs"]).read_text()
-    text = text.replace('kind = "gaussian_blobs"', 'kind = "tiny_companion"')
+    text = text.replace('kind = "gaussian_blobs"', 'kind = "tiny_own_method"')
     definition = tmp_path / "tiny_blobs.toml"
-    definition.write_text(text)
-    assert load_definition(definition).kind == "tiny_companion"
+    definition.write_text(text + "\n[methods.first_feature]\nhi = 3.0\n")
+    with pytest.raises(BenchError, match=r"unknown method.*known: .*first_feature"):
+        run_bench([definition], methods=["magic"], out=tmp_path / "x", progress=False)
     out = tmp_path / "out"
-    run_bench([definition], out=out, progress=False, tensorboard=False, seeds=1, steps=2,
-              referee=False, plots=False)  # fmt: skip
-    md = (out / "results.md").read_text()
-    assert "### extra analysis" in md and "| 0 |" in md
-    assert "![tiny_blobs/companion/extra.png](tiny_blobs/companion/extra.png)" in md
-    page = write_docs_page(out, tmp_path / "docs" / "r.md")
-    assert "![r/extra.png](r/extra.png)" in page.read_text()
-    assert (tmp_path / "docs" / "r" / "extra.png").exists()
-    # --methods restricts to generic runs: no companion
-    out2 = tmp_path / "out2"
-    run_bench([definition], out=out2, methods=["bce"], progress=False, tensorboard=False,
-              seeds=1, steps=2, referee=False, plots=False)  # fmt: skip
-    assert "extra analysis" not in (out2 / "results.md").read_text()
+    results = run_bench([definition], out=out, methods=["first_feature"], progress=False,
+                        tensorboard=False, seeds=1, referee=False, plots=False)  # fmt: skip
+    (run,) = results["problems"]["tiny_blobs"]["runs"]
+    assert run["label"] == "first_feature@default" and run["evaluation"]["default"]["z0"] > 0
+    config = json.loads((out / run["dir"] / "config.json").read_text())
+    assert config["method_settings"] == {"lo": -3.0, "hi": 3.0}
+    assert "| first_feature@default |" in (out / "results.md").read_text()
 
 
 # A hard-evaluated gaussian_blobs analysis whose background histosys has extreme

@@ -1,7 +1,7 @@
 """The Newton solver's linear algebra and its handling of negative curvature.
 
 Two factorisations solve the scaled Newton systems: an unrolled LDL^T (a vmapped batch
-of fits of a small model) and LAPACK's eigendecomposition (single fits, larger models).
+of fits of a small model) and LAPACK's Cholesky factorisation (larger models).
 They must agree with each other and with a dense solve, flag negative curvature alike,
 and a fit that starts at an indefinite Hessian must converge quickly to pyhf's minimum.
 """
@@ -36,7 +36,7 @@ def _both(hs, rhs, shifts):
     args = (jnp.asarray(hs), jnp.asarray(rhs), jnp.asarray(shifts, dtype=jnp.float64))
     return tuple(
         _solver._solve_with(solve, *args)
-        for solve in (_solver._solve_unrolled, _solver._solve_eigh)
+        for solve in (_solver._solve_unrolled, _solver._solve_cholesky)
     )
 
 
@@ -90,7 +90,7 @@ def _saddle() -> np.ndarray:
     return saddle
 
 
-@pytest.mark.parametrize("solve", [_solver._solve_unrolled, _solver._solve_eigh])
+@pytest.mark.parametrize("solve", [_solver._solve_unrolled, _solver._solve_cholesky])
 def test_flat_directions_are_regularised_and_saddles_rejected(solve):
     def solved(h):
         d, hs = _solver._scaled_system(jnp.asarray(h), FLAT_MASK)
@@ -115,7 +115,7 @@ def test_newton_solve_is_zero_off_the_mask_and_nan_at_a_saddle():
     assert np.isnan(y[:3]).all() and y[3] == 0.0
 
 
-@pytest.mark.parametrize("unrolled_max", [_solver.UNROLLED_MAX, 0], ids=["ldlt", "eigh"])
+@pytest.mark.parametrize("unrolled_max", [_solver.UNROLLED_MAX, 0], ids=["ldlt", "cholesky"])
 def test_newton_solve_derivatives_where_eigenvalues_repeat(monkeypatch, unrolled_max):
     """The solve behind implicit gradients is differentiated as a linear solve, by
     either factorisation: finite where the scaled Hessian's eigenvalues repeat (here the
@@ -152,7 +152,7 @@ def test_newton_solve_derivatives_where_eigenvalues_repeat(monkeypatch, unrolled
     np.testing.assert_allclose(jax.jacfwd(f)(0.0), [*exact, 0.0], rtol=1e-9, atol=1e-15)
 
 
-@pytest.mark.parametrize("unrolled_max", [_solver.UNROLLED_MAX, 0], ids=["ldlt", "eigh"])
+@pytest.mark.parametrize("unrolled_max", [_solver.UNROLLED_MAX, 0], ids=["ldlt", "cholesky"])
 def test_second_derivatives_of_fitted_uncorrelated_parameters(monkeypatch, unrolled_max):
     """`jax.hessian` of fitted parameters whose Hessian scales to the identity (per-bin
     shapesys parameters with the POI fixed) is finite and matches finite differences of
@@ -190,7 +190,7 @@ def test_small_fits_factorise_without_lapack(monkeypatch):
     """Fits of up to `UNROLLED_MAX` parameters solve their Newton systems with the
     unrolled LDL^T, alone or vmapped (nested batches too: the three fits of `hypotest`
     over 16 datasets), and so do the solves after the loop (uncertainties, implicit
-    gradients); LAPACK's eigendecomposition remains for larger systems."""
+    gradients); LAPACK's Cholesky factorisation remains for larger systems."""
     model = hf.correlated_background([2.0, 5.0], [50.0, 40.0], [55.0, 42.0], [45.0, 38.0])
     data = jnp.concatenate([jnp.asarray([52.0, 47.0]), model.auxdata])
 
@@ -208,24 +208,24 @@ def test_small_fits_factorise_without_lapack(monkeypatch):
 
     with infer.runtime_convergence_checks(False):
         for batch in (1, 16):
-            assert "syevd" not in _hlo(fit, data, batch)
-            assert "syevd" not in _hlo(cls, data, batch)
-        assert "syevd" not in _hlo(fit_unc, data, 1)
-        assert "syevd" not in _hlo(grad_of_pars, data, 1)
+            assert "potrf" not in _hlo(fit, data, batch)
+            assert "potrf" not in _hlo(cls, data, batch)
+        assert "potrf" not in _hlo(fit_unc, data, 1)
+        assert "potrf" not in _hlo(grad_of_pars, data, 1)
     monkeypatch.setattr(_solver, "UNROLLED_MAX", 0)
     jax.clear_caches()  # the fit's inner jit would reuse its trace
     try:
         with infer.runtime_convergence_checks(False):
-            assert "syevd" in _hlo(fit, data, 1)
-            assert "syevd" in _hlo(fit, data, 16)
-            assert "syevd" in _hlo(fit_unc, data, 1)
+            assert "potrf" in _hlo(fit, data, 1)
+            assert "potrf" in _hlo(fit, data, 16)
+            assert "potrf" in _hlo(fit_unc, data, 1)
     finally:
         jax.clear_caches()
 
 
-def _eigh_calls(fun, *args) -> int:
+def _lapack_calls(fun, *args) -> int:
     with infer.runtime_convergence_checks(False):
-        return jax.jit(fun).lower(*args).compile().as_text().count("syevd")
+        return jax.jit(fun).lower(*args).compile().as_text().count("potrf")
 
 
 def test_gradients_of_minimum_nlls_factorise_no_hessian(monkeypatch):
@@ -254,8 +254,8 @@ def test_gradients_of_minimum_nlls_factorise_no_hessian(monkeypatch):
     jax.clear_caches()
     try:
         for fun in (cls_loss, qmu):
-            assert _eigh_calls(jax.grad(fun), signal) == _eigh_calls(fun, signal)
-        assert _eigh_calls(jax.grad(mu_hat), signal) > _eigh_calls(mu_hat, signal)
+            assert _lapack_calls(jax.grad(fun), signal) == _lapack_calls(fun, signal)
+        assert _lapack_calls(jax.grad(mu_hat), signal) > _lapack_calls(mu_hat, signal)
     finally:
         jax.clear_caches()
 

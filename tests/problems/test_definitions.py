@@ -21,7 +21,7 @@ from diffana.problems import (
     register_problem,
 )
 
-SHIPPED = ("cut_scan", "gaussian_blobs", "inferno3d")
+SHIPPED = ("cut_scan", "dimuon", "gaussian_blobs", "inferno3d")
 
 MINIMAL = """
 schema = 1

@@ -17,7 +17,8 @@ array([0.5])
 from __future__ import annotations
 
 from diffana.baselines._classifier import classifier_loss, make_classifier, train_classifier
-from diffana.baselines._scan import ScanResult, candidate_ranges, scan_thresholds
+from diffana.baselines._scan import candidate_ranges
+from diffana.train import ScanResult, scan_thresholds
 
 __all__ = [
     "ScanResult",

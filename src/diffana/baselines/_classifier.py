@@ -11,8 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from diffana.losses import bce_loss
-from diffana.problems import Sample
-from diffana.train import RunTracker, TrainResult, fit
+from diffana.train import RunTracker, Sample, TrainResult, fit
 from diffana.train._pipelines import Classifier, Network, standardisation
 
 __all__ = ["classifier_loss", "make_classifier", "train_classifier"]

@@ -8,7 +8,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +17,10 @@ from jax.sharding import Mesh
 
 from diffana import hf, losses
 from diffana._config import compiler_options
-from diffana.baselines import candidate_ranges, scan_thresholds, train_classifier
+from diffana.baselines import candidate_ranges, train_classifier
 from diffana.errors import ConvergenceWarning, ProblemDefinitionError
 from diffana.problems import Problem, Sample
-from diffana.train import RunTracker, fit
+from diffana.train import RunTracker, TrainedAnalysis, fit, scan_thresholds
 from diffana.train._pipelines import CutSelection, KDEBins, Network, SoftmaxBins, standardisation
 
 __all__ = ["HF_LOSSES", "TrainedAnalysis", "hf_loss", "method_settings", "train_method"]
@@ -44,25 +44,13 @@ _DEFAULT_PIPELINE = {
 }
 
 
-class TrainedAnalysis(NamedTuple):
-    """A trained (or scanned) analysis, ready for the hard evaluation.
-
-    **Fields:**
-
-    - `pipeline`: the pipeline; its ``hard_histogram(sample)`` is what gets evaluated.
-    - `training`: JSON-able facts of the training (steps, times, rates, final loss, ...).
-    - `history`: per-step ``loss``, ``fom``, ``learning_rate``, ``relax`` (numpy arrays),
-      or per-chunk best figure of merit for scans.
-    """
-
-    pipeline: Any
-    training: dict[str, Any]
-    history: dict[str, np.ndarray]
-
-
 def method_settings(problem: Problem, method: str, steps: int | None = None) -> dict[str, Any]:
     """The hyperparameters of `method` from the definition, with defaults filled in and
-    `steps` (if given) overriding the definition's."""
+    `steps` (if given) overriding the definition's. A method the problem brings
+    (`Problem.own_methods`) fills in its own defaults."""
+    own = problem.own_methods().get(method)
+    if own is not None:
+        return own.settings(problem.definition.method(method), steps)
     cfg = dict(problem.definition.method(method))
     cfg.setdefault("loss", _DEFAULT_LOSS.get(method))
     cfg.setdefault("pipeline", _DEFAULT_PIPELINE.get(method))
@@ -245,8 +233,8 @@ def train_method(
 
     **Arguments:**
 
-    - `problem`, `method`, `cfg`: the problem, the method's name and its settings
-      (`method_settings`).
+    - `problem`, `method`, `cfg`: the problem, the method's name (generic, or one the
+      problem brings: `Problem.own_methods`) and its settings (`method_settings`).
     - `scenario`: the scenario whose statistical model the loss uses (ignored by
       ``bce``, whose loss does not depend on it).
     - `seed`: the run seed (initialisation, batches, random scans).
@@ -257,6 +245,9 @@ def train_method(
 
     **Returns:** a `TrainedAnalysis`.
     """
+    own = problem.own_methods().get(method)
+    if own is not None:
+        return own.train(cfg, scenario, seed, train, tracker=tracker, callback=callback, mesh=mesh)
     key = jax.random.fold_in(jax.random.key(seed), 7)
     k_init, k_fit = jax.random.split(key)
     common = {

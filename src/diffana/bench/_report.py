@@ -236,10 +236,6 @@ def _markdown(summary: Mapping[str, Any], title: str = "diffana bench results") 
             lines += [f"- {w}" for w in warns[:20]] + [""]
         if prob.get("plots"):
             lines += [f"![{p}]({p})" for p in prob["plots"]] + [""]
-        comp = prob.get("companion")
-        if comp:
-            lines += [f"### {comp['title']}", "", comp["markdown"], ""]
-            lines += [f"![{p}]({p})" for p in comp.get("plots", [])] + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -251,15 +247,8 @@ def _run_entry(result: Mapping[str, Any], specs) -> dict[str, Any]:
     return {k: result[k] for k in _RUN_KEYS} | {"dir": str(spec.rel_dir)}
 
 
-def write_reports(
-    out: Path, plans, results, meta, wall_time: float, plots: bool, companions=None
-) -> dict:
-    """Write ``results.json`` and ``results.md`` (and the plots if `plots`) to `out`.
-
-    `companions`: ``{problem: {"title", "markdown", "plots"}}`` from
-    `diffana.problems.Problem.companion_benchmark` (plots in ``<problem>/companion/``).
-    """
-    companions = companions or {}
+def write_reports(out: Path, plans, results, meta, wall_time: float, plots: bool) -> dict:
+    """Write ``results.json`` and ``results.md`` (and the plots if `plots`) to `out`."""
     planned = sum(len(r) for _, r in plans)
     done = sum(len(v) for v in results.values())
     summary: dict[str, Any] = {
@@ -285,10 +274,6 @@ def write_reports(
             "runs": [_run_entry(r, runs) for r in prob_runs],
             "plots": [],
         }
-        if problem.name in companions:
-            comp = dict(companions[problem.name])
-            comp["plots"] = [f"{problem.name}/companion/{p}" for p in comp.get("plots", [])]
-            entry["companion"] = comp
         if plots and prob_runs:
             from diffana.bench._plots import plot_problem
 
@@ -321,7 +306,7 @@ def write_docs_page(
     >>> write_docs_page("bench-results", "docs/results.md", overwrite=True)  # doctest: +SKIP
     PosixPath('docs/results.md')
     """
-    from diffana.bench._runner import BenchError
+    from diffana.bench._errors import BenchError
 
     out = Path(out)
     page = out / "report.md" if page is None else Path(page)
@@ -346,11 +331,5 @@ def write_docs_page(
             shutil.copyfile(out / plot, assets / Path(plot).name)
             links.append(f"{page.stem}/{Path(plot).name}")
         prob["plots"] = links
-        if prob.get("companion"):
-            comp_links = []
-            for plot in prob["companion"].get("plots", []):
-                shutil.copyfile(out / plot, assets / Path(plot).name)
-                comp_links.append(f"{page.stem}/{Path(plot).name}")
-            prob["companion"]["plots"] = comp_links
     atomic_write_text(page, _markdown(summary, title))
     return page

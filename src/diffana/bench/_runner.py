@@ -20,9 +20,9 @@ from jax.sharding import Mesh
 
 import diffana
 from diffana import parallel
+from diffana.bench._errors import BenchError
 from diffana.bench._evaluate import evaluate_yields, hard_yields, template_key_str
 from diffana.bench._methods import method_settings, train_method
-from diffana.errors import DiffanaError
 from diffana.problems import Problem, load_problem
 from diffana.train import RunTracker, atomic_write_json
 
@@ -41,10 +41,6 @@ DEFAULT_PROBLEMS = ("gaussian_blobs", "inferno3d", "cut_scan")
 
 #: Schema of a run's ``result.json``.
 RUN_SCHEMA = "diffana.bench.run/1"
-
-
-class BenchError(DiffanaError):
-    """`diffana bench` cannot run as asked (bad arguments, unwritable output folder)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,9 +343,10 @@ def run_bench(
     if len({p.name for p in loaded}) != len(loaded):
         raise BenchError("the same problem was given twice")
     if methods:
-        unknown = [m for m in methods if m not in METHOD_NAMES]
+        known = [*METHOD_NAMES, *(m for p in loaded for m in p.own_methods())]
+        unknown = [m for m in methods if m not in known]
         if unknown:
-            raise BenchError(f"unknown method(s) {unknown}; known: {', '.join(METHOD_NAMES)}")
+            raise BenchError(f"unknown method(s) {unknown}; known: {', '.join(known)}")
         undefined = [m for m in methods if not any(m in p.definition.methods for p in loaded)]
         if undefined:
             raise BenchError(f"method(s) {undefined} are not defined by any selected problem")
@@ -386,7 +383,6 @@ def run_bench(
         "environment": _environment(),
     }
     results: dict[str, list[dict[str, Any]]] = {p.name: [] for p, _ in plans}
-    companions: dict[str, dict[str, Any]] = {}
     cache = _DataCache()
     t_start = time.perf_counter()
     with _Progress(progress, total) as bar:
@@ -405,22 +401,10 @@ def run_bench(
                 results[problem.name].append(res)
                 meta["runs_reused"] += int(reused)
                 bar.finish_run(reused)
-                write_reports(
-                    out, plans, results, meta, time.perf_counter() - t_start, False, companions
-                )
-            if not methods:  # the problem's own comparison, with its full set of methods
-                bar.start_run(f"{problem.name} companion benchmark", 0, what="")
-                companion = problem.companion_benchmark(
-                    out / problem.name / "companion", seed=0, referee=referee
-                )
-                if companion is not None:
-                    companions[problem.name] = companion
-                bar.finish_run(False, advance=False)
+                write_reports(out, plans, results, meta, time.perf_counter() - t_start, False)
         if plots:
             bar.start_run("writing the results and plots", 0, what="")
-        return write_reports(
-            out, plans, results, meta, time.perf_counter() - t_start, plots, companions
-        )
+        return write_reports(out, plans, results, meta, time.perf_counter() - t_start, plots)
 
 
 def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:

@@ -326,13 +326,45 @@ def require_poi(poi_index: int | None, where: str) -> int:
 
 
 def _objective(x: Array, args: tuple[Any, Array]) -> Array:
+    """The function fits minimise: the model's `relative_nll` (the NLL less a constant
+    of the data, with the NLL's derivatives) where it has one, else its `nll`."""
     model, data = args
-    return model.nll(x, data)
+    relative = getattr(model, "relative_nll", None)
+    return model.nll(x, data) if relative is None else relative(x, data)
+
+
+def nll_offset(model: Any, data: Array) -> Array:
+    """`model.nll - _objective` for `data` (zero for a model without `relative_nll`)."""
+    offset = getattr(model, "nll_offset", None)
+    return jnp.zeros((), dtype=data.dtype) if offset is None else offset(data)
+
+
+# Largest number of parameters whose Hessian is taken by automatic differentiation
+# (forward over reverse); larger models assemble it in closed form
+# (`diffana.hf.Model.nll_derivatives`). A toy model's differentiated graph is a few
+# hundred fused operations; a published model's Hessian costs a gradient per parameter
+# that way, and its closed form a few matrix products.
+AUTODIFF_HESSIAN_MAX = 8
+
+
+def value_grad_hess(x: Array, args: tuple[Any, Array]) -> tuple[Array, Array, Array]:
+    """:func:`_objective`, its gradient and its Hessian at `x`."""
+    model, data = args
+    closed_form = getattr(model, "nll_derivatives", None)
+    if closed_form is not None and x.shape[0] > AUTODIFF_HESSIAN_MAX:
+        return closed_form(x, data)
+
+    def grad_aux(x_):
+        f, g = jax.value_and_grad(_objective)(x_, args)
+        return g, (f, g)
+
+    h, (f, g) = jax.jacfwd(grad_aux, has_aux=True)(x)
+    return f, g, h
 
 
 def _solve(model, data, x0, bounds, free, *, tol, maxiter):
     return minimize_bounded(
-        _objective,
+        value_grad_hess,
         x0,
         bounds[:, 0],
         bounds[:, 1],
@@ -405,7 +437,7 @@ def _fit_tangents(primals, tangents, x, hessian):
 
     _, (t_nll, rhs) = jax.jvp(value_grad_nll, (m_diff, data, x), (t_m, t_d, t_pinned))
     if hessian is None:
-        hessian = jax.hessian(_objective)(x, (model, data))
+        hessian = value_grad_hess(x, (model, data))[2]
     t_x = t_pinned + newton_solve_free(hessian, -rhs, moving)
     return t_x, t_nll
 
@@ -433,7 +465,7 @@ def _asimov_argmin_impl(model, data, pars, bounds, free, tol, maxiter):
 
     # Only the parameters pass through the branches; the NLL is evaluated after them.
     best, converged, n_iter = jax.lax.cond(applies, closed_form, fit, None)
-    nll = model.nll(best, data)
+    nll = _objective(best, (model, data))
     return best, nll, n_iter, converged & jnp.isfinite(nll)
 
 
@@ -469,7 +501,7 @@ def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainti
     free = ~jnp.asarray(fixed)
     pars, nll, n_iter, converged = _argmin(model, data, init, bounds, free, tol, maxiter)
     if return_uncertainties:
-        h = jax.hessian(_objective)(pars, (model, data))
+        h = value_grad_hess(pars, (model, data))[2]
         inv_diag = _inverse_diagonal(h, free)
         unc = jnp.where(free, jnp.sqrt(jnp.where(free & (inv_diag > 0), inv_diag, 0.0)), 0.0)
     else:
@@ -479,7 +511,9 @@ def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainti
 
 @eqx.filter_jit
 def _fit_jit(model, data, init, bounds, *, fixed, tol, maxiter, return_uncertainties):
-    return _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties)
+    res = _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties)
+    # inside, fits carry the objective; users get the NLL itself
+    return res._replace(nll=res.nll + nll_offset(model, data))
 
 
 def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResult:

@@ -20,8 +20,8 @@ Fits of up to `UNROLLED_MAX` parameters factorise their Newton systems with an L
 factorisation unrolled into element-wise operations: a vmapped batch of fits (a toy
 study, a batch of training losses) is processed at once where LAPACK would factorise
 one matrix per call, and a single fit saves LAPACK's call overhead
-(docs/performance.md has the measurements). Larger fits use LAPACK's
-eigendecomposition.
+(docs/performance.md has the measurements). Larger fits use LAPACK's Cholesky
+factorisation, skipping the systems an iteration does not need.
 """
 
 from __future__ import annotations
@@ -87,18 +87,9 @@ def _unpack(point: Array, n: int) -> tuple[Array, Array, Array, Array]:
     return point[:n], point[n], point[n + 1 : 2 * n + 1], point[2 * n + 1 :].reshape(n, n)
 
 
-def _value_grad_hess(fun, x, args):
-    def grad_aux(x_):
-        f, g = jax.value_and_grad(fun)(x_, args)
-        return g, (f, g)
-
-    h, (f, g) = jax.jacfwd(grad_aux, has_aux=True)(x)
-    return f, g, h
-
-
 # Largest Hessian (number of parameters, fixed ones included) whose Newton systems the
 # loop solves by the unrolled LDL^T factorisation; larger ones go through LAPACK's
-# eigendecomposition.
+# Cholesky factorisation.
 UNROLLED_MAX = 8
 
 
@@ -183,24 +174,44 @@ def _solve_unrolled(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     return w, ok
 
 
-def _eigh_solution(evals, evecs, rhs, shifts, floor) -> Array:
-    """`(k, n)` solutions of `(hs + shifts[i] I) y_i = rhs` from the eigendecomposition
-    `evals, evecs` of `hs`, with the shifted eigenvalues raised to at least `floor`."""
-    shifted = jnp.maximum(evals[None, :] + shifts[:, None], floor)
-    if evecs.shape[-1] > UNROLLED_MAX:
-        return ((evecs.T @ rhs)[None, :] / shifted) @ evecs.T
-    # Small systems: the products as element-wise sums, which fuse with their neighbours
-    # into fewer operations than dots.
-    coefficients = jnp.sum(evecs * rhs[:, None], axis=0)[None, :] / shifted
-    return jnp.sum(coefficients[:, None, :] * evecs[None, :, :], axis=2)
+def _cholesky_solve(hs: Array, rhs: Array, shift: Array) -> tuple[Array, Array]:
+    """`(hs + shift I) y = rhs` by a Cholesky factorisation, and whether it exists (the
+    shifted matrix is positive definite); `y` is NaN where it does not."""
+    a = hs + shift * jnp.eye(hs.shape[-1], dtype=hs.dtype)
+    factor = jnp.linalg.cholesky(a)
+    ok = jnp.all(jnp.isfinite(factor))
+    y = jax.scipy.linalg.cho_solve((factor, True), rhs)
+    return y, ok
 
 
-def _solve_eigh(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
-    """As :func:`_solve_unrolled`, through the eigendecomposition of `hs`: shifted
-    eigenvalues below `floor` are raised to it, and `ok` is false below `-negative`."""
-    evals, evecs = jnp.linalg.eigh(hs)
-    ok = jnp.min(evals[None, :] + shifts[:, None], axis=1) >= -negative
-    return _eigh_solution(evals, evecs, rhs, shifts, floor), ok
+def _solve_cholesky(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
+    """As :func:`_solve_unrolled`, by LAPACK's Cholesky factorisation: `ok` is false where
+    the shifted matrix (the `floor` included in `shifts`) is not positive definite."""
+    del floor, negative
+    return jax.vmap(lambda s: _cholesky_solve(hs, rhs, s))(shifts)
+
+
+def _solve_newton_cholesky(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
+    """:func:`_solve_cholesky` for the three systems of a Newton iteration
+    (:func:`minimize_bounded`: the Newton step, the damped one and the one shifted past
+    negative curvature), skipping the factorisations whose results are not used: the
+    damped system is the Newton system when the damping is zero (after successful
+    steps), and the shifted one matters only where the Newton system is not positive
+    definite (its solution is NaN and `ok` false otherwise). A factorisation of a
+    published model's Hessian (hundreds of parameters) is the largest cost of an
+    iteration."""
+    del floor, negative
+    nan = jnp.full_like(rhs, jnp.nan)
+    y0, ok0 = _cholesky_solve(hs, rhs, shifts[0])
+    y1, ok1 = jax.lax.cond(
+        shifts[1] == shifts[0],
+        lambda: (y0, ok0),
+        lambda: _cholesky_solve(hs, rhs, shifts[1]),
+    )
+    y2, ok2 = jax.lax.cond(
+        ok0, lambda: (nan, jnp.asarray(False)), lambda: _cholesky_solve(hs, rhs, shifts[2])
+    )
+    return jnp.stack([y0, y1, y2]), jnp.stack([ok0, ok1, ok2])
 
 
 def _regularisation(hs: Array) -> tuple[Array, Array]:
@@ -222,9 +233,9 @@ def _solve_with(solve, hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Arr
     return solve(hs, rhs, shifts + floor, floor, negative)
 
 
-@jax.custom_batching.custom_vmap
-def _solve_stack_batched(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
-    """:func:`_solve_with` over a stack of `m` systems, `(m, n, n)`, `(m, n)`, `(m, k)`.
+def _make_stack_solver(lazy: bool):
+    """A solver of stacks of shifted systems (:func:`_solve_with` over `m` systems,
+    `(m, n, n)`, `(m, n)`, `(m, k)`), batched and differentiable.
 
     Small matrices (up to `UNROLLED_MAX`) are factorised by the unrolled LDL^T, one
     fit's as a vmapped batch's: its element-wise operations process a whole batch at
@@ -232,50 +243,73 @@ def _solve_stack_batched(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, A
     than LAPACK's call (docs/performance.md has both measurements). Under `vmap` the
     batch is folded into the stack: one flat batch axis, which XLA compiled into faster
     code than nested ones (docs/performance.md, "Batched fits of the 10-bin model").
+    Larger matrices go through LAPACK's Cholesky factorisation; with `lazy`, the three
+    systems of a Newton iteration skip the factorisations whose results the iteration
+    does not use (:func:`_solve_newton_systems`).
+
+    The solver is differentiable in forward mode (the solver loop is, when a fit's
+    implicit gradient is itself differentiated, e.g. by `jax.hessian`): the derivative
+    comes from a second solve, `(hs + s I) dy = drhs - (dhs + ds I) y`, so that the
+    batching rule never sees a tangent.
     """
-    solve = _solve_unrolled if hs.shape[-1] <= UNROLLED_MAX else _solve_eigh
-    return jax.vmap(lambda *a: _solve_with(solve, *a))(hs, rhs, shifts)
+
+    @jax.custom_batching.custom_vmap
+    def batched(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
+        if hs.shape[-1] <= UNROLLED_MAX:
+            solve = _solve_unrolled
+        elif lazy and hs.shape[0] == 1:
+            # one fit: its factorisations are skipped by run-time branches (in a batch,
+            # the branches would become selects that run every factorisation anyway)
+            ys, ok = _solve_with(_solve_newton_cholesky, hs[0], rhs[0], shifts[0])
+            return ys[None], ok[None]
+        else:
+            solve = _solve_cholesky
+        return jax.vmap(lambda *a: _solve_with(solve, *a))(hs, rhs, shifts)
+
+    @batched.def_vmap
+    def _batch(axis_size, in_batched, hs, rhs, shifts):
+        args = [
+            a if batched_ else jnp.broadcast_to(a, (axis_size, *a.shape))
+            for a, batched_ in zip((hs, rhs, shifts), in_batched, strict=True)
+        ]
+        ys, ok = batched(*(jnp.reshape(a, (-1, *a.shape[2:])) for a in args))
+        m = hs.shape[-3]
+        ys = jnp.reshape(ys, (axis_size, m, *ys.shape[1:]))
+        ok = jnp.reshape(ok, (axis_size, m, *ok.shape[1:]))
+        return (ys, ok), (True, True)
+
+    @jax.custom_jvp
+    def stack(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
+        return batched(hs, rhs, shifts)
+
+    @stack.defjvp
+    def _jvp(primals, tangents):
+        hs, rhs, shifts = primals
+        d_hs, d_rhs, d_shifts = tangents
+        ys, ok = stack(hs, rhs, shifts)
+        m, k, n = ys.shape
+        d_rhs_k = (
+            d_rhs[:, None, :]
+            - jnp.sum(d_hs[:, None, :, :] * ys[:, :, None, :], axis=3)
+            - d_shifts[:, :, None] * ys
+        )
+        d_ys, _ = _solve_stack(
+            jnp.repeat(hs, k, axis=0),
+            jnp.reshape(d_rhs_k, (m * k, n)),
+            jnp.reshape(shifts, (-1, 1)),
+        )
+        return (ys, ok), (jnp.reshape(d_ys, (m, k, n)), np.zeros(ok.shape, jax.dtypes.float0))
+
+    return stack
 
 
-@_solve_stack_batched.def_vmap
-def _solve_stack_batch(axis_size, in_batched, hs, rhs, shifts):
-    args = [
-        a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
-        for a, batched in zip((hs, rhs, shifts), in_batched, strict=True)
-    ]
-    ys, ok = _solve_stack_batched(*(jnp.reshape(a, (-1, *a.shape[2:])) for a in args))
-    m = hs.shape[-3]
-    ys = jnp.reshape(ys, (axis_size, m, *ys.shape[1:]))
-    ok = jnp.reshape(ok, (axis_size, m, *ok.shape[1:]))
-    return (ys, ok), (True, True)
-
-
-@jax.custom_jvp
-def _solve_stack(hs: Array, rhs: Array, shifts: Array) -> tuple[Array, Array]:
-    """:func:`_solve_stack_batched`, differentiable in forward mode (the solver loop is,
-    when a fit's implicit gradient is itself differentiated, e.g. by `jax.hessian`).
-
-    The derivative comes from a second solve, `(hs + s I) dy = drhs - (dhs + ds I) y`,
-    so that the batching rule never sees a tangent.
-    """
-    return _solve_stack_batched(hs, rhs, shifts)
-
-
-@_solve_stack.defjvp
-def _solve_stack_jvp(primals, tangents):
-    hs, rhs, shifts = primals
-    d_hs, d_rhs, d_shifts = tangents
-    ys, ok = _solve_stack(hs, rhs, shifts)
-    m, k, n = ys.shape
-    d_rhs_k = (
-        d_rhs[:, None, :]
-        - jnp.sum(d_hs[:, None, :, :] * ys[:, :, None, :], axis=3)
-        - d_shifts[:, :, None] * ys
-    )
-    d_ys, _ = _solve_stack(
-        jnp.repeat(hs, k, axis=0), jnp.reshape(d_rhs_k, (m * k, n)), jnp.reshape(shifts, (-1, 1))
-    )
-    return (ys, ok), (jnp.reshape(d_ys, (m, k, n)), np.zeros(ok.shape, jax.dtypes.float0))
+#: Solutions and positive-definiteness flags of stacks of shifted systems.
+_solve_stack = _make_stack_solver(lazy=False)
+#: As `_solve_stack` for the three systems of a Newton iteration `(shifts: 0, damping,
+#: damping past negative curvature)`: where the matrices are large, the second is the
+#: first when the damping is zero, and the third is solved only where the first is not
+#: positive definite (NaN and `ok = False` otherwise).
+_solve_newton_systems = _make_stack_solver(lazy=True)
 
 
 def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.0) -> Array:
@@ -288,12 +322,10 @@ def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.
     eigenvalue (not a minimum).
 
     Small systems (up to `UNROLLED_MAX` parameters) are factorised by the unrolled
-    LDL^T, larger ones through LAPACK's eigendecomposition. Either way the solve is a
+    LDL^T, larger ones by LAPACK's Cholesky factorisation. Either way the solve is a
     `jax.lax.custom_linear_solve`: its derivatives are those of a linear solve,
     `d y = -A^-1 dA y`, to any order and in either mode, never those of the
-    factorisation (the eigendecomposition's are undefined where eigenvalues repeat,
-    which they do in the unit-diagonal system of uncorrelated parameters, or of several
-    fixed ones). This solve sits in the implicit derivatives of fits: their second
+    factorisation. This solve sits in the implicit derivatives of fits: their second
     derivatives (`jax.hessian` of fitted parameters, of CLs) differentiate it.
     """
     d, hs = _scaled_system(h, mask)
@@ -316,11 +348,11 @@ def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.
         def product(y):
             return jnp.sum(a * y[None, :], axis=1)
     else:
-        evals, evecs = jnp.linalg.eigh(hs_)
-        ok = jnp.min(evals + shift_) >= -negative
+        factor = jnp.linalg.cholesky(hs_ + shift_ * jnp.eye(n, dtype=hs.dtype))
+        ok = jnp.all(jnp.isfinite(factor))
 
         def solve(_, b):
-            return _eigh_solution(evals, evecs, b, shift_[None], floor_)[0]
+            return jax.scipy.linalg.cho_solve((factor, True), b)
 
         def product(y):
             return a @ y
@@ -330,7 +362,7 @@ def newton_solve_free(h: Array, rhs: Array, mask: Array, lam: Array | float = 0.
 
 
 def minimize_bounded(
-    fun: Callable[[Array, Any], Array],
+    value_grad_hess: Callable[[Array, Any], tuple[Array, Array, Array]],
     x0: Float[Array, " n"],
     lower: Float[Array, " n"],
     upper: Float[Array, " n"],
@@ -340,7 +372,8 @@ def minimize_bounded(
     tol: float,
     maxiter: int,
 ) -> SolverResult:
-    """Minimise `fun(x, args)` over the box `[lower, upper]`, moving only `free` entries.
+    """Minimise a function over the box `[lower, upper]`, moving only `free` entries;
+    `value_grad_hess(x, args)` returns its value, gradient and Hessian at `x`.
 
     Entries of `x0` that are not free are kept exactly; free entries start from `x0`
     clipped into the box.
@@ -367,7 +400,7 @@ def minimize_bounded(
         # eigendecomposition; it is at most the number of parameters, and can exceed
         # the exact shift by as much, shortening such steps.
         shifts = jnp.stack([jnp.zeros_like(lam), lam, lam + 1.0 - _gershgorin(hs)[0]])
-        ys, ok = _solve_stack(hs[None], jnp.where(move, -g / d, 0.0)[None], shifts[None])
+        ys, ok = _solve_newton_systems(hs[None], jnp.where(move, -g / d, 0.0)[None], shifts[None])
         ys, ok = ys[0], ok[0]
         steps = jnp.where(move[None, :], ys / d[None, :], 0.0)
         finite = jnp.all(jnp.isfinite(steps), axis=1)
@@ -415,7 +448,7 @@ def minimize_bounded(
 
     def body(s: _State) -> _State:
         first = s.n_iter == 0
-        point_t = _pack(s.trial, *_value_grad_hess(fun, s.trial, args))
+        point_t = _pack(s.trial, *value_grad_hess(s.trial, args))
         finite_t = jnp.all(jnp.isfinite(point_t))
         x, f, g, h = _unpack(s.point, n)
         delta = s.trial - x
@@ -462,6 +495,6 @@ def minimize_bounded(
 
     s = jax.lax.while_loop(cond, body, state)
     x = jnp.where(s.converged, s.trial, s.point[:n])
-    f, _, h = _value_grad_hess(fun, x, args)
+    f, _, h = value_grad_hess(x, args)
     converged = s.converged & jnp.isfinite(f)
     return SolverResult(x=x, value=f, hessian=h, n_iter=s.n_iter, converged=converged)

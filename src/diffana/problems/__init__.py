@@ -15,8 +15,9 @@ A *problem* is two things:
    [generator]                      # read by the kind: sample sizes, seed, shapes, ...
    [analysis]                       # read by the kind: bins, yields, systematics, ...
    [scenarios.<name>]               # >= 1 variants of the statistical model
-   [methods.<method>]               # neos, discovery, inferno, bce, cuts_grad, cuts_scan:
-                                    # pipeline, network, optimiser, steps, annealing, ...
+   [methods.<method>]               # neos, discovery, inferno, bce, cuts_grad, cuts_scan
+                                    # (or a method the kind brings): pipeline, network,
+                                    # optimiser, steps, annealing, ...
    [bench]                          # defaults of `diffana bench`: seeds, methods, scenarios
    [modes.quick] / [modes.full]     # overrides of any table above for --quick / --full
    [references]                     # published numbers, compared in the report
@@ -39,8 +40,10 @@ A *problem* is two things:
    and may override the hooks `Problem.modifier_settings` (interpolation codes),
    `Problem.poi_scale` (physical units per unit of POI), `Problem.extra_metrics`
    (problem-specific figures of merit of the hard evaluation, e.g. the INFERNO paper's
-   metric), `Problem.native_loss` (a problem-specific training loss) and
-   `Problem.cuts` (the thresholds that cut-based methods optimise).
+   metric), `Problem.native_loss` (a problem-specific training loss),
+   `Problem.cuts` (the thresholds that cut-based methods optimise) and
+   `Problem.own_methods` (methods with pipelines and training of the problem's own,
+   `ProblemMethod`, run by the bench like the generic ones).
 
 `diffana bench` trains every method on `generate(seed, "train")` through
 `templates` -> soft histograms -> `workspace` -> ``diffana.hf.Model`` -> loss, and
@@ -63,6 +66,7 @@ from diffana.problems._base import (
     SPLITS,
     CutVariable,
     Problem,
+    ProblemMethod,
     Sample,
     TemplateKey,
     Yields,
@@ -110,6 +114,7 @@ __all__ = [
     "Inferno3D",
     "Problem",
     "ProblemDefinition",
+    "ProblemMethod",
     "Sample",
     "TemplateKey",
     "Yields",

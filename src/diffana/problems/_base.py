@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -15,17 +14,18 @@ from jaxtyping import Array, Float
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._definition import (
-    MODES,
     Field,
     ProblemDefinition,
     check_table,
     check_value,
 )
+from diffana.train import CutVariable, Sample, TrainedAnalysis, subsample
 
 __all__ = [
     "SPLITS",
     "CutVariable",
     "Problem",
+    "ProblemMethod",
     "Sample",
     "TemplateKey",
     "Yields",
@@ -48,31 +48,6 @@ SAMPLE_SIZE_FIELDS: dict[str, Field] = {
 SPLITS = ("train", "valid", "test")
 
 
-class Sample(NamedTuple):
-    """Events of one physics sample: features and per-event weights.
-
-    The weights are normalised to the expected number of events in the analysis, so
-    ``w.sum()`` is the sample's expected yield and a histogram of ``x`` weighted by
-    ``w`` is directly a HistFactory template.
-
-    **Fields:**
-
-    - `x`: `Float[Array, "events features"]`, the observables.
-    - `w`: `Float[Array, "events"]`, the event weights (expected events per MC event).
-    - `w2`: `Float[Array, "events"]` or None: each event's contribution to the sum of
-      squared weights of the full sample (None: ``w**2``). `subsample` sets it so that a
-      minibatch still estimates the Monte Carlo statistical uncertainty of the full sample.
-    """
-
-    x: Float[Array, "events features"]
-    w: Float[Array, " events"]
-    w2: Float[Array, " events"] | None = None
-
-    def sumw2(self) -> Float[Array, " events"]:
-        """Per-event contributions to the sum of squared weights (``w2``, else ``w**2``)."""
-        return self.w**2 if self.w2 is None else self.w2
-
-
 #: ``(sample, variation)``, e.g. ``("background", "nominal")`` or ``("background", "r_up")``.
 TemplateKey = tuple[str, str]
 #: A histogram per template: ``{(sample, variation): Float[Array, "bins"]}``.
@@ -85,40 +60,31 @@ def split_seed(base: int, split: str, seed: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def subsample(key: Array, samples: Mapping[str, Sample], size: int) -> dict[str, Sample]:
-    """Draw `size` events per sample (with replacement), reweighted to the same yield.
+class ProblemMethod(NamedTuple):
+    """A `diffana bench` method that a problem brings: its own pipeline and training.
 
-    Used for minibatches: the expected yields of the batch equal those of the full
-    sample, so batch histograms estimate the full templates without bias; likewise the
-    batch's `Sample.w2` estimates the full sample's sum of squared weights.
+    Returned by `Problem.own_methods` under the method's name; the definition configures
+    it in ``[methods.<name>]`` like a generic method, and the bench runs, resumes, tracks,
+    evaluates and reports it like every other method.
 
-    **Arguments:**
+    **Fields:**
 
-    - `key`: a JAX PRNG key.
-    - `samples`: ``{name: Sample}``.
-    - `size`: events per sample in the batch.
-
-    **Returns:** ``{name: Sample}`` with `size` events each.
-    """
-    out = {}
-    keys = jax.random.split(key, len(samples))
-    for k, (name, s) in zip(keys, sorted(samples.items()), strict=True):
-        n = s.x.shape[0]
-        idx = jax.random.randint(k, (size,), 0, n)
-        out[name] = Sample(s.x[idx], s.w[idx] * (n / size), s.sumw2()[idx] * (n / size))
-    return out
-
-
-class CutVariable(NamedTuple):
-    """One threshold of a cut-based selection: keep events with ``x[feature] <direction> t``.
-
-    **Fields:** `name` (e.g. ``"pt_min"``), `feature` (column of `Sample.x`),
-    `direction` (``">"`` or ``"<"``).
+    - `settings`: ``settings(table, steps) -> dict``: the method's settings from its
+      ``[methods.<name>]`` `table`, defaults filled in and validated (raising
+      `ProblemDefinitionError`), `steps` (if not None) overriding the training steps.
+      `load_problem` calls it on the table of every mode the file overrides, so a bad
+      setting shows when the problem is loaded; declaring the table in
+      `Problem.definition_fields` (``"methods.<name>"``) checks its keys and types with
+      a suggestion for a misspelt key.
+    - `train`: ``train(cfg, scenario, seed, train, *, tracker, callback, mesh) ->
+      diffana.train.TrainedAnalysis``: build and train (or scan) the pipeline on the
+      training events for the model of `scenario` (the arguments of
+      `diffana.bench.train_method`). The bench evaluates the pipeline's
+      ``hard_histogram`` on the test events.
     """
 
-    name: str
-    feature: int
-    direction: str
+    settings: Callable[[Mapping[str, Any], int | None], dict[str, Any]]
+    train: Callable[..., TrainedAnalysis]
 
 
 class Problem(abc.ABC):
@@ -142,9 +108,11 @@ class Problem(abc.ABC):
     background_samples: tuple[str, ...] = ("background",)
 
     #: ``{table: {key: Field}}``: what the kind reads from its definition, for the tables
-    #: ``"generator"``, ``"analysis"`` and ``"scenarios"`` (every scenario). A declared
-    #: table is checked completely by `check_definition` when the problem is loaded
-    #: (types, ranges, unknown keys with a suggestion); undeclared tables are left to the
+    #: ``"generator"``, ``"analysis"``, ``"scenarios"`` (every scenario) and
+    #: ``"methods.<name>"`` (the settings of a method the kind brings, `own_methods`; the
+    #: generic methods' settings are checked by `load_definition`). A declared table is
+    #: checked completely by `check_definition` when the problem is loaded (types,
+    #: ranges, unknown keys with a suggestion); undeclared tables are left to the
     #: subclass (only ``[analysis].bins``, if present, is checked).
     definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {}
 
@@ -154,18 +122,12 @@ class Problem(abc.ABC):
 
         **Raises:** `ProblemDefinitionError` naming the file, the table and the key.
         """
-        variants = [definition] + [
-            definition.with_mode(m)
-            for m in MODES
-            if m != definition.mode and m in definition.raw.get("modes", {})
-        ]
-        for d in variants:
+        cls._check_fields(definition)
+        for other in definition.other_modes():
             try:
-                cls._check_fields(d)
+                cls._check_fields(other)
             except ProblemDefinitionError as err:
-                if d is definition:
-                    raise
-                raise ProblemDefinitionError(f"{err} (with [modes.{d.mode}] applied)") from None
+                raise ProblemDefinitionError(f"{err} (with [modes.{other.mode}] applied)") from None
 
     @classmethod
     def _check_fields(cls, definition: ProblemDefinition) -> None:
@@ -175,6 +137,10 @@ class Problem(abc.ABC):
             if table == "scenarios":
                 for name, scen in definition.scenarios.items():
                     check_table(scen, table_fields, f"[scenarios.{name}]", path)
+            elif table.startswith("methods."):
+                method = table.removeprefix("methods.")
+                if method in definition.methods:
+                    check_table(definition.methods[method], table_fields, f"[{table}]", path)
             else:
                 check_table(getattr(definition, table), table_fields, f"[{table}]", path)
         if "analysis" not in fields and "bins" in definition.analysis:
@@ -287,15 +253,14 @@ class Problem(abc.ABC):
         """The thresholds a cut-based method optimises in `scenario` (default: none)."""
         return None
 
-    def companion_benchmark(self, out: Path, *, seed: int, referee: bool) -> dict[str, Any] | None:
-        """A problem-specific comparison that `diffana bench` runs after the generic
-        methods (default: none), e.g. analyses that need their own pipelines.
+    def own_methods(self) -> Mapping[str, ProblemMethod]:
+        """The bench methods this problem brings, by name (default: none).
 
-        It writes its outputs under `out` (and may reuse a finished run found there) and
-        returns ``{"title": str, "markdown": str, "plots": [file names in out]}`` for the
-        report, or None.
+        For analyses that need pipelines or training of their own (e.g. object-level
+        selections on padded collections); their names may not clash with the generic
+        methods of `METHOD_NAMES`.
         """
-        return None
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary recorded with every run (kind, features, samples)."""

@@ -32,7 +32,8 @@ __all__ = [
 #: Version of the definition-file format this diffana reads.
 DEFINITION_SCHEMA = 1
 
-#: The methods ``diffana bench`` knows how to train and evaluate.
+#: The generic methods ``diffana bench`` knows how to train and evaluate on every problem
+#: (a problem kind may bring more, `diffana.problems.Problem.own_methods`).
 METHOD_NAMES = ("neos", "discovery", "inferno", "bce", "cuts_grad", "cuts_scan")
 
 #: Run modes; a definition may override any of its fields per mode in ``[modes.<mode>]``.
@@ -242,7 +243,8 @@ class ProblemDefinition:
     - `generator`: parameters handed to the generator (sample sizes, shapes, ...).
     - `analysis`: binning, yields and systematics of the statistical model.
     - `scenarios`: named variants of the statistical model (``{name: {...}}``), at least one.
-    - `methods`: ``{method: hyperparameters}``; method names from `METHOD_NAMES`.
+    - `methods`: ``{method: hyperparameters}``; method names from `METHOD_NAMES` or the
+      kind's `Problem.own_methods` (checked by `load_problem`).
     - `bench`: defaults of ``diffana bench`` (``seeds``, ``methods``, ``scenarios``, ...).
     - `references`: published numbers to compare with.
     - `notes`: free text (deviations from a publication, choices made).
@@ -277,6 +279,15 @@ class ProblemDefinition:
     def with_mode(self, mode: str) -> ProblemDefinition:
         """The same definition re-read with the overrides of `mode` applied."""
         return _from_dict(self.raw, self.path, mode)
+
+    def other_modes(self) -> list[ProblemDefinition]:
+        """The definition in every other mode that the file overrides in
+        ``[modes.<mode>]`` (checked when loaded, so that a mistake there shows now, not
+        when that mode is run)."""
+        modes = self.raw.get("modes")
+        if not isinstance(modes, Mapping):
+            return []
+        return [self.with_mode(m) for m in MODES if m != self.mode and m in modes]
 
 
 def definition_dirs() -> list[Path]:
@@ -446,15 +457,13 @@ def _build(raw: dict[str, Any], path: Path, mode: str) -> ProblemDefinition:
     methods = _table(merged, "methods", path)
     if not methods:
         raise ProblemDefinitionError(f"{path}: [methods] needs at least one method")
+    # The names are checked against the problem's kind (generic or its own methods) by
+    # `load_problem`; the settings of a generic method are checked here.
     for mname, cfg in methods.items():
-        if mname not in METHOD_NAMES:
-            raise ProblemDefinitionError(
-                f"{path}: unknown method [methods.{mname}]{_hint(mname, METHOD_NAMES)}; "
-                f"known: {', '.join(METHOD_NAMES)}"
-            )
         if not isinstance(cfg, Mapping):
             raise ProblemDefinitionError(f"{path}: [methods.{mname}] must be a table")
-        check_table(cfg, METHOD_FIELDS[mname], f"[methods.{mname}]", path)
+        if mname in METHOD_FIELDS:
+            check_table(cfg, METHOD_FIELDS[mname], f"[methods.{mname}]", path)
     bench = _table(merged, "bench", path, required=False)
     check_table(bench, _BENCH_FIELDS, "[bench]", path)
     for key in ("methods", "scenarios"):

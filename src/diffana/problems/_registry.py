@@ -8,7 +8,12 @@ from pathlib import Path
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import Problem
-from diffana.problems._definition import ProblemDefinition, load_definition
+from diffana.problems._definition import (
+    METHOD_NAMES,
+    ProblemDefinition,
+    _hint,
+    load_definition,
+)
 
 __all__ = ["load_problem", "problem_kinds", "register_problem"]
 
@@ -96,8 +101,9 @@ def load_problem(
 
     **Returns:** the `Problem`.
 
-    **Raises:** `ProblemDefinitionError` for an unknown name, a malformed file or a
-    field the problem kind rejects.
+    **Raises:** `ProblemDefinitionError` for an unknown name, a malformed file, a field
+    the problem kind rejects or a method that is neither generic (`METHOD_NAMES`) nor one
+    the kind brings (`Problem.own_methods`).
 
     Example:
 
@@ -119,4 +125,33 @@ def load_problem(
             f"{definition.path}: kind {definition.kind!r} built a {type(problem).__name__}, "
             "not a diffana.problems.Problem"
         )
+    _check_methods(problem)
     return problem
+
+
+def _check_methods(problem: Problem) -> None:
+    """Every ``[methods.<name>]``, in every mode, is a generic method or one the problem
+    brings, and the settings of the problem's own methods are valid."""
+    own = problem.own_methods()
+    definition = problem.definition
+    clash = sorted(set(own) & set(METHOD_NAMES))
+    if clash:
+        raise ProblemDefinitionError(
+            f"{definition.path}: kind {definition.kind!r} brings method(s) {clash} that clash "
+            "with the generic methods"
+        )
+    known = [*METHOD_NAMES, *own]
+    for d in [definition, *definition.other_modes()]:
+        try:
+            for name, table in d.methods.items():
+                if name not in known:
+                    raise ProblemDefinitionError(
+                        f"{d.path}: unknown method [methods.{name}]{_hint(name, known)}; "
+                        f"known: {', '.join(known)}"
+                    )
+                if name in own:
+                    own[name].settings(table, None)
+        except ProblemDefinitionError as err:
+            if d is definition:
+                raise
+            raise ProblemDefinitionError(f"{err} (with [modes.{d.mode}] applied)") from None

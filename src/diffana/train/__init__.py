@@ -1,5 +1,9 @@
 """Training: optax loop with minibatches and annealing, trainable pipelines, run tracking.
 
+Arrays and PyTrees in: weighted events (`Sample`, minibatches by `subsample`), a pipeline
+(an equinox Module) and a loss function; no problem types. `scan_thresholds` is the
+derivative-free alternative for a handful of thresholds.
+
 Pipelines map weighted events to a histogram, each with a soft ``histogram(sample,
 relax)`` and a hard twin ``hard_histogram(sample)``: `SoftmaxBins` (INFERNO), `KDEBins`
 (neos), `Classifier` (cross-entropy baseline, binned afterwards) and `CutSelection`
@@ -15,7 +19,8 @@ Example:
 
 from __future__ import annotations
 
-from diffana.train._loop import LossFn, TrainResult, fit, make_optimizer
+from diffana.train._data import CutVariable, Sample, subsample
+from diffana.train._loop import LossFn, TrainedAnalysis, TrainResult, fit, make_optimizer
 from diffana.train._pipelines import (
     Classifier,
     CutSelection,
@@ -24,6 +29,7 @@ from diffana.train._pipelines import (
     SoftmaxBins,
     standardisation,
 )
+from diffana.train._scan import ScanResult, scan_thresholds
 from diffana.train._schedules import Annealing, as_annealing
 from diffana.train._tracking import (
     RunTracker,
@@ -37,12 +43,16 @@ __all__ = [
     "Annealing",
     "Classifier",
     "CutSelection",
+    "CutVariable",
     "KDEBins",
     "LossFn",
     "Network",
     "RunTracker",
+    "Sample",
+    "ScanResult",
     "SoftmaxBins",
     "TrainResult",
+    "TrainedAnalysis",
     "as_annealing",
     "atomic_write_json",
     "atomic_write_text",
@@ -50,5 +60,7 @@ __all__ = [
     "json_default",
     "make_optimizer",
     "read_metrics",
+    "scan_thresholds",
     "standardisation",
+    "subsample",
 ]

@@ -19,11 +19,11 @@ from jaxtyping import Array, PRNGKeyArray
 
 from diffana import parallel
 from diffana.errors import ConvergenceWarning
-from diffana.problems import Sample, subsample
+from diffana.train._data import Sample, subsample
 from diffana.train._schedules import Annealing, as_annealing
 from diffana.train._tracking import RunTracker
 
-__all__ = ["LossFn", "TrainResult", "fit", "make_optimizer"]
+__all__ = ["LossFn", "TrainResult", "TrainedAnalysis", "fit", "make_optimizer"]
 
 #: ``loss_fn(pipeline, batch, relax) -> (loss, figure_of_merit)``, both scalars.
 LossFn = Callable[[Any, Mapping[str, Sample], Array], tuple[Array, Array]]
@@ -51,6 +51,25 @@ class TrainResult(NamedTuple):
     steps_per_second: float
     skipped_steps: int
     warnings: dict[str, int]
+
+
+class TrainedAnalysis(NamedTuple):
+    """A trained (or scanned) analysis, ready for the hard evaluation.
+
+    What every method of ``diffana bench`` returns, the generic ones and those a problem
+    brings (`diffana.problems.ProblemMethod`).
+
+    **Fields:**
+
+    - `pipeline`: the pipeline; its ``hard_histogram(sample)`` is what gets evaluated.
+    - `training`: JSON-able facts of the training (steps, times, rates, final loss, ...).
+    - `history`: per-step ``loss``, ``fom``, ``learning_rate``, ``relax`` (numpy arrays),
+      or per-chunk best figure of merit for scans.
+    """
+
+    pipeline: Any
+    training: dict[str, Any]
+    history: dict[str, np.ndarray]
 
 
 @functools.lru_cache(maxsize=64)
@@ -121,7 +140,7 @@ def fit(
     """Minimise `loss_fn` over the inexact arrays of `pipeline` with optax.
 
     Each step draws `batch_size` events per sample from `train` (with replacement,
-    reweighted to the full yields, see `diffana.problems.subsample`), evaluates the loss at
+    reweighted to the full yields, see `subsample`), evaluates the loss at
     the current relaxation parameter and applies one optimiser update. Steps are jitted
     once; the relaxation parameter and the data are traced, so annealing costs no
     recompilation, and later calls with the same `loss_fn` object, optimiser settings,
@@ -152,7 +171,7 @@ def fit(
     Example:
 
     >>> import jax, jax.numpy as jnp, numpy as np
-    >>> from diffana.problems import Sample
+    >>> from diffana.train import Sample
     >>> data = {"a": Sample(np.linspace(-1, 1, 50)[:, None], np.ones(50))}
     >>> loss = lambda p, batch, r: (jnp.sum((p - 2.0) ** 2),) * 2
     >>> res = fit(loss, jnp.zeros(2), data, steps=300, batch_size=8,

@@ -22,7 +22,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from diffana import relax
-from diffana.problems import CutVariable, Sample
+from diffana.train._data import CutVariable, Sample
 
 __all__ = [
     "Classifier",

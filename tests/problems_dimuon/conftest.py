@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from diffana.problems import load_problem
-from diffana.problems._nanoaod import write_nanoaod_dataset
+from diffana.problems._dimuon import write_nanoaod_dataset
 
 TINY = """
 schema = 1
 [problem]
 name = "dimuon_tiny"
-kind = "diffana.problems._nanoaod:DimuonNanoAOD"
+kind = "diffana.problems._dimuon:DimuonNanoAOD"
 [generator]
 n_train = 600
 n_valid = 300
@@ -27,17 +27,25 @@ mass_range = [130.0, 290.0]
 yields = { signal = 40.0, dy = 3000.0, ttbar = 20000.0, fakes = 200000.0 }
 normsys = { lumi_unc = { signal = 0.025, dy = 0.025, ttbar = 0.025 }, ttbar_xsec = { ttbar = 0.1 } }
 cuts = [ { name = "mu2_pt_min", feature = "mu2_pt", direction = ">" } ]
-[analysis.object_level]
-batch_size = 200
-scan = { grid_points = 2, budget = 3, chunk = 3 }
-grad = { steps = 2 }
-neos = { steps = 2, hidden = [4, 4] }
 [scenarios.syst]
 [scenarios.stat]
 systematics = false
 [methods.cuts_grad]
 steps = 2
 batch_size = 100
+[methods.object_cuts_default]
+per_scenario = false
+[methods.object_cuts_scan]
+grid_points = 2
+budget = 3
+chunk = 3
+[methods.object_cuts_grad]
+steps = 2
+batch_size = 200
+[methods.object_neos]
+steps = 2
+batch_size = 200
+hidden = [4, 4]
 """
 
 

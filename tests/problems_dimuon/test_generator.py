@@ -8,7 +8,7 @@ import pytest
 import uproot
 
 import diffana
-from diffana.problems._nanoaod import (
+from diffana.problems._dimuon import (
     NANOAOD_SAMPLES,
     generate_nanoaod,
     jes_shift,
@@ -104,6 +104,6 @@ def test_write_is_atomic_and_errors(tmp_path):
 def test_docstring_examples():
     import doctest
 
-    from diffana.problems import _nanoaod
+    from diffana.problems._dimuon import generator
 
-    assert doctest.testmod(_nanoaod, optionflags=doctest.ELLIPSIS).failed == 0
+    assert doctest.testmod(generator, optionflags=doctest.ELLIPSIS).failed == 0
