@@ -429,7 +429,11 @@ The expected yields (40 signal, 60 background events before selection) are illus
 normalisations, not cross-sections; the files are far too small for a physics result.
 
 The files are looked up in `../shared/data/cms-opendata/` relative to the repository root
-(or `$DIFFANA_CMS_OPENDATA`); the notebook stops with a message if they are absent.
+(or `$DIFFANA_CMS_OPENDATA`). In a fresh clone they are not there: they are
+[scikit-hep-testdata](https://github.com/scikit-hep/scikit-hep-testdata) files, so with
+that package installed (`pip install scikit-hep-testdata`) the notebook takes them from
+it (`skhep_testdata.data_path(name)` downloads a file on first use). Without either, the
+notebook says so and skips the rest.
 """),
     code(
         SETUP
@@ -445,14 +449,23 @@ def repo_root(start=Path.cwd()):
     return start
 
 
+NAMES = {"dy": "uproot-small-dy-withoffsets.root", "ttbar": "nanoAOD_2015_CMS_Open_Data_ttbar.root"}
 DATA = Path(os.environ.get("DIFFANA_CMS_OPENDATA", repo_root().parent / "shared/data/cms-opendata"))
-FILES = {
-    "dy": DATA / "uproot-small-dy-withoffsets.root",
-    "ttbar": DATA / "nanoAOD_2015_CMS_Open_Data_ttbar.root",
-}
+FILES = {name: DATA / file for name, file in NAMES.items()}
+if not all(p.exists() for p in FILES.values()):
+    try:
+        import skhep_testdata  # pip install scikit-hep-testdata
+    except ImportError:
+        print(f"CMS open-data files not found in {DATA}, and scikit-hep-testdata is not "
+              "installed: `pip install scikit-hep-testdata` provides them.")
+    else:
+        try:  # downloads each file on first use, then reads the local copy
+            FILES = {name: Path(skhep_testdata.data_path(file)) for name, file in NAMES.items()}
+        except Exception as err:  # offline, or an older scikit-hep-testdata
+            print(f"scikit-hep-testdata could not provide the files: {err}")
 HAVE_DATA = all(p.exists() for p in FILES.values())
 if not HAVE_DATA:
-    print(f"CMS open-data files not found in {DATA}: the rest of this notebook is skipped.")"""
+    print("The rest of this notebook is skipped.")"""
     ),
     code("""
 import jax

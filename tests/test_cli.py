@@ -101,7 +101,7 @@ def test_bench_runs_and_resumes(runner, tmp_path):
             "--no-tensorboard", "--seeds", "1"]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "1 runs" in result.output
+    assert "1 runs (1 ran, 0 reused" in result.output
     summary = json.loads((out / "results.json").read_text())
     assert summary["problems"]["cli_blobs"]["runs"][0]["method"] == "bce"
     assert (out / "results.md").read_text().startswith("# diffana bench results")
@@ -109,6 +109,13 @@ def test_bench_runs_and_resumes(runner, tmp_path):
     before = result_file.stat().st_mtime_ns
     again = runner.invoke(main, args)
     assert again.exit_code == 0 and result_file.stat().st_mtime_ns == before
+    assert "1 runs (0 ran, 1 reused" in again.output
+    # Other settings in the same folder: refused before anything runs, nothing touched.
+    other = runner.invoke(main, [*args, "--steps", "2"])
+    line = one_line_error(other)
+    assert other.exit_code == 2
+    assert "made with other settings" in line and "steps: 3 -> 2" in line
+    assert "--out" in line and result_file.stat().st_mtime_ns == before
 
 
 def test_report_without_results_is_a_one_line_error(runner, tmp_path):
@@ -162,6 +169,85 @@ def test_bench_devices_errors_are_one_line(runner, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     result = runner.invoke(main, ["bench", str(definition), "--devices", "0"])
     assert result.exit_code != 0 and "--devices" in result.output
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("bins = 3", "bins = -1"), "[analysis].bins must be an integer >= 1, got -1"),
+        (("steps = 3", 'steps = 3\nlearning_rate = "fast"'),
+         "[methods.bce].learning_rate must be a number > 0, got 'fast'"),
+        (("steps = 3", "steps = 3\nlearning_rat = 0.1"),
+         "[methods.bce] has unknown key 'learning_rat' (did you mean 'learning_rate'?)"),
+    ],
+)  # fmt: skip
+def test_definition_mistakes_are_one_line_exit_2_and_write_nothing(
+    runner, tmp_path, edit, expected
+):
+    definition = tmp_path / "cli_blobs.toml"
+    definition.write_text(textwrap.dedent(TINY).replace(*edit))
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["bench", str(definition), "--out", str(out)])
+    line = one_line_error(result)
+    assert result.exit_code == 2
+    assert str(definition) in line and expected in line
+    assert not out.exists()
+
+
+def test_quick_and_full_exclude_each_other(runner, tmp_path):
+    result = runner.invoke(main, ["bench", "gaussian_blobs", "--quick", "--full"])
+    assert result.exit_code == 2 and "--quick and --full" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_interrupt_says_how_to_resume(runner, tmp_path, monkeypatch):
+    import diffana.bench
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(diffana.bench, "run_bench", interrupted)
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["bench", "gaussian_blobs", "--quick", "--out", str(out)])
+    assert result.exit_code == 130
+    assert "rerun the same command to resume" in result.output and str(out) in result.output
+    assert "Aborted!" not in result.output
+
+
+def _fake_results(out):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    (out / "plots" / "p_loss.png").write_bytes(b"\x89PNG" + bytes(100))
+    summary = {
+        "schema": "diffana.bench.results/1", "created": "2026-01-01T00:00:00+00:00",
+        "wall_time_s": 1.0, "complete": True,
+        "meta": {"command": "diffana bench p", "mode": "quick",
+                 "environment": {"cpu_count": 2, "diffana": "0", "jax": "0"}},
+        "problems": {"p": {"definition": "/somewhere/p.toml", "summary": [],
+                           "plots": ["plots/p_loss.png"]}},
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(summary))
+
+
+def test_report_writes_into_the_run_folder_and_never_overwrites(runner, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _fake_results(out)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text("the project's own page")
+    result = runner.invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").read_text().startswith("# Benchmark results")
+    assert (out / "report" / "p_loss.png").exists()
+    assert (tmp_path / "docs" / "results.md").read_text() == "the project's own page"
+    again = runner.invoke(main, ["report", str(out)])
+    line = one_line_error(again)
+    assert again.exit_code == 2 and "exists" in line and "--force" in line
+    page = tmp_path / "docs" / "results.md"
+    refused = runner.invoke(main, ["report", str(out), "--page", str(page)])
+    assert refused.exit_code == 2 and page.read_text() == "the project's own page"
+    forced = runner.invoke(main, ["report", str(out), "--page", str(page), "--force"])
+    assert forced.exit_code == 0 and page.read_text().startswith("# Benchmark results")
 
 
 def test_version(runner):

@@ -12,6 +12,17 @@ from diffana.errors import DiffanaError
 __all__ = ["main"]
 
 
+class DiffanaCliError(click.ClickException):
+    """A diffana error reported on the command line: one line, exit status 2 (bad
+    input, as for click's usage errors)."""
+
+    exit_code = 2
+
+    @classmethod
+    def from_error(cls, err: BaseException) -> DiffanaCliError:
+        return cls(" ".join(str(err).split()) or type(err).__name__)
+
+
 @click.group()
 @click.version_option(diffana.__version__, prog_name="diffana")
 def main() -> None:
@@ -31,8 +42,8 @@ def main() -> None:
     "--out", "-o", default="bench-results", show_default=True,
     type=click.Path(file_okay=False), help="Output folder; finished runs in it are reused.",
 )  # fmt: skip
-@click.option("--quick", "mode", flag_value="quick", help="Small samples and few steps (tests).")
-@click.option("--full", "mode", flag_value="full", help="The full benchmark (all seeds).")
+@click.option("--quick", is_flag=True, help="Small samples and few steps (tests).")
+@click.option("--full", is_flag=True, help="The full benchmark (all seeds).")
 @click.option(
     "--tensorboard/--no-tensorboard", default=None,
     help="Log to TensorBoard (needs tensorboardX); default: if installed.",
@@ -46,19 +57,23 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--list", "list_only", is_flag=True, help="List the available problems and exit.")
 def bench(
-    problems, methods, seeds, steps, out, mode, tensorboard, no_referee, no_plots, devices,
-    list_only,
+    problems, methods, seeds, steps, out, quick, full, tensorboard, no_referee, no_plots,
+    devices, list_only,
 ):  # fmt: skip
     """Train and evaluate methods on shared benchmark PROBLEMS (names or .toml files).
 
     Without PROBLEMS, runs the shared benchmarks gaussian_blobs, inferno3d and cut_scan
     with their default settings (under 5 minutes on 2 CPU cores); --list shows all.
     Writes OUT/results.json, OUT/results.md, OUT/plots/ and one folder per run
-    (config.json, metrics.jsonl, workspaces, result.json); rerunning with the same OUT
-    resumes an interrupted benchmark.
+    (config.json, metrics.jsonl, workspaces, result.json); rerunning the same command
+    resumes an interrupted benchmark. Runs made with other settings are not mixed in one
+    OUT: change --out when you change --steps, --quick or a definition.
     """
     from diffana.problems import available_problems, load_definition
 
+    if quick and full:
+        raise click.UsageError("--quick and --full exclude each other: give one of them")
+    mode = "quick" if quick else "full" if full else "default"
     try:
         if list_only:
             for name, path in sorted(available_problems().items()):
@@ -73,7 +88,7 @@ def bench(
             try:
                 parallel.use_cpu_devices(devices)  # before JAX starts; no effect on GPUs
             except RuntimeError as err:
-                raise click.ClickException(str(err)) from None
+                raise DiffanaCliError.from_error(err) from None
         from diffana.bench import run_bench
 
         method_list = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
@@ -83,7 +98,7 @@ def bench(
             seeds=seeds,
             steps=steps,
             out=out,
-            mode=mode or "default",
+            mode=mode,
             tensorboard=tensorboard,
             referee=not no_referee,
             plots=not no_plots,
@@ -92,28 +107,42 @@ def bench(
             command="diffana bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None,
         )
     except DiffanaError as err:
-        raise click.ClickException(str(err).splitlines()[0]) from None
+        raise DiffanaCliError.from_error(err) from None
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nInterrupted. The finished runs are kept in {out}; rerun the same command "
+            "to resume from there.",
+            err=True,
+        )
+        raise SystemExit(130) from None
+    reused = results["meta"].get("runs_reused", 0)
     click.echo(
-        f"{results['runs_done']} runs in {results['wall_time_s']:.0f} s; "
-        f"results in {out}/results.md and {out}/results.json"
+        f"{results['runs_done']} runs ({results['runs_done'] - reused} ran, {reused} reused "
+        f"from {out}) in {results['wall_time_s']:.0f} s; results in {out}/results.md and "
+        f"{out}/results.json"
     )
 
 
 @main.command("report")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option(
-    "--page", "-p", default="docs/results.md", show_default=True,
-    type=click.Path(dir_okay=False), help="Markdown page to write (plots go beside it).",
+    "--page", "-p", default=None, type=click.Path(dir_okay=False),
+    help="Markdown page to write, plots in a folder beside it  [default: OUT/report.md]",
 )  # fmt: skip
 @click.option("--title", default="Benchmark results", show_default=True)
-def report(out, page, title):
-    """Write the results of the finished `diffana bench` run in OUT as a docs page."""
+@click.option("--force", is_flag=True, help="Replace the page if it exists.")
+def report(out, page, title, force):
+    """Write the results of the finished `diffana bench` run in OUT as a docs page.
+
+    The page goes to OUT/report.md (plots in OUT/report/) unless --page says otherwise;
+    an existing page is only replaced with --force.
+    """
     from diffana.bench import write_docs_page
 
     try:
-        path = write_docs_page(out, page, title)
+        path = write_docs_page(out, page, title, overwrite=force)
     except (DiffanaError, OSError) as err:
-        raise click.ClickException(str(err).splitlines()[0]) from None
+        raise DiffanaCliError.from_error(err) from None
     click.echo(f"wrote {path}")
 
 

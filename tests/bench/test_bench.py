@@ -408,3 +408,37 @@ def test_evaluation_fits_from_several_starts_find_the_deeper_minimum():
     assert single > ref["pyhf_z0"] + 1.0  # the local minimum overstates Z0
     assert z0 <= ref["pyhf_z0"] + 1e-6  # at least as deep a minimum as pyhf's
     assert cls >= ref["pyhf_cls"] - 1e-9
+
+
+def test_evaluation_stages_are_reported(tiny_definitions, tmp_path):
+    problem = load_problem(tiny_definitions["tiny_blobs"])
+    spec = next(s for s in plan_runs(problem) if s.method == "neos" and s.seed == 0)
+    stages = []
+    run_one(problem, spec, tmp_path, steps=1, tensorboard=False,
+            on_stage=lambda stage, scen: stages.append((stage, scen)))  # fmt: skip
+    assert stages == [("hard", None), ("fits", "default"), ("referee", "default")]
+    stages.clear()
+    _, reused = run_one(problem, spec, tmp_path, steps=1, tensorboard=False,
+                        on_stage=lambda stage, scen: stages.append((stage, scen)))  # fmt: skip
+    assert reused and stages == []
+
+
+def test_progress_says_compiling_on_first_calls_only():
+    from diffana.bench._runner import _Progress
+
+    with _Progress(True, 2) as bar:
+        descriptions = []
+        for _ in range(2):
+            bar.start_run("p bce seed 0", 3, compiling=("p", "bce"))
+            descriptions.append(bar._p.tasks[-1].description)
+            bar.step(0, 1.0)
+            descriptions.append(bar._p.tasks[-1].description)
+            for stage, scen in (("hard", None), ("fits", "s1"), ("referee", "s1")):
+                bar.stage("p bce seed 0", stage, scen, n_stages=3, problem="p", method="bce")
+                descriptions.append(bar._p.tasks[-1].description)
+            bar.finish_run(False)
+    first, second = descriptions[:5], descriptions[5:]
+    assert first[0] == "p bce seed 0: training (compiling)" and first[1].endswith("training")
+    assert "hard histograms" in first[2] and first[2].endswith("(compiling)")
+    assert "fits (s1) (compiling)" in first[3] and "pyhf referee (s1)" in first[4]
+    assert not any("compiling" in d for d in second)

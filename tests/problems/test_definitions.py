@@ -21,7 +21,7 @@ from diffana.problems import (
     register_problem,
 )
 
-SHIPPED = ("cut_scan", "gaussian_blobs", "inferno3d")
+SHIPPED = ("cut_scan", "dimuon", "gaussian_blobs", "inferno3d")
 
 MINIMAL = """
 schema = 1
@@ -120,7 +120,7 @@ def test_missing_file():
         (lambda t: t.replace('kind = "gaussian_blobs"', 'kind = "warp_drive"'), "unknown .*kind"),
         (lambda t: t.replace("[scenarios.default]\n", ""), r"\[scenarios\]"),
         (lambda t: t + "\n[extra]\n", "unknown top-level"),
-        (lambda t: t.replace("bins = 3", 'bins = "three"'), r"\[analysis\].bins must be int"),
+        (lambda t: t.replace("bins = 3", 'bins = "three"'), r"\[analysis\].bins must be an int"),
         (lambda t: t.replace("n_test = 100", ""), r"\[generator\].n_test is required"),
         (lambda t: t.replace("[modes.quick]", "[modes.turbo]"), "unknown mode"),
         (lambda t: t + '\n[bench]\nmethods = ["neos"]\n', r"\[bench\].methods"),
@@ -132,6 +132,81 @@ def test_malformed_definitions_name_the_field(tmp_path, edit, match):
     path = write(tmp_path, edit(textwrap.dedent(MINIMAL)))
     with pytest.raises(ProblemDefinitionError, match=match):
         load_problem(path)
+
+
+def _sub(old, new):
+    return lambda text: text.replace(old, new)
+
+
+def _add(extra):
+    return lambda text: text + extra
+
+
+M_BCE = r"\[methods\.bce\]"
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        # ranges
+        (_sub("bins = 3", "bins = -1"), r"\[analysis\]\.bins must be an integer >= 1, got -1"),
+        (_sub("bins = 3", "bins = 0"), r"\[analysis\]\.bins must be an integer >= 1"),
+        (_sub("n_test = 100", "n_test = -5"), r"\[generator\]\.n_test must be"),
+        (_sub("signal_yield = 10.0", "signal_yield = -1.0"), r"signal_yield must be a number > 0"),
+        (_sub("steps = 5", "steps = -5"), M_BCE + r"\.steps must be an integer >= 0"),
+        (_sub("batch_size = 10", "batch_size = 0"), M_BCE + r"\.batch_size"),
+        # types
+        (_sub("steps = 5", 'steps = 5\nlearning_rate = "fast"'),
+         M_BCE + r"\.learning_rate must be a number > 0, got 'fast'"),
+        (_sub("steps = 5", "steps = 5.5"), M_BCE + r"\.steps must be an int"),
+        (_sub("steps = 5", "steps = true"), M_BCE + r"\.steps must be an int"),
+        (_sub("steps = 5", 'steps = 5\nhidden = [8, "x"]'), M_BCE + r"\.hidden\[1\]"),
+        (_sub("steps = 5", 'steps = 5\noptimizer = "adma"'), r"optimizer must be one of 'adam'"),
+        (_sub("steps = 5", "steps = 5\nbandwidth = { start = 0.1 }"),
+         M_BCE + r"\.bandwidth\.end is required"),
+        (_sub("means.signal = [-1.0, 1.0]", "means.signal = [-1.0]"),
+         r"\[generator\]\.means\.signal must be a list of 2"),
+        # unknown keys, with a suggestion
+        (_sub("steps = 5", "steps = 5\nlearning_rat = 0.1"),
+         M_BCE + r" has unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"),
+        (_sub("bins = 3", "bins = 3\nsignal_yeild = 3.0"),
+         r"\[analysis\] has unknown key 'signal_yeild' \(did you mean 'signal_yield'\?\)"),
+        (_sub("n_test = 100", "n_test = 100\nn_tset = 1"), r"did you mean 'n_test'"),
+        (_sub('kind = "gaussian_blobs"', 'kind = "gaussian_blobs"\ndescripton = ""'),
+         r"\[problem\] has unknown key 'descripton' \(did you mean 'description'\?\)"),
+        (_add("\n[bench]\nseed = 2\n"),
+         r"\[bench\] has unknown key 'seed' \(did you mean 'seeds'\?\)"),
+        (_add("\n[bench]\nseeds = 0\n"), r"\[bench\]\.seeds must be an integer >= 1"),
+        (_sub("[scenarios.default]", "[scenarios.default]\nthresholds = 2"),
+         r"\[scenarios\.default\] has unknown key 'thresholds'"),
+        (_sub("[methods.bce]", "[methods.bec]"), r"did you mean 'bce'"),
+        (_add("\n[note]\n"), r"unknown top-level field 'note' \(did you mean 'notes'\?\)"),
+        # mistakes in another mode's overrides are found when any mode is loaded
+        (_sub("methods.bce = { steps = 2 }", "methods.bce = { steps = -2 }"),
+         r"steps must be an integer >= 0, got -2 \(with \[modes\.quick\] applied\)"),
+        (_add("generator = { n_tets = 5 }\n"), r"did you mean 'n_test'.*\[modes\.quick\]"),
+    ],
+)  # fmt: skip
+def test_definitions_are_checked_completely_when_loaded(tmp_path, edit, match):
+    path = write(tmp_path, edit(textwrap.dedent(MINIMAL)))
+    with pytest.raises(ProblemDefinitionError, match=match) as info:
+        load_problem(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_the_shipped_cut_and_inferno_kinds_check_their_tables(tmp_path):
+    text = find_definition("cut_scan").read_text()
+    bad = write(tmp_path, text.replace('direction = ">" }', 'direction = ">=" }', 1), "c.toml")
+    with pytest.raises(ProblemDefinitionError, match=r"\[analysis\]\.cuts\[0\]\.direction"):
+        load_problem(bad)
+    bad = write(tmp_path, text.replace("thresholds = 1", "threshold = 1"), "c.toml")
+    with pytest.raises(ProblemDefinitionError, match=r"did you mean 'thresholds'"):
+        load_problem(bad)
+    text = find_definition("inferno3d").read_text()
+    bad = write(tmp_path, text.replace('free = ["s", "r"]', 'free = ["s", "q"]'), "i.toml")
+    with pytest.raises(ProblemDefinitionError, match=r"\[scenarios\.b1\]\.free\[1\]"):
+        load_problem(bad)
 
 
 def test_bad_mode_name():

@@ -15,7 +15,7 @@ import pytest
 import diffana
 from diffana.bench import method_settings
 from diffana.hf import Model
-from diffana.problems import Sample, load_problem
+from diffana.problems import Sample, find_definition, load_problem
 from diffana.problems import _dimuon as nano
 from diffana.systematics import evaluate_variations, vary
 from diffana.testing import assert_grad_matches_fd
@@ -226,15 +226,15 @@ def test_loss_gradient_matches_central_differences(tiny_problem, tiny_train):
     [
         (("mass_range = [130.0, 290.0]", "mass_range = [300.0, 290.0]"), "mass_range"),
         (("mass_range = [130.0, 290.0]", "mass_range = [100.0, 290.0]"), "below the skim"),
-        (("fakes = 200000.0 }", "fakes = -1.0 }"), r"yields .*invalid \['fakes'\]"),
-        (("signal = 40.0, ", ""), r"missing \['signal'\]"),
+        (("fakes = 200000.0 }", "fakes = -1.0 }"), r"yields\.fakes must be a number > 0"),
+        (("signal = 40.0, ", ""), r"\[analysis\]\.yields\.signal is required"),
         (("ttbar_xsec = { ttbar = 0.1 }", "ttbar_xsec = { top = 0.1 }"), "normsys.ttbar_xsec"),
-        (('feature = "mu2_pt"', 'feature = "mu3_pt"'), r"cuts\[0\]: feature"),
+        (('feature = "mu2_pt"', 'feature = "mu3_pt"'), r"cuts\[0\]\.feature must be one of 'mll'"),
         (
             ("[scenarios.stat]\nsystematics = false", "[scenarios.stat]\nsystematics = 1"),
             "systematics must be",
         ),
-        (("n_test = 800", "n_test = 0"), "n_test must be >= 1"),
+        (("n_test = 800", "n_test = 0"), r"\[generator\]\.n_test must be an integer >= 1"),
     ],
 )
 def test_definition_errors(write_definition, tiny_text, replace, match):
@@ -261,7 +261,7 @@ def test_own_methods(tiny_problem):
     assert method_settings(tiny_problem, "object_cuts_default") == {"per_scenario": False}
     with pytest.raises(diffana.ProblemDefinitionError, match=r"object_neos\]\.loss"):
         nano.object_method_settings("object_neos", {"loss": "bce"}, None)
-    with pytest.raises(diffana.ProblemDefinitionError, match=r"unknown field\(s\) \['step'\]"):
+    with pytest.raises(diffana.ProblemDefinitionError, match=r"did you mean 'steps'\?"):
         nano.object_method_settings("object_cuts_grad", {"step": 3}, None)
 
 
@@ -272,7 +272,38 @@ def test_own_method_errors_name_the_field(write_definition, tiny_text):
         diffana.ProblemDefinitionError, match=r"unknown method \[methods.object_bdt"
     ):
         load_problem(write_definition(bad_name, name="bad_method.toml"))
-    bad_field = text.replace("grid_points = 2", "grid_points = 2\ngrid = 3")
-    problem = load_problem(write_definition(bad_field, name="bad_field.toml"))
-    with pytest.raises(diffana.ProblemDefinitionError, match=r"unknown field\(s\) \['grid'\]"):
-        method_settings(problem, "object_cuts_scan")
+    bad_field = text.replace("grid_points = 2", "grid_point = 2")
+    with pytest.raises(
+        diffana.ProblemDefinitionError,
+        match=r"\[methods\.object_cuts_scan\] has unknown key 'grid_point' \(did you mean",
+    ):  # found when the problem is loaded, before anything runs
+        load_problem(write_definition(bad_field, name="bad_field.toml"))
+
+
+@pytest.mark.parametrize(
+    ("replace", "match"),
+    [
+        (("mll_min = 110.0", "mll_mn = 110.0"), r"\[generator\] has unknown key 'mll_mn' \(did"),
+        (("mu_scale = 0.01", "mu_scal = 0.01"), r"\[analysis\] has .* \(did you mean 'mu_scale'"),
+        (("systematics = false", "systematic = false"), r"\[scenarios\.stat\] has unknown key"),
+        (("cut_slope = 0.05", "cut_slop = 0.05"), r"\[methods\.object_neos\] has .*'cut_slope'"),
+        (("cut_slope = 0.05", "cut_slope = -1"), r"object_neos\]\.cut_slope must be a number > 0"),
+        (
+            ("methods.object_neos = { steps = 60", "methods.object_neos = { step = 60"),
+            r"did you mean 'steps'\?.*\(with \[modes\.quick\] applied\)",
+        ),
+        (
+            ("methods.object_cuts_scan = { grid", "methods.object_cut_scan = { grid"),
+            r"\[methods\.object_cut_scan\] \(did you mean 'object_cuts_scan'\?\).*modes\.quick",
+        ),
+    ],
+)
+def test_packaged_definition_is_checked_in_every_mode(tmp_path, replace, match):
+    """The generator, analysis, scenario and object-method tables of ``dimuon.toml``,
+    with its [modes.quick] overrides, are checked when it is loaded (no events made)."""
+    text = find_definition("dimuon").read_text()
+    assert replace[0] in text
+    path = tmp_path / "dimuon.toml"
+    path.write_text(text.replace(*replace, 1))
+    with pytest.raises(diffana.ProblemDefinitionError, match=match):
+        load_problem(path, mode="default")

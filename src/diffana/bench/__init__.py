@@ -6,7 +6,9 @@ Each run (problem x method x seed, and the scenario a loss is trained on) gets a
 parameter), one ``workspace_<scenario>.json`` per evaluated scenario (a pyhf workspace of
 the hard-evaluated analysis) and ``result.json``, written last and atomically: a run
 whose result exists (with the same configuration) is skipped when the benchmark is run
-again, so an interrupted benchmark resumes where it stopped. ``<out>/results.json``
+again, so an interrupted benchmark resumes where it stopped. An output folder holding
+runs of a method made with other settings (another ``--steps``, mode or definition) is
+refused before anything runs, so that one results table never mixes settings. ``<out>/results.json``
 (schema `RESULTS_SCHEMA`), ``<out>/results.md`` and ``<out>/plots/`` summarise all runs.
 
 Example (the Python equivalent of ``diffana bench gaussian_blobs --quick``):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -181,8 +181,12 @@ def evaluate_yields(
     scenarios: Sequence[str],
     *,
     referee: bool = True,
+    progress: Callable[[str, str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """All metrics of hard template histograms, per scenario.
+
+    `progress`: called as ``progress(scenario, stage)`` when a stage starts, `stage`
+    ``"fits"`` (diffana's profile-likelihood fits) or ``"referee"`` (pyhf's).
 
     Bins without nominal background are taken out of the statistics first
     (`neutralise_empty_bins`). Each scenario's entry holds the metrics of `METRICS`, the
@@ -201,7 +205,7 @@ def evaluate_yields(
             except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
                 caught.append(f"extra_metrics: {err}")
             if n_empty < len(next(iter(reduced.values()))):
-                _model_metrics(problem, reduced, scenario, entry, caught, referee)
+                _model_metrics(problem, reduced, scenario, entry, caught, referee, progress)
             else:
                 caught.append("no background event selected: no statistical model")
                 for m in METRICS:
@@ -288,7 +292,9 @@ def _profile_nll(mu, model, data):
     return infer.fixed_poi_fit(mu, model, data).nll
 
 
-def _model_metrics(problem, reduced, scenario, entry, caught, referee) -> None:
+def _model_metrics(problem, reduced, scenario, entry, caught, referee, progress=None) -> None:
+    if progress is not None:
+        progress(scenario, "fits")
     settings = problem.modifier_settings(scenario)
     ws = to_json_compatible(problem.workspace(reduced, scenario))
     entry["workspace"] = ws
@@ -307,6 +313,8 @@ def _model_metrics(problem, reduced, scenario, entry, caught, referee) -> None:
         caught.append(f"profile width: {err}")
         entry["sigma_poi_profile"] = float("nan")
     if referee:
+        if progress is not None:
+            progress(scenario, "referee")
         try:
             entry.update(pyhf_referee(ws, settings))
         except Exception as err:  # the referee's own failure is reported, not fatal

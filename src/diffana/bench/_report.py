@@ -284,24 +284,32 @@ def write_reports(out: Path, plans, results, meta, wall_time: float, plots: bool
     return summary
 
 
-def write_docs_page(out: str | Path, page: str | Path, title: str = "Benchmark results") -> Path:
+def write_docs_page(
+    out: str | Path,
+    page: str | Path | None = None,
+    title: str = "Benchmark results",
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Render the results of a finished ``diffana bench`` run as a documentation page.
 
     Reads ``<out>/results.json`` and writes the same tables as ``results.md`` to `page`
-    (a Markdown file), with the definitions named by file name (not by the path on the
-    machine that ran the benchmark) and the plots copied to a folder beside the page
-    (``<page stem>/``), linked relatively. Written atomically.
+    (a Markdown file; default ``<out>/report.md``), with the definitions named by file
+    name (not by the path on the machine that ran the benchmark) and the plots copied to
+    a folder beside the page (``<page stem>/``), linked relatively. Written atomically.
 
-    **Raises:** `BenchError` if `out` has no ``results.json`` of this schema.
+    **Raises:** `BenchError` if `out` has no ``results.json`` of this schema, or if
+    `page` exists and `overwrite` is false.
 
     Example:
 
-    >>> write_docs_page("bench-results", "docs/results.md")  # doctest: +SKIP
+    >>> write_docs_page("bench-results", "docs/results.md", overwrite=True)  # doctest: +SKIP
     PosixPath('docs/results.md')
     """
     from diffana.bench._errors import BenchError
 
-    out, page = Path(out), Path(page)
+    out = Path(out)
+    page = out / "report.md" if page is None else Path(page)
     path = out / "results.json"
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
@@ -311,6 +319,8 @@ def write_docs_page(out: str | Path, page: str | Path, title: str = "Benchmark r
         raise BenchError(f"{path} is not valid JSON ({err})") from None
     if summary.get("schema") != RESULTS_SCHEMA:
         raise BenchError(f"{path}: schema {summary.get('schema')!r}, expected {RESULTS_SCHEMA!r}")
+    if page.exists() and not overwrite:
+        raise BenchError(f"{page} exists: give --force (overwrite=True) to replace it")
     summary = copy.deepcopy(summary)
     assets = page.parent / page.stem
     assets.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -130,6 +131,51 @@ def _existing(result_path: Path, config: dict[str, Any]) -> dict[str, Any] | Non
     return done if done.get("schema") == RUN_SCHEMA and same else None
 
 
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every leaf where two configurations differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def _check_settings(out: Path, plans, steps: int | None) -> None:
+    """Refuse to mix, in one output folder, runs of a method made with other settings.
+
+    Every finished run under ``<out>/<problem>/<label>/`` (any seed, also seeds this
+    benchmark does not plan) must have the configuration this benchmark would give it.
+    """
+    for problem, runs in plans:
+        for spec in {s.label: s for s in runs}.values():
+            cfg = method_settings(problem, spec.method, steps)
+            new = _comparable(
+                json.loads(json.dumps(_jsonable_config(problem, spec, cfg), default=str))
+            )
+            new.pop("seed", None)
+            for path in sorted((out / spec.rel_dir.parent).glob("seed*/result.json")):
+                try:
+                    done = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError):
+                    continue
+                if not isinstance(done, dict) or done.get("schema") != RUN_SCHEMA:
+                    continue
+                old = _comparable(done.get("config"))
+                if not isinstance(old, dict):
+                    continue
+                old = {k: v for k, v in old.items() if k != "seed"}
+                diff = _differences(old, new)
+                if diff:
+                    more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+                    raise BenchError(
+                        f"{path.parent} was made with other settings ({'; '.join(diff[:3])}"
+                        f"{more}): runs with different settings are not mixed in one "
+                        f"results table; give another --out, or rerun with the settings "
+                        f"of {out} to resume it"
+                    )
+
+
 def _comparable(config: Any) -> Any:
     """A run configuration without where its definition file was read from (the same
     definition installed elsewhere, e.g. after reinstalling diffana, is the same run)."""
@@ -167,10 +213,14 @@ def run_one(
     on_step: Callable[[int, float], None] | None = None,
     referee: bool = True,
     mesh: Mesh | None = None,
+    on_stage: Callable[[str, str | None], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Train, evaluate and record one run; skip it if its result already exists.
 
     With a `mesh`, every training batch is split over its devices (`diffana.train.fit`).
+    `on_stage(stage, scenario)` is called when the evaluation after training enters a
+    stage: ``"hard"`` (hard histograms of the test sample), then per evaluated scenario
+    ``"fits"`` (diffana's fits) and, with `referee`, ``"referee"`` (pyhf's).
 
     **Returns:** ``(result, reused)``; `reused` tells whether a finished result with the same
     configuration was found and returned without running.
@@ -192,9 +242,14 @@ def run_one(
             problem, spec.method, cfg, scenario, spec.seed, train, tracker, on_step, mesh
         )
     t0 = time.perf_counter()
+    if on_stage is not None:
+        on_stage("hard", None)
     test = cache.get(problem, spec.seed, "test")
     yields, counts = hard_yields(trained.pipeline, problem.templates(test))
-    evaluation = evaluate_yields(problem, yields, spec.eval_scenarios, referee=referee)
+    evaluation = evaluate_yields(
+        problem, yields, spec.eval_scenarios, referee=referee,
+        progress=None if on_stage is None else (lambda scen, stage: on_stage(stage, scen)),
+    )  # fmt: skip
     for scen, entry in evaluation.items():
         ws = entry.pop("workspace", None)
         if ws is not None:
@@ -314,8 +369,9 @@ def run_bench(
                     f"--devices {mesh.size}: {p.name}'s method {m} has batch_size {batch}, "
                     f"which does not split evenly over {mesh.size} devices"
                 )
-    _check_writable(out)
     plans = [(p, plan_runs(p, methods, seeds)) for p in loaded]
+    _check_settings(out, plans, steps)
+    _check_writable(out)
     total = sum(len(r) for _, r in plans)
     meta = {
         "command": command or " ".join(sys.argv),
@@ -323,6 +379,7 @@ def run_bench(
         "steps_override": steps,
         "seeds_override": seeds,
         "devices": 1 if mesh is None else mesh.size,
+        "runs_reused": 0,
         "environment": _environment(),
     }
     results: dict[str, list[dict[str, Any]]] = {p.name: [] for p, _ in plans}
@@ -332,15 +389,22 @@ def run_bench(
         for problem, runs in plans:
             for spec in runs:
                 n_steps = _progress_total(problem, spec, steps)
-                bar.start_run(f"{spec.problem} {spec.label} seed {spec.seed}", n_steps)
+                label = f"{spec.problem} {spec.label} seed {spec.seed}"
+                bar.start_run(label, n_steps, compiling=(problem.name, spec.label))
+                n_stages = 1 + len(spec.eval_scenarios) * (2 if referee else 1)
                 res, reused = run_one(
                     problem, spec, out, steps=steps, tensorboard=tensorboard, cache=cache,
                     on_step=bar.step, referee=referee, mesh=mesh,
+                    on_stage=functools.partial(bar.stage, label, n_stages=n_stages,
+                                               problem=problem.name, method=spec.method),
                 )  # fmt: skip
                 results[problem.name].append(res)
+                meta["runs_reused"] += int(reused)
                 bar.finish_run(reused)
                 write_reports(out, plans, results, meta, time.perf_counter() - t_start, False)
-    return write_reports(out, plans, results, meta, time.perf_counter() - t_start, plots)
+        if plots:
+            bar.start_run("writing the results and plots", 0, what="")
+        return write_reports(out, plans, results, meta, time.perf_counter() - t_start, plots)
 
 
 def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:
@@ -353,12 +417,24 @@ def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:
     return grid if grid <= budget else budget
 
 
+_STAGE_WORDS = {
+    "hard": "hard histograms of the test sample",
+    "fits": "profile-likelihood fits",
+    "referee": "pyhf referee",
+}
+
+
 class _Progress:
-    """Rich progress bars on stderr (or nothing)."""
+    """Rich progress bars on stderr (or nothing): one for all runs, one for the current
+    run's training steps, then its evaluation stages. A stage whose first call in this
+    process compiles says so."""
 
     def __init__(self, enabled: bool, total: int):
         self.enabled = enabled
         self.total = total
+        self._seen: set[tuple] = set()  # what has been compiled in this process
+        self._label = ""
+        self._compile_key: tuple | None = None
 
     def __enter__(self):
         if self.enabled:
@@ -384,15 +460,44 @@ class _Progress:
             self._run = None
         return self
 
-    def start_run(self, label: str, steps: int) -> None:
+    def start_run(
+        self, label: str, steps: int, compiling: tuple | None = None, what: str = "training"
+    ) -> None:
+        """A run starts; `compiling`: the key of its training step, which compiles on
+        its first use in this process."""
+        self._label = label
+        self._compile_key = None if compiling is None else ("train", *compiling)
+        first = self._compile_key is not None and self._compile_key not in self._seen
         if self.enabled:
             if self._run is not None:
                 self._p.remove_task(self._run)
-            self._run = self._p.add_task(label, total=max(int(steps), 1))
+            desc = (f"{label}: {what}" if what else label) + (" (compiling)" if first else "")
+            self._run = self._p.add_task(desc, total=max(int(steps), 1))
 
     def step(self, i: int, loss: float) -> None:
+        if self._compile_key is not None:
+            self._seen.add(self._compile_key)
         if self.enabled and self._run is not None:
-            self._p.update(self._run, completed=i + 1)
+            self._p.update(self._run, completed=i + 1, description=f"{self._label}: training")
+
+    def stage(
+        self, label: str, stage: str, scenario: str | None, n_stages: int, problem: str,
+        method: str,
+    ) -> None:  # fmt: skip
+        """The run's evaluation entered `stage` (see `run_one`'s `on_stage`)."""
+        key = (stage, problem, method if stage == "hard" else scenario)
+        first = stage != "referee" and key not in self._seen
+        self._seen.add(key)
+        if not self.enabled:
+            return
+        what = _STAGE_WORDS.get(stage, stage) + (f" ({scenario})" if scenario else "")
+        desc = f"{label}: evaluating: {what}" + (" (compiling)" if first else "")
+        if stage == "hard":
+            if self._run is not None:
+                self._p.remove_task(self._run)
+            self._run = self._p.add_task(desc, total=n_stages)
+        elif self._run is not None:
+            self._p.update(self._run, advance=1, description=desc)
 
     def finish_run(self, reused: bool, advance: bool = True) -> None:
         if self.enabled:

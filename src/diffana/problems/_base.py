@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,12 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from diffana.errors import ProblemDefinitionError
-from diffana.problems._definition import ProblemDefinition
+from diffana.problems._definition import (
+    Field,
+    ProblemDefinition,
+    check_table,
+    check_value,
+)
 from diffana.train import CutVariable, Sample, TrainedAnalysis, subsample
 
 __all__ = [
@@ -27,6 +32,16 @@ __all__ = [
     "split_seed",
     "subsample",
 ]
+
+_BINS = Field("int", required=True, minimum=1)
+
+#: Fields shared by the built-in kinds' ``[generator]`` tables.
+SAMPLE_SIZE_FIELDS: dict[str, Field] = {
+    "n_train": Field("int", required=True, minimum=1),
+    "n_valid": Field("int", required=True, minimum=1),
+    "n_test": Field("int", required=True, minimum=1),
+    "seed": Field("int", minimum=0),
+}
 
 #: Data splits a problem generates: training, validation (free for tuning) and test
 #: (only for the final, hard evaluation).
@@ -57,6 +72,10 @@ class ProblemMethod(NamedTuple):
     - `settings`: ``settings(table, steps) -> dict``: the method's settings from its
       ``[methods.<name>]`` `table`, defaults filled in and validated (raising
       `ProblemDefinitionError`), `steps` (if not None) overriding the training steps.
+      `load_problem` calls it on the table of every mode the file overrides, so a bad
+      setting shows when the problem is loaded; declaring the table in
+      `Problem.definition_fields` (``"methods.<name>"``) checks its keys and types with
+      a suggestion for a misspelt key.
     - `train`: ``train(cfg, scenario, seed, train, *, tracker, callback, mesh) ->
       diffana.train.TrainedAnalysis``: build and train (or scan) the pipeline on the
       training events for the model of `scenario` (the arguments of
@@ -87,6 +106,45 @@ class Problem(abc.ABC):
     feature_names: tuple[str, ...]
     signal_samples: tuple[str, ...] = ("signal",)
     background_samples: tuple[str, ...] = ("background",)
+
+    #: ``{table: {key: Field}}``: what the kind reads from its definition, for the tables
+    #: ``"generator"``, ``"analysis"``, ``"scenarios"`` (every scenario) and
+    #: ``"methods.<name>"`` (the settings of a method the kind brings, `own_methods`; the
+    #: generic methods' settings are checked by `load_definition`). A declared table is
+    #: checked completely by `check_definition` when the problem is loaded (types,
+    #: ranges, unknown keys with a suggestion); undeclared tables are left to the
+    #: subclass (only ``[analysis].bins``, if present, is checked).
+    definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {}
+
+    @classmethod
+    def check_definition(cls, definition: ProblemDefinition) -> None:
+        """Check `definition` (and its other modes) against `definition_fields`.
+
+        **Raises:** `ProblemDefinitionError` naming the file, the table and the key.
+        """
+        cls._check_fields(definition)
+        for other in definition.other_modes():
+            try:
+                cls._check_fields(other)
+            except ProblemDefinitionError as err:
+                raise ProblemDefinitionError(f"{err} (with [modes.{other.mode}] applied)") from None
+
+    @classmethod
+    def _check_fields(cls, definition: ProblemDefinition) -> None:
+        path = definition.path
+        fields = cls.definition_fields
+        for table, table_fields in fields.items():
+            if table == "scenarios":
+                for name, scen in definition.scenarios.items():
+                    check_table(scen, table_fields, f"[scenarios.{name}]", path)
+            elif table.startswith("methods."):
+                method = table.removeprefix("methods.")
+                if method in definition.methods:
+                    check_table(definition.methods[method], table_fields, f"[{table}]", path)
+            else:
+                check_table(getattr(definition, table), table_fields, f"[{table}]", path)
+        if "analysis" not in fields and "bins" in definition.analysis:
+            check_value(definition.analysis["bins"], _BINS, "[analysis].bins", path)
 
     def __init__(self, definition: ProblemDefinition):
         self.definition = definition

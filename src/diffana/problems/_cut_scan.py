@@ -10,13 +10,14 @@ how both scale with the number of thresholds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import (
+    SAMPLE_SIZE_FIELDS,
     CutVariable,
     Problem,
     Sample,
@@ -24,6 +25,7 @@ from diffana.problems._base import (
     Yields,
     split_seed,
 )
+from diffana.problems._definition import Field
 from diffana.problems._workspace import (
     histosys,
     make_workspace,
@@ -96,6 +98,32 @@ class CutScan(Problem):
     """
 
     feature_names = CUT_FEATURES
+    definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {
+        "generator": dict(SAMPLE_SIZE_FIELDS),
+        "analysis": {
+            "bins": Field("int", required=True, minimum=1, maximum=1),
+            "signal_yield": Field("number", required=True, positive=True),
+            "background_yield": Field("number", required=True, positive=True),
+            "background_norm": Field("number", required=True, minimum=0.0),
+            "jes": Field("number", required=True, minimum=0.0),
+            "cuts": Field(
+                "list",
+                required=True,
+                items=Field(
+                    "table",
+                    keys={
+                        "name": Field("str", required=True),
+                        "observable": Field("str", required=True, choices=CUT_FEATURES),
+                        "direction": Field("str", required=True, choices=(">", "<")),
+                    },
+                ),
+            ),
+        },
+        "scenarios": {
+            "description": Field("str"),
+            "thresholds": Field("int", required=True, minimum=1),
+        },
+    }
 
     def __init__(self, definition):
         super().__init__(definition)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 
 from diffana.errors import ProblemDefinitionError
-from diffana.problems._base import Problem, Sample, TemplateKey, Yields, split_seed
+from diffana.problems._base import (
+    SAMPLE_SIZE_FIELDS,
+    Problem,
+    Sample,
+    TemplateKey,
+    Yields,
+    split_seed,
+)
+from diffana.problems._definition import Field
 from diffana.problems._workspace import histosys, make_workspace, normfactor
 
 __all__ = ["GaussianBlobs", "generate_blobs"]
@@ -62,6 +70,24 @@ class GaussianBlobs(Problem):
     """
 
     feature_names = ("x", "y")
+    definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {
+        "generator": {
+            "means": Field(
+                "table",
+                required=True,
+                keys={c: Field("list", True, length=2, items=Field("number")) for c in _COMPONENTS},
+            ),
+            "draw": Field("str", choices=("independent", "shared")),
+            **SAMPLE_SIZE_FIELDS,
+        },
+        "analysis": {
+            "bins": Field("int", required=True, minimum=1),
+            "signal_yield": Field("number", required=True, positive=True),
+            "background_yield": Field("number", required=True, positive=True),
+            "poi_scale": Field("number", positive=True),
+        },
+        "scenarios": {"description": Field("str")},
+    }
 
     def __init__(self, definition):
         super().__init__(definition)

@@ -7,7 +7,7 @@ the paper's text: the signal sits at (0, 0), which is what reproduces the paper'
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,15 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from diffana.errors import ProblemDefinitionError
-from diffana.problems._base import Problem, Sample, TemplateKey, Yields, split_seed
+from diffana.problems._base import (
+    SAMPLE_SIZE_FIELDS,
+    Problem,
+    Sample,
+    TemplateKey,
+    Yields,
+    split_seed,
+)
+from diffana.problems._definition import Field
 from diffana.problems._workspace import histosys, make_workspace, normfactor, normsys
 
 __all__ = [
@@ -212,6 +220,29 @@ class Inferno3D(Problem):
     """
 
     feature_names = ("x0", "x1", "x2")
+    definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {
+        "generator": dict(SAMPLE_SIZE_FIELDS),
+        "analysis": {
+            "bins": Field("int", required=True, minimum=1),
+            "signal_yield": Field("number", required=True, positive=True),
+            "background_yield": Field("number", required=True, positive=True),
+            "paper_shifts": Field(
+                "table", required=True, keys={p: Field("number", True) for p in ("r", "lambda")}
+            ),
+            "export_sigmas": Field(
+                "table",
+                required=True,
+                keys={p: Field("number", True, positive=True) for p in ("r", "lambda", "b")},
+            ),
+        },
+        "scenarios": {
+            "description": Field("str"),
+            "free": Field("list", required=True, items=Field("str", choices=INFERNO_PARAMETERS)),
+            "constraints": Field(
+                "table", keys={p: Field("number", positive=True) for p in INFERNO_PARAMETERS}
+            ),
+        },
+    }
 
     def __init__(self, definition):
         super().__init__(definition)

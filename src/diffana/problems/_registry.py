@@ -8,7 +8,12 @@ from pathlib import Path
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import Problem
-from diffana.problems._definition import METHOD_NAMES, ProblemDefinition, load_definition
+from diffana.problems._definition import (
+    METHOD_NAMES,
+    ProblemDefinition,
+    _hint,
+    load_definition,
+)
 
 __all__ = ["load_problem", "problem_kinds", "register_problem"]
 
@@ -111,7 +116,10 @@ def load_problem(
         definition = name_or_definition
     else:
         definition = load_definition(name_or_definition, mode=mode)
-    problem = _factory(definition)(definition)
+    factory = _factory(definition)
+    if isinstance(factory, type) and issubclass(factory, Problem):
+        factory.check_definition(definition)
+    problem = factory(definition)
     if not isinstance(problem, Problem):
         raise ProblemDefinitionError(
             f"{definition.path}: kind {definition.kind!r} built a {type(problem).__name__}, "
@@ -122,16 +130,28 @@ def load_problem(
 
 
 def _check_methods(problem: Problem) -> None:
-    """Every ``[methods.<name>]`` is a generic method or one the problem brings."""
+    """Every ``[methods.<name>]``, in every mode, is a generic method or one the problem
+    brings, and the settings of the problem's own methods are valid."""
     own = problem.own_methods()
-    path = problem.definition.path
+    definition = problem.definition
     clash = sorted(set(own) & set(METHOD_NAMES))
     if clash:
         raise ProblemDefinitionError(
-            f"{path}: kind {problem.definition.kind!r} brings method(s) {clash} that clash "
+            f"{definition.path}: kind {definition.kind!r} brings method(s) {clash} that clash "
             "with the generic methods"
         )
-    for name in problem.definition.methods:
-        if name not in METHOD_NAMES and name not in own:
-            known = ", ".join([*METHOD_NAMES, *own])
-            raise ProblemDefinitionError(f"{path}: unknown method [methods.{name}]; known: {known}")
+    known = [*METHOD_NAMES, *own]
+    for d in [definition, *definition.other_modes()]:
+        try:
+            for name, table in d.methods.items():
+                if name not in known:
+                    raise ProblemDefinitionError(
+                        f"{d.path}: unknown method [methods.{name}]{_hint(name, known)}; "
+                        f"known: {', '.join(known)}"
+                    )
+                if name in own:
+                    own[name].settings(table, None)
+        except ProblemDefinitionError as err:
+            if d is definition:
+                raise
+            raise ProblemDefinitionError(f"{err} (with [modes.{d.mode}] applied)") from None

@@ -52,6 +52,7 @@ from diffana.problems._dimuon.generator import (
 from diffana.problems._dimuon.kinematics import pair_mass
 from diffana.problems._dimuon.methods import (
     OBJECT_METHOD_DEFAULTS,
+    OBJECT_METHOD_FIELDS,
     OBJECT_METHODS,
     SCAN_RANGES,
     dimuon_loss,
@@ -71,6 +72,7 @@ __all__ = [
     "NANOAOD_SCHEMA",
     "OBJECT_METHODS",
     "OBJECT_METHOD_DEFAULTS",
+    "OBJECT_METHOD_FIELDS",
     "SCAN_RANGES",
     "DimuonCuts",
     "DimuonNanoAOD",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -35,6 +36,7 @@ from diffana import hf, losses
 from diffana._config import compiler_options
 from diffana.errors import DataError, ProblemDefinitionError
 from diffana.io import Events
+from diffana.problems._definition import Field, check_table
 from diffana.problems._dimuon.analysis import (
     CUT_NAMES,
     CUT_SCALES,
@@ -52,6 +54,7 @@ from diffana.train import RunTracker, Sample, TrainedAnalysis, fit, scan_thresho
 __all__ = [
     "OBJECT_METHODS",
     "OBJECT_METHOD_DEFAULTS",
+    "OBJECT_METHOD_FIELDS",
     "SCAN_RANGES",
     "dimuon_loss",
     "object_method_settings",
@@ -83,8 +86,33 @@ OBJECT_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "cut_slope": 0.05,
     },
 }
-# Fields of every [methods.<name>] table that the bench itself reads.
-_BENCH_FIELDS = {"per_scenario"}
+_LOSS = Field("str", choices=("discovery", "cls"))
+_TRAINED_FIELDS = {
+    "loss": _LOSS,
+    "steps": Field("int", minimum=0),
+    "batch_size": Field("int", minimum=1),
+    "learning_rate": Field("number", positive=True),
+}
+#: ``{method: {key: Field}}``: the settings each object-level method accepts in its
+#: ``[methods.<name>]`` table (those of `OBJECT_METHOD_DEFAULTS` and ``per_scenario``,
+#: which the bench reads), checked when the problem is loaded.
+OBJECT_METHOD_FIELDS: dict[str, dict[str, Field]] = {
+    "object_cuts_default": {"per_scenario": Field("bool")},
+    "object_cuts_scan": {
+        "grid_points": Field("int", minimum=2),
+        "budget": Field("int", minimum=1),
+        "chunk": Field("int", minimum=1),
+        "per_scenario": Field("bool"),
+    },
+    "object_cuts_grad": {**_TRAINED_FIELDS, "slope": Field("relax"), "per_scenario": Field("bool")},
+    "object_neos": {
+        **_TRAINED_FIELDS,
+        "hidden": Field("list", items=Field("int", minimum=1)),
+        "bandwidth": Field("relax"),
+        "cut_slope": Field("number", positive=True),
+        "per_scenario": Field("bool"),
+    },
+}
 _TRAINED = ("object_cuts_grad", "object_neos")
 
 
@@ -94,31 +122,14 @@ def object_method_settings(
     """The settings of object-level `method`: `OBJECT_METHOD_DEFAULTS` overridden by the
     definition's `table`, `steps` (if given) overriding a trained method's steps.
 
-    **Raises:** `ProblemDefinitionError` naming the field for an unknown field, a loss
-    other than ``"discovery"``/``"cls"`` or a non-positive step count or batch size.
+    **Raises:** `ProblemDefinitionError` naming the field for a field the method does not
+    take (with the closest one suggested) or a value outside `OBJECT_METHOD_FIELDS` (a
+    loss other than ``"discovery"``/``"cls"``, a negative step count, ...).
     """
-    defaults = OBJECT_METHOD_DEFAULTS[method]
-    unknown = sorted(set(table) - set(defaults) - _BENCH_FIELDS)
-    if unknown:
-        raise ProblemDefinitionError(
-            f"{path}: unknown field(s) {unknown} in [methods.{method}]; known: {sorted(defaults)}"
-        )
-    cfg = {**defaults, **dict(table)}
-    if method not in _TRAINED:
-        return cfg
-    if steps is not None:
+    check_table(table, OBJECT_METHOD_FIELDS[method], f"[methods.{method}]", Path(path))
+    cfg = {**OBJECT_METHOD_DEFAULTS[method], **dict(table)}
+    if method in _TRAINED and steps is not None:
         cfg["steps"] = int(steps)
-    if cfg["loss"] not in ("discovery", "cls"):
-        raise ProblemDefinitionError(
-            f"{path}: [methods.{method}].loss must be 'discovery' or 'cls', got {cfg['loss']!r}"
-        )
-    for key in ("steps", "batch_size"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < (key == "batch_size"):
-            raise ProblemDefinitionError(
-                f"{path}: [methods.{method}].{key} must be a "
-                f"{'positive' if key == 'batch_size' else 'non-negative'} integer"
-            )
     return cfg
 
 

@@ -13,7 +13,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ import numpy as np
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import (
+    SAMPLE_SIZE_FIELDS,
     SPLITS,
     CutVariable,
     Problem,
@@ -30,6 +31,7 @@ from diffana.problems._base import (
     Yields,
     split_seed,
 )
+from diffana.problems._definition import Field
 from diffana.problems._dimuon.analysis import (
     DERIVED_FEATURES,
     LAYOUT,
@@ -38,6 +40,7 @@ from diffana.problems._dimuon.analysis import (
 )
 from diffana.problems._dimuon.generator import NANOAOD_SAMPLES, write_nanoaod_dataset
 from diffana.problems._dimuon.methods import (
+    OBJECT_METHOD_FIELDS,
     OBJECT_METHODS,
     object_method_settings,
     train_object_method,
@@ -69,12 +72,42 @@ class DimuonNanoAOD(Problem):
     skim}``), ``mu_scale`` (relative muon momentum-scale uncertainty), ``normsys``
     (``{modifier: {sample: relative uncertainty}}``), ``cuts`` (event-level cut list for
     the generic cut methods: ``{name, feature, direction}``); each scenario may set
-    ``systematics = false`` for a statistics-only model.
+    ``systematics = false`` for a statistics-only model. They are declared in
+    `definition_fields` (with the settings of the object-level methods,
+    `OBJECT_METHOD_FIELDS`), so `load_problem` rejects an unknown or mistyped key in any
+    mode, suggesting the closest allowed one.
     """
 
     signal_samples = ("signal",)
     background_samples = ("dy", "ttbar", "fakes")
     feature_names = LAYOUT.names
+    definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {
+        "generator": {**SAMPLE_SIZE_FIELDS, "mll_min": Field("number", minimum=0.0)},
+        "analysis": {
+            "bins": Field("int", required=True, minimum=1),
+            "mass_range": Field("list", required=True, length=2, items=Field("number")),
+            "mu_scale": Field("number", minimum=0.0, maximum=1.0),
+            "yields": Field(
+                "table",
+                required=True,
+                keys={s: Field("number", required=True, positive=True) for s in NANOAOD_SAMPLES},
+            ),
+            "normsys": Field("table"),  # {modifier: {sample: relative uncertainty}}
+            "cuts": Field(
+                "list",
+                items=Field(
+                    "table",
+                    keys={
+                        "name": Field("str", required=True),
+                        "feature": Field("str", required=True, choices=DERIVED_FEATURES),
+                        "direction": Field("str", required=True, choices=(">", "<")),
+                    },
+                ),
+            ),
+        },
+        "scenarios": {"description": Field("str"), "systematics": Field("bool")},
+        **{f"methods.{m}": fields for m, fields in OBJECT_METHOD_FIELDS.items()},
+    }
 
     def __init__(self, definition):
         super().__init__(definition)
