@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -19,6 +21,10 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("deterministic")
+
+# `diffana` commands run by the tests (in this process or in subprocesses) keep their
+# compilation cache in a folder of the test run, not in the user's cache folder.
+os.environ.setdefault("DIFFANA_CACHE_DIR", tempfile.mkdtemp(prefix="diffana-test-cache-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CMS_OPENDATA = REPO_ROOT.parent / "shared" / "data" / "cms-opendata"

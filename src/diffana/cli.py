@@ -25,8 +25,19 @@ class DiffanaCliError(click.ClickException):
 
 @click.group()
 @click.version_option(diffana.__version__, prog_name="diffana")
-def main() -> None:
+@click.option(
+    "--compile-cache/--no-compile-cache", default=True, show_default=True,
+    help="Keep compiled programs on disk (JAX's persistent compilation cache, in "
+    "$DIFFANA_CACHE_DIR or ~/.cache/diffana/jax), so that a second run does not compile "
+    "them again.",
+)  # fmt: skip
+def main(compile_cache: bool) -> None:
     """diffana: differentiable analysis toolkit for high-energy physics."""
+    if compile_cache:
+        try:
+            diffana.enable_compilation_cache()
+        except OSError as err:  # an unwritable cache folder costs speed, not the run
+            click.echo(f"diffana: compilation cache off ({err})", err=True)
 
 
 @main.command("bench")
