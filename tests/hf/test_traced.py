@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pyhf
 import pytest
 
 import diffana
@@ -284,3 +285,39 @@ def test_traced_normsys_reaching_zero_stays_finite():
                 ]
             }
         )
+
+
+@pytest.mark.parametrize("kind", ["staterror", "shapesys"])
+def test_zero_uncertainty_bins_give_the_same_model_traced_or_not(kind):
+    """A bin without statistical uncertainty fixes its staterror/shapesys parameter
+    (pyhf's `suggested_fixed`); built from traced yields, the model cannot fix it (which
+    parameters float is static), so fits keep it at its initial value instead. The
+    expected CLs is the same either way, and pyhf's."""
+    import diffana.losses as losses
+
+    def spec(background):
+        return {
+            "channels": [{"name": "SR", "samples": [
+                {"name": "signal", "data": [1.0, 2.0, 3.0],
+                 "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]},
+                {"name": "background", "data": background,
+                 "modifiers": [{"name": "unc", "type": kind, "data": [2.0, 0.0, 1.0]}]},
+            ]}]
+        }  # fmt: skip
+
+    def cls(background):
+        return losses.cls_loss(hf.Model.from_pyhf(spec(background)))
+
+    background = jnp.asarray([10.0, 5.0, 3.0])
+    eager = float(cls(background))
+    assert float(jax.jit(cls)(background)) == pytest.approx(eager, rel=1e-10)
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
+    try:
+        model = pyhf.Model(_plain(spec([10.0, 5.0, 3.0])), poi_name="mu")
+        init = model.config.suggested_init()
+        init[model.config.poi_index] = 0.0
+        asimov = model.expected_data(init)
+        ref = pyhf.infer.hypotest(1.0, asimov, model, test_stat="qtilde")
+    finally:
+        pyhf.set_backend("numpy")
+    assert eager == pytest.approx(float(ref), rel=1e-6)

@@ -7,6 +7,10 @@ tests. Rerun it after changing pyhf's version or a workspace:
 
     python tests/infer/make_pyhf_reference.py
 
+A generated analysis-sized workspace (`diffana.testing.synthetic_workspace(24, 3, 90,
+60, 12)`, 236 parameters) gets pyhf's minimum as well (key `synthetic_236`); with
+`--only synthetic_236` just that one is recomputed and the rest of the file kept.
+
 The 3L RJ-mimic workspace has a shapesys constraint with tau = 1.9e11, whose NLL term
 (4.7e12) float64 resolves only in steps of 2^-10; pyhf's fits of it land on neighbouring
 steps. Its reference is taken with that one parameter fixed at 1 (where its fit puts
@@ -37,6 +41,17 @@ CASES = {
 }
 
 
+SYNTHETIC = {"synthetic_236": dict(n_channels=24, n_bins=3, n_normsys=90, n_histosys=60,
+                                   n_normfactors=12, seed=0)}  # fmt: skip
+
+
+def minimum(spec: dict) -> dict:
+    ws = pyhf.Workspace(spec)
+    model = ws.model()
+    pars, twice_nll = pyhf.infer.mle.fit(ws.data(model), model, return_fitted_val=True)
+    return {"nll_min": float(twice_nll) / 2.0, "pars": [float(x) for x in pars]}
+
+
 def reference(path: Path, fix: str | None) -> dict:
     ws = pyhf.Workspace(json.loads(path.read_text()))
     model = ws.model()
@@ -57,11 +72,20 @@ def reference(path: Path, fix: str | None) -> dict:
 
 
 def main() -> int:
+    from diffana.testing import synthetic_workspace
+
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=TOLERANCE))
-    out = {"pyhf": pyhf.__version__, "backend": "numpy", "tolerance": TOLERANCE, "mu": 1.0}
+    out = json.loads(OUT.read_text()) if only and OUT.is_file() else {}
+    out |= {"pyhf": pyhf.__version__, "backend": "numpy", "tolerance": TOLERANCE, "mu": 1.0}
     for name, fix in CASES.items():
-        out[name] = reference(WORKSPACES / name, fix)
-        print(name, out[name], flush=True)
+        if only in (None, name):
+            out[name] = reference(WORKSPACES / name, fix)
+            print(name, out[name], flush=True)
+    for name, kwargs in SYNTHETIC.items():
+        if only in (None, name):
+            out[name] = minimum(synthetic_workspace(**kwargs))
+            print(name, out[name]["nll_min"], flush=True)
     tmp = OUT.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1) + "\n")
     os.replace(tmp, OUT)
