@@ -39,7 +39,15 @@ import numpy as np
 from jax.scipy.special import digamma, gammaln
 from jaxtyping import Array, Float
 
-__all__ = ["Layout", "layout", "poisson_relative_nll"]
+from diffana.hf._interp import histosys_coefficients
+
+__all__ = [
+    "Layout",
+    "layout",
+    "poisson_relative_nll",
+    "poisson_saturated_nll",
+    "value_grad_hess",
+]
 
 # Stand-in for a factor that is exactly zero in the products of the Hessian (see the
 # module docstring): small enough never to be confused with a real factor's effect,
@@ -123,7 +131,7 @@ class Layout:
 @functools.lru_cache(maxsize=256)
 def layout(st: Any) -> Layout:
     """The :class:`Layout` of a model's `Structure` (cached per structure)."""
-    nsamp, nbins, npars = len(st.samples), st.nbins, st.npars
+    nbins, npars = st.nbins, st.npars
     one = npars + st.ns_par.size
     par_of_source = np.concatenate([np.arange(npars), st.ns_par, [-1]]).astype(np.int64)
     chan_of_bin = np.repeat(np.arange(len(st.channels)), st.channel_nbins)
@@ -145,7 +153,6 @@ def layout(st: Any) -> Layout:
     closed_form = np.unique(pairs).size == pairs.size
     n_hs = st.hs_par.size
     hs_leading = bool(np.array_equal(st.hs_par, np.arange(n_hs)))
-    del nsamp
     return Layout(rows_a, src_a, pars_a, bool(closed_form), hs_leading)
 
 
@@ -188,9 +195,9 @@ def _columns(block: Array, leading: bool, index: np.ndarray, npars: int) -> Arra
 def value_grad_hess(
     model: Any, pars: Float[Array, " npars"], data: Float[Array, " data"]
 ) -> tuple[Float[Array, ""], Float[Array, " npars"], Float[Array, "npars npars"]]:
-    """The relative NLL (see the module docstring), its gradient and its Hessian in
-    `pars`, in closed form. `model` is a `diffana.hf.Model`, `pars` its effective
-    parameters (see `Model._effective_pars`)."""
+    """The relative NLL (see the module docstring), its gradient `(npars,)` and its
+    Hessian `(npars, npars)` at `pars`, in closed form, for a `diffana.hf.Model` whose
+    `layout` allows it (`Model.nll_derivatives` checks)."""
     st = model.structure
     lay = layout(st)
     npars, nbins, nsamp = st.npars, st.nbins, len(st.samples)
@@ -203,8 +210,6 @@ def value_grad_hess(
     if n_hs:
         alpha = pars[:n_hs] if lay.hs_leading else pars[st.hs_par]
         code = st.histosys_code
-        from diffana.hf._interp import histosys_coefficients
-
         (c_up, c_dn), (d1_up, d1_dn), (d2_up, d2_dn) = _elementwise_derivatives(
             lambda a: histosys_coefficients(code, a), alpha
         )

@@ -180,11 +180,12 @@ def _check_values(raw: np.ndarray, st: Structure, source: str) -> None:
 
 
 def _warn_nonpositive_rates(model: Model, source: str) -> None:
-    """Warn, naming channel and bin, where the expected rate at `init` is negative (or
-    zero where the workspace observes events): samples may have negative bins
+    """Warn, naming channel and bin, where the nominal rate is negative (or zero where
+    the workspace observes events): samples may have negative bins
     (negative-weight simulation), as pyhf allows, but a bin's total must be positive
     for its Poisson term to be finite."""
-    rates = np.asarray(model.expected_actualdata(model.init))
+    # the nominal rates (all samples summed; numpy: no compilation at build time)
+    rates = np.sum(np.asarray(model.nominal), axis=0)
     observed = np.zeros_like(rates) if model.observed is None else np.asarray(model.observed)
     # an empty bin (rate 0) is fine where nothing is observed (0 log 0 = 0)
     bad = np.flatnonzero((rates < 0) | ((rates == 0) & (observed > 0)) | np.isnan(rates))
@@ -198,7 +199,7 @@ def _warn_nonpositive_rates(model: Model, source: str) -> None:
     more = f" and {bad.size - 5} more" if bad.size > 5 else ""
     prefix = f"{source}: " if source else ""
     warnings.warn(
-        f"{prefix}the expected rate at the initial parameters is not positive in "
+        f"{prefix}the nominal expected rate (all samples) is not positive in "
         f"{', '.join(where)}{more}: the likelihood is -inf there for any observed count "
         "above zero (samples may have negative bins, their sum may not be negative)",
         SpecWarning,

@@ -538,6 +538,13 @@ def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResul
         pars, nll, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
         return FitResult(pars, nll, converged, n_iter, jnp.zeros_like(pars))
 
+    if inits.shape[1] > AUTODIFF_HESSIAN_MAX:
+        # Large models: one fit after the other, each stopping when it converges and
+        # skipping the factorisations it does not need (a vmapped batch runs every fit
+        # for as many iterations as the slowest, with every factorisation).
+        if data_axis is None:
+            return jax.lax.map(lambda a: one(data, *a), (inits, free))
+        return jax.lax.map(lambda a: one(*a), (data, inits, free))
     return jax.vmap(one, in_axes=(data_axis, 0, 0))(data, inits, free)
 
 
