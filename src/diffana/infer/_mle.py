@@ -318,7 +318,9 @@ def floating(model: Any, fixed: Any) -> Array:
     or shapesys parameter of a bin without uncertainty, which concrete numbers fix)."""
     free = ~jnp.asarray(fixed)
     value_fixed = getattr(model, "value_fixed", None)
-    return free if value_fixed is None else free & ~value_fixed
+    if value_fixed is None:
+        return free
+    return free & jnp.broadcast_to(~value_fixed, free.shape)  # `fixed` may be a stack
 
 
 def require_poi(poi_index: int | None, where: str) -> int:
