@@ -66,7 +66,11 @@ def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""
     Equal to `pyhf.infer.hypotest(mu_test, asimov_b, model, test_stat="qtilde",
     return_expected=True)` (both observed and median expected) with `asimov_b` the
     Asimov data at `mu = 0` and nominal nuisance parameters: `CLs = 2 Phi(-sqrt(q~_A))`.
-    Minimising it maximises the expected exclusion power.
+    Minimising it maximises the expected exclusion power. It needs no observed data;
+    `diffana.infer.hypotest(..., return_expected=True)` instead generates its Asimov
+    data with the nuisance parameters fitted to the observed data (pyhf's expected
+    CLs), which differs where the data pull them: use this one to optimise an analysis,
+    that one to quote the expected limit of an observed result.
 
     **Arguments:**
 

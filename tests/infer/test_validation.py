@@ -409,3 +409,14 @@ def test_shapesys_nuisparfilter_validation():
         atol=1e-4,
         rtol=1e-5,
     )
+
+
+@pytest.mark.parametrize("mu", [-1.0, 50.0])
+def test_hypotest_outside_the_poi_bounds_is_refused(mu):
+    """pyhf refuses a tested value outside the POI's bounds; so does diffana, naming
+    them, where it used to clip the fit and return CLs 1 or 5e-137."""
+    model = hf.simple_model([5.0, 10.0], [50.0, 60.0])
+    data = model.expected_data(model.init)
+    with pytest.raises(ValueError, match=r"outside the bounds \[0.0, 10.0\].*'mu'"):
+        infer.hypotest(mu, data, model)
+    assert np.isfinite(float(infer.hypotest(10.0, data, model)))

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float
 
@@ -106,6 +108,24 @@ def _pvalues_jit(fits: _Asymptotics, mu, *, test_stat, calc_base_dist):
     return clsb, clb, cls, clsb_exp, cls_exp
 
 
+def check_poi_in_bounds(poi_value: Array, setup: _Setup, where: str) -> None:
+    """Raise where a concrete tested POI value lies outside the POI's bounds (pyhf
+    does too): the fit at that value would be clipped into them, and the test would
+    silently answer another question."""
+    if isinstance(poi_value, jax.core.Tracer) or isinstance(setup.bounds, jax.core.Tracer):
+        return
+    low, high = (float(x) for x in np.asarray(setup.bounds)[setup.poi_index])
+    value = float(poi_value)
+    if not low <= value <= high:
+        names = getattr(setup.model, "par_names", None)
+        name = repr(names[setup.poi_index]) if names is not None else "the POI"
+        raise ValueError(
+            f"{where}: the tested value {value} lies outside the bounds [{low}, {high}] of "
+            f"the parameter of interest {name}; test a value inside them, or widen the "
+            "bounds (argument `bounds`, or the measurement's parameter config)"
+        )
+
+
 def _mu_values(poi_value, test_stat):
     if test_stat == "q0":
         return jnp.asarray(0.0, dtype=jnp.float64), jnp.asarray(1.0, dtype=jnp.float64)
@@ -144,7 +164,12 @@ def hypotest(
     - `test_stat`: `"qtilde"` (default), `"q"` or `"q0"` (then the result is p0 and
       `poi_value` is ignored, as in pyhf).
     - `return_tail_probs`: also return `[CLs+b, CLb]` (`[CLb]` for `"q0"`), `(2,)`.
-    - `return_expected`: also return the median expected CLs (CLs+b for `"q0"`).
+    - `return_expected`: also return the median expected CLs (CLs+b for `"q0"`): the
+      Asimov data are generated at `mu = 0` with the nuisance parameters fitted to
+      `data` (pyhf's definition). `diffana.losses.cls_loss` is the other common
+      definition: nuisance parameters at their nominal values (no data needed), which
+      is what an optimisation before unblinding uses; the two differ where the data
+      pull the nuisance parameters.
     - `return_expected_set`: also return the expected band at `(+2, +1, 0, -1, -2)`
       sigma of the background-only distribution, `(5,)` (pyhf's order).
     - `init`, `fixed`, `bounds`: as in :func:`diffana.infer.fit`.
@@ -162,7 +187,10 @@ def hypotest(
             f"{where}: calc_base_dist must be one of {_BASE_DISTS}; got {calc_base_dist!r}"
         )
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
-    mu, asimov_mu = _mu_values(as_poi_value(poi_value, where), test_stat)
+    poi_value = as_poi_value(poi_value, where)
+    if test_stat != "q0":
+        check_poi_in_bounds(poi_value, setup, where)
+    mu, asimov_mu = _mu_values(poi_value, test_stat)
     fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())
     fits = report_convergence(fits.converged, model, where, fits)
     clsb, clb, cls, clsb_exp, cls_exp = _pvalues_jit(

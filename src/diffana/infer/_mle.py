@@ -528,7 +528,8 @@ def _fit_jit(model, data, init, bounds, *, fixed, tol, maxiter, return_uncertain
 
 
 def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResult:
-    """Several fits of one model in one vmapped solver loop (one compilation).
+    """Several fits of one model in one solver loop (one compilation): vmapped for a
+    small model, one after the other (`lax.map`) for a large one.
 
     `data` is `(k, n)` or `(n,)` (shared), `inits` `(k, npars)`, `fixed_masks` a bool
     array `(k, npars)`. Returns a batched :class:`FitResult` (no uncertainties).
