@@ -12,8 +12,24 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana.infer._asymptotics import N_SIGMA, _pvalues, _test_statistic_value
-from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
+from diffana.infer._asymptotics import (
+    ASIMOV,
+    AT_FREE,
+    AT_GEN,
+    AT_INIT,
+    FLOATING,
+    N_SIGMA,
+    OBSERVED,
+    _pvalues,
+    _test_statistic_value,
+    fits_in_sequence,
+)
+from diffana.infer._mle import (
+    AUTODIFF_HESSIAN_MAX,
+    DEFAULT_MAXITER,
+    DEFAULT_TOL,
+    report_convergence,
+)
 from diffana.infer._teststat import _Setup, safe_sqrt
 
 __all__ = ["UpperLimitResult", "upper_limit"]
@@ -211,6 +227,16 @@ def upper_limit(
     return report_convergence(converged, model, where, result)
 
 
+# The fits behind a large model's limits (`fits_in_sequence`): the free fit, the
+# background-only fit (mu = 0) from two starts, and the free fit on the Asimov data.
+_LIMIT_SCHEDULE = (
+    (OBSERVED, AT_INIT, FLOATING),
+    (OBSERVED, AT_INIT, 0),
+    (OBSERVED, AT_FREE, 0),
+    (ASIMOV, AT_GEN, FLOATING),
+)
+
+
 @eqx.filter_jit
 def _upper_limit_jit(
     model,
@@ -230,17 +256,28 @@ def _upper_limit_jit(
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     fit_maxiter = maxiter
     poi = setup.poi_index
-    free, gen = setup.batch(setup.data, [None, 0.0])
-    data_a = model.expected_data(gen.pars, include_auxdata=True)
-    free_a = setup.asimov_free_fit(gen.pars, data_a)
+    if setup.npars > AUTODIFF_HESSIAN_MAX:
+        # the background-only fit from two starts (see `fits_in_sequence`)
+        seq = fits_in_sequence(setup, _LIMIT_SCHEDULE, jnp.zeros(1), (1, 2))
+        data_a = seq.data_asimov
+        nll_free, nll_free_a = seq.nll[0], seq.nll[3]
+        mu_hat, mu_hat_a = seq.pars[0, poi], seq.pars[3, poi]
+        fits_ok = jnp.all(seq.converged)
+    else:
+        free, gen = setup.batch(setup.data, [None, 0.0])
+        data_a = model.expected_data(gen.pars, include_auxdata=True)
+        free_a = setup.asimov_free_fit(gen.pars, data_a)
+        nll_free, nll_free_a = free.nll, free_a.nll
+        mu_hat, mu_hat_a = free.pars[poi], free_a.pars[poi]
+        fits_ok = free.converged & gen.converged & free_a.converged
     theta = {
         "model": model,
         "data": setup.data,
         "data_a": data_a,
-        "nll_free": free.nll,
-        "nll_free_a": free_a.nll,
-        "mu_hat": free.pars[poi],
-        "mu_hat_a": free_a.pars[poi],
+        "nll_free": nll_free,
+        "nll_free_a": nll_free_a,
+        "mu_hat": mu_hat,
+        "mu_hat_a": mu_hat_a,
         "init": setup.init,
         "bounds": setup.bounds,
         "poi_lo": setup.bounds[poi, 0],
@@ -275,5 +312,5 @@ def _upper_limit_jit(
         return _limit(th, fn=fn, rtol=rtol, atol=atol, maxiter=root_maxiter, max_expand=30)
 
     limits, converged = jax.vmap(one_limit)(jnp.arange(6))
-    all_ok = jnp.all(converged) & free.converged & gen.converged & free_a.converged
+    all_ok = jnp.all(converged) & fits_ok
     return UpperLimitResult(observed=limits[0], expected=limits[1:]), all_ok
