@@ -97,6 +97,44 @@ def test_schema_violation_in_workspace_file(tmp_path):
     _raises(path, "ws.json", "measurement 'meas'", "workspace.json", "'poi'")
 
 
+def test_valid_structures_are_recorded_on_disk(tmp_path, monkeypatch):
+    """With the compilation cache on, a structure that validated is recorded, and a
+    later process (here: the in-memory verdicts forgotten) trusts the record; an
+    invalid one is never recorded."""
+    from diffana.hf import _schema
+
+    monkeypatch.setattr(_schema, "_cache_folder", lambda: str(tmp_path))
+    _schema._verdict.cache_clear()
+    spec = _spec()
+    spec["channels"][0]["name"] = "SR_recorded"  # a structure no other test validated
+    try:
+        hf.Model.from_pyhf(spec)
+        records = list((tmp_path / _schema.VALID_STRUCTURES).iterdir())
+        assert len(records) == 1 and records[0].stat().st_size == 0
+        _schema._verdict.cache_clear()
+
+        def not_again(*args):
+            raise AssertionError("validated again despite the record")
+
+        with monkeypatch.context() as m:
+            m.setattr(_schema, "_validate_skeleton", not_again)
+            hf.Model.from_pyhf(spec)
+        bad = copy.deepcopy(spec)
+        del bad["channels"][0]["samples"][1]["modifiers"][0]["data"]["lo_data"]
+        _raises(bad, "modifier 'jes'", "schema", "'lo_data'")
+        assert len(list((tmp_path / _schema.VALID_STRUCTURES).iterdir())) == 1
+    finally:
+        _schema._verdict.cache_clear()
+
+
+def test_schema_sees_every_array_length_it_checks():
+    """Validation looks at one element per numeric array (the schema treats them
+    alike): an empty one still fails `minItems`."""
+    spec = _spec()
+    spec["channels"][0]["samples"][0]["data"] = []
+    _raises(spec, "sample 'signal'", "schema")
+
+
 def test_unknown_modifier_type():
     spec = _spec()
     spec["channels"][0]["samples"][0]["modifiers"].append(
