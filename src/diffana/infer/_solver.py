@@ -49,7 +49,8 @@ _LAMBDA_REJECT = 1.0
 # Relative size below which a negative eigenvalue of the scaled Hessian is round-off.
 _NEGATIVE_EIGENVALUE = 1e-9
 # Kinds of trial point (`_State.trial_kind`).
-_STEP, _TRUSTED, _SHORTENED = np.int32(0), np.int32(1), np.int32(2)
+# A trial of kind `_TRUSTED` or above is accepted without a decrease test.
+_STEP, _SHORTENED, _TRUSTED, _FINAL = np.int32(0), np.int32(1), np.int32(2), np.int32(3)
 
 
 class SolverResult(NamedTuple):
@@ -69,8 +70,9 @@ class _State(NamedTuple):
     lam: Array
     trial: Array  # next point to evaluate
     # What the trial is: _STEP, _TRUSTED (the initial point, or a small Newton step:
-    # accepted without a test) or _SHORTENED (a rejected step shortened along its
-    # direction). One integer where two flags would cost an operation per iteration.
+    # accepted without a test), _SHORTENED (a rejected step shortened along its
+    # direction) or _FINAL (the polishing step after convergence: the last evaluation,
+    # whose Hessian the fit returns). One integer where flags would cost operations.
     trial_kind: Array
     n_iter: Array
     converged: Array
@@ -479,7 +481,7 @@ def minimize_bounded(
     )
 
     def cond(s: _State) -> Array:
-        return ~s.converged & ~s.failed & (s.n_iter < maxiter)
+        return ~s.converged & ~s.failed & ((s.n_iter < maxiter) | (s.trial_kind == _FINAL))
 
     def body(s: _State) -> _State:
         first = s.n_iter == 0
@@ -496,7 +498,7 @@ def minimize_bounded(
         )
         actual = point_t[n] - f
         decreased = (predicted < 0) & (actual <= 1e-4 * predicted)
-        accept = finite_t & (decreased | (s.trial_kind == _TRUSTED))
+        accept = finite_t & (decreased | (s.trial_kind >= _TRUSTED))
         ratio = actual / jnp.where(predicted < 0, predicted, -1.0)
         lam_accept = jnp.where(ratio > 0.5, 0.1 * s.lam, s.lam)
         lam_accept = jnp.where(lam_accept < 1e-8, 0.0, lam_accept)
@@ -516,20 +518,26 @@ def minimize_bounded(
         x, f, g, h = _unpack(point, n)
         trial, final, trusted = propose(x, g, h, lam)
         trial = jnp.where(backtrack, x + shorten * delta, trial)
-        kind = jnp.where(backtrack, _SHORTENED, jnp.where(trusted, _TRUSTED, _STEP))
+        # Converged: the trial is then the polishing step, evaluated (and accepted
+        # where finite) by one more iteration, so that the objective and its
+        # derivatives appear once in the compiled program, inside the loop.
+        polish = final & ~backtrack & jnp.isfinite(f)
+        kind = jnp.where(
+            backtrack, _SHORTENED, jnp.where(polish, _FINAL, jnp.where(trusted, _TRUSTED, _STEP))
+        )
         return _State(
             point=point,
             lam=lam,
             trial=trial,
             trial_kind=kind,
             n_iter=s.n_iter + 1,
-            # The trial is then the polishing step; it is evaluated after the loop.
-            converged=final & ~backtrack & jnp.isfinite(f),
+            converged=s.trial_kind == _FINAL,
             failed=(first & ~finite_t) | (lam > _LAMBDA_FAIL),
         )
 
     s = jax.lax.while_loop(cond, body, state)
-    x = jnp.where(s.converged, s.trial, s.point[:n])
-    f, _, h = value_grad_hess(x, args)
+    x, f, _, h = _unpack(s.point, n)
     converged = s.converged & jnp.isfinite(f)
-    return SolverResult(x=x, value=f, hessian=h, n_iter=s.n_iter, converged=converged)
+    # the polishing evaluation is not an iteration of the method
+    n_iter = s.n_iter - s.converged.astype(s.n_iter.dtype)
+    return SolverResult(x=x, value=f, hessian=h, n_iter=n_iter, converged=converged)
