@@ -16,12 +16,21 @@ from diffana.infer._mle import (
     AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
-    _argmin,
     as_poi_value,
-    floating,
     report_convergence,
 )
-from diffana.infer._teststat import _Setup, safe_sqrt
+from diffana.infer._teststat import (
+    ASIMOV,
+    AT_FREE,
+    AT_GEN,
+    AT_INIT,
+    FLOATING,
+    OBSERVED,
+    _Setup,
+    better,
+    fits_in_sequence,
+    safe_sqrt,
+)
 
 __all__ = ["DiscoveryResult", "discovery", "hypotest"]
 
@@ -40,13 +49,6 @@ class _Asymptotics(NamedTuple):
     converged: Array
 
 
-# Fits run one after the other (`fits_in_sequence`), each a row of a schedule: on which
-# data it runs (the observed or the Asimov data), where it starts (the initial values,
-# the free fit's result - row 0 - or the Asimov-generating fit's), and whether the POI
-# floats or is fixed at one of the `poi_values`.
-OBSERVED, ASIMOV = 0, 1
-AT_INIT, AT_FREE, AT_GEN = 0, 1, 2
-FLOATING = -1
 # pyhf's asymptotic calculator (`poi_values = (mu, asimov_mu)`), each conditional fit
 # on the observed data from two starts; rows 2 and 4 generate the Asimov data.
 _HYPOTEST_SCHEDULE = (
@@ -59,84 +61,6 @@ _HYPOTEST_SCHEDULE = (
     (ASIMOV, AT_GEN, FLOATING),  # 6: free fit on the Asimov data
 )
 _HYPOTEST_GENERATORS = (2, 4)
-
-
-class SequenceFits(NamedTuple):
-    """The fits of a schedule: `pars` `(k, npars)`, `nll` `(k,)` (the fit objective,
-    `Model.relative_nll`), `converged` `(k,)`; `gen` `(npars,)` is the better
-    Asimov-generating fit and `data_asimov` the Asimov data it generates."""
-
-    pars: Array
-    nll: Array
-    converged: Array
-    gen: Array
-    data_asimov: Array
-
-
-def better(nll: Array, pars: Array, a: int, b: int) -> tuple[Array, Array]:
-    """The better of fits `a` and `b` of a sequence: `(nll, pars)` of the lower NLL
-    (`a` on ties or NaN)."""
-    take_b = nll[b] < nll[a]
-    return jnp.where(take_b, nll[b], nll[a]), jnp.where(take_b, pars[b], pars[a])
-
-
-def fits_in_sequence(
-    setup: _Setup, schedule, poi_values: Array, generators: tuple[int, int]
-) -> SequenceFits:
-    """The fits of `schedule` one after the other, in one solver loop (`lax.scan`).
-
-    Meant for large models, where several conditional fits need different starts:
-
-    - A model with hundreds of parameters can have more than one minimum at fixed POI
-      (a theory-scale parameter of ATLAS's 3L resonance workspace has two, 0.02 apart
-      in NLL), and the one reached from the initial values is then a matter of luck.
-      Running a conditional fit from the initial values and again from the free fit's
-      result and keeping the lower NLL gives the profile likelihood, not the path.
-    - A fit on the Asimov data starts at the point that generated them, the better of
-      the fits `generators` (rows of the schedule); a free fit there starts at its exact
-      minimum where that lies inside the bounds (one Newton step confirms it).
-    - Large models are fitted one after the other anyway, so a sequence costs no
-      parallelism, and its one solver loop compiles once where separate batches each
-      compile their own.
-
-    Rows that need the free fit's or the generating fits' results must come after them.
-    """
-    model, data, poi = setup.model, setup.data, setup.poi_index
-    fixed = jnp.asarray(setup.fixed)
-    is_poi = jnp.arange(setup.npars) == poi
-    poi_values = jnp.asarray(poi_values, dtype=jnp.float64)
-    rows = jnp.asarray(schedule, dtype=jnp.int32)
-    k = rows.shape[0]
-    g0, g1 = generators
-
-    def asimov(pars_done, nll_done):
-        _, gen = better(nll_done, pars_done, g0, g1)
-        return gen, model.expected_data(gen, include_auxdata=True)
-
-    def step(carry, xs):
-        pars_done, nll_done, conv_done = carry
-        i, (on, start, poi_at) = xs[0], xs[1:]
-        gen, data_asimov = asimov(pars_done, nll_done)
-        d = jnp.where(on == ASIMOV, data_asimov, data)
-        starts = jnp.stack([setup.init, setup.start_from(pars_done[0]), setup.start_from(gen)])
-        pinned = poi_at != FLOATING
-        x0 = jnp.where(is_poi & pinned, poi_values[jnp.maximum(poi_at, 0)], starts[start])
-        free = floating(model, fixed | (is_poi & pinned))
-        pars, nll, _, converged = _argmin(
-            model, d, x0, setup.bounds, free, setup.tol, setup.maxiter
-        )
-        carry = (pars_done.at[i].set(pars), nll_done.at[i].set(nll), conv_done.at[i].set(converged))
-        return carry, None
-
-    carry = (
-        jnp.broadcast_to(setup.init, (k, setup.npars)),
-        jnp.full((k,), jnp.inf, dtype=jnp.float64),
-        jnp.zeros((k,), dtype=bool),
-    )
-    xs = jnp.concatenate([jnp.arange(k, dtype=jnp.int32)[:, None], rows], axis=1)
-    (pars, nll, converged), _ = jax.lax.scan(step, carry, xs)
-    gen, data_asimov = asimov(pars, nll)
-    return SequenceFits(pars, nll, converged, gen, data_asimov)
 
 
 def _fits_in_sequence(setup: _Setup, mu, asimov_mu) -> _Asymptotics:

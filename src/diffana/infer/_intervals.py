@@ -12,25 +12,24 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana.infer._asymptotics import (
-    ASIMOV,
-    AT_FREE,
-    AT_GEN,
-    AT_INIT,
-    FLOATING,
-    N_SIGMA,
-    OBSERVED,
-    _pvalues,
-    _test_statistic_value,
-    fits_in_sequence,
-)
+from diffana.infer._asymptotics import N_SIGMA, _pvalues, _test_statistic_value
 from diffana.infer._mle import (
     AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
     report_convergence,
 )
-from diffana.infer._teststat import _Setup, safe_sqrt
+from diffana.infer._teststat import (
+    ASIMOV,
+    AT_FREE,
+    AT_GEN,
+    AT_INIT,
+    FLOATING,
+    OBSERVED,
+    _Setup,
+    fits_in_sequence,
+    safe_sqrt,
+)
 
 __all__ = ["UpperLimitResult", "upper_limit"]
 

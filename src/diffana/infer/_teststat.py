@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -12,9 +13,11 @@ import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, Float
 
 from diffana.infer._mle import (
+    AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
     FitResult,
+    _argmin,
     _fit_impl,
     as_data,
     as_poi_value,
@@ -153,11 +156,127 @@ class _Setup:
         return [jtu.tree_map(lambda leaf, i=i: leaf[i], res) for i in range(k)]
 
 
+# Fits run one after the other (`fits_in_sequence`), each a row of a schedule: on which
+# data it runs (the observed or the Asimov data), where it starts (the initial values,
+# the free fit's result - row 0 - or the Asimov-generating fit's), and whether the POI
+# floats or is fixed at one of the `poi_values`.
+OBSERVED, ASIMOV = 0, 1
+AT_INIT, AT_FREE, AT_GEN = 0, 1, 2
+FLOATING = -1
+
+
+class SequenceFits(NamedTuple):
+    """The fits of a schedule: `pars` `(k, npars)`, `nll` `(k,)` (the fit objective,
+    `Model.relative_nll`), `converged` `(k,)`; `gen` `(npars,)` is the better
+    Asimov-generating fit and `data_asimov` the Asimov data it generates."""
+
+    pars: Array
+    nll: Array
+    converged: Array
+    gen: Array
+    data_asimov: Array
+
+
+def better(nll: Array, pars: Array, a: int, b: int) -> tuple[Array, Array]:
+    """The better of fits `a` and `b` of a sequence: `(nll, pars)` of the lower NLL
+    (`a` on ties or NaN)."""
+    take_b = nll[b] < nll[a]
+    return jnp.where(take_b, nll[b], nll[a]), jnp.where(take_b, pars[b], pars[a])
+
+
+def fits_in_sequence(
+    setup: _Setup, schedule, poi_values: Array, generators: tuple[int, int] | None = None
+) -> SequenceFits:
+    """The fits of `schedule` one after the other, in one solver loop (`lax.scan`).
+
+    Meant for large models, where several conditional fits need different starts:
+
+    - A model with hundreds of parameters can have more than one minimum at fixed POI
+      (a theory-scale parameter of ATLAS's 3L resonance workspace has two, 0.02 apart
+      in NLL), and the one reached from the initial values is then a matter of luck.
+      Running a conditional fit from the initial values and again from the free fit's
+      result and keeping the lower NLL gives the profile likelihood, not the path.
+    - A fit on the Asimov data starts at the point that generated them, the better of
+      the fits `generators` (rows of the schedule); a free fit there starts at its exact
+      minimum where that lies inside the bounds (one Newton step confirms it).
+    - Large models are fitted one after the other anyway, so a sequence costs no
+      parallelism, and its one solver loop compiles once where separate batches each
+      compile their own.
+
+    Rows that need the free fit's or the generating fits' results must come after them;
+    without `generators` there are no Asimov rows (and `gen`, `data_asimov` are `None`).
+    """
+    model, data, poi = setup.model, setup.data, setup.poi_index
+    fixed = jnp.asarray(setup.fixed)
+    is_poi = jnp.arange(setup.npars) == poi
+    poi_values = jnp.asarray(poi_values, dtype=jnp.float64)
+    rows = jnp.asarray(schedule, dtype=jnp.int32)
+    k = rows.shape[0]
+
+    def asimov(pars_done, nll_done):
+        if generators is None:
+            return setup.init, data
+        _, gen = better(nll_done, pars_done, *generators)
+        return gen, model.expected_data(gen, include_auxdata=True)
+
+    def step(carry, xs):
+        pars_done, nll_done, conv_done = carry
+        i, (on, start, poi_at) = xs[0], xs[1:]
+        gen, data_asimov = asimov(pars_done, nll_done)
+        d = data if generators is None else jnp.where(on == ASIMOV, data_asimov, data)
+        starts = jnp.stack([setup.init, setup.start_from(pars_done[0]), setup.start_from(gen)])
+        pinned = poi_at != FLOATING
+        x0 = jnp.where(is_poi & pinned, poi_values[jnp.maximum(poi_at, 0)], starts[start])
+        free = floating(model, fixed | (is_poi & pinned))
+        pars, nll, _, converged = _argmin(
+            model, d, x0, setup.bounds, free, setup.tol, setup.maxiter
+        )
+        carry = (pars_done.at[i].set(pars), nll_done.at[i].set(nll), conv_done.at[i].set(converged))
+        return carry, None
+
+    carry = (
+        jnp.broadcast_to(setup.init, (k, setup.npars)),
+        jnp.full((k,), jnp.inf, dtype=jnp.float64),
+        jnp.zeros((k,), dtype=bool),
+    )
+    xs = jnp.concatenate([jnp.arange(k, dtype=jnp.int32)[:, None], rows], axis=1)
+    (pars, nll, converged), _ = jax.lax.scan(step, carry, xs)
+    if generators is None:
+        return SequenceFits(pars, nll, converged, None, None)
+    gen, data_asimov = asimov(pars, nll)
+    return SequenceFits(pars, nll, converged, gen, data_asimov)
+
+
 def _tmu_like(setup: _Setup, mu, data: Array):
     """`2 (nll(mu, theta_hathat) - nll(mu_hat, theta_hat))`, clipped at zero."""
-    cond, free = setup.batch(data, [mu, None])
+    if setup.npars > AUTODIFF_HESSIAN_MAX:
+        # the conditional fit from two starts (see `fits_in_sequence`)
+        seq = fits_in_sequence(_on_data(setup, data), _TMU_SCHEDULE, jnp.stack([mu]))
+        take = seq.nll[2] < seq.nll[1]
+        cond = FitResult(
+            pars=jnp.where(take, seq.pars[2], seq.pars[1]),
+            nll=jnp.where(take, seq.nll[2], seq.nll[1]),
+            converged=seq.converged[1] & seq.converged[2],
+            n_iter=jnp.asarray(0, dtype=jnp.int32),
+            uncertainties=jnp.zeros_like(seq.pars[0]),
+        )
+        free = FitResult(seq.pars[0], seq.nll[0], seq.converged[0], cond.n_iter, cond.uncertainties)
+    else:
+        cond, free = setup.batch(data, [mu, None])
     t = jnp.maximum(2.0 * (cond.nll - free.nll), 0.0)
     return t, cond, free
+
+
+def _on_data(setup: _Setup, data: Array) -> _Setup:
+    """`setup` with its data replaced."""
+    other = copy.copy(setup)
+    other.data = data
+    return other
+
+
+# The fits of a test statistic for a large model: free, conditional from the initial
+# values, conditional from the free fit's result.
+_TMU_SCHEDULE = ((OBSERVED, AT_INIT, FLOATING), (OBSERVED, AT_INIT, 0), (OBSERVED, AT_FREE, 0))
 
 
 @eqx.filter_jit
