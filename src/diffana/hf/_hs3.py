@@ -410,9 +410,12 @@ class _Import:
         """A number, or the value of a parameter point entry named `ref`."""
         if isinstance(ref, int | float) and not isinstance(ref, bool):
             return float(ref)
-        point = {p.get("name"): p for p in self._point_entries()}
-        if isinstance(ref, str) and ref in point and "value" in point[ref]:
-            return float(point[ref]["value"])
+        entries = self._point_entries() + [
+            e for _, pset in self.points.values() for e in (pset.get("parameters") or [])
+        ]  # the analysis's point first, then any point that has the name
+        for entry in entries:
+            if isinstance(entry, Mapping) and entry.get("name") == ref and "value" in entry:
+                return float(entry["value"])
         raise self.r.error(where, f"expected a number or a parameter with a value, got {ref!r}")
 
     def _aux(self, lh: Mapping[str, Any], where: str) -> None:
@@ -492,9 +495,7 @@ class _Import:
             mtype, n = self.set_type[set_name], self.set_size[set_name]
             names = sorted(names, key=lambda p: self.par_of[p][1] or 0)
             cfg: dict[str, Any] = {"name": set_name}
-            default_init = (
-                self.lumi[set_name][0] if mtype == "lumi" else _spec._DEFAULT_INIT[mtype]
-            )
+            default_init = self.lumi[set_name][0] if mtype == "lumi" else _spec._DEFAULT_INIT[mtype]
             default_bounds = _LUMI_BOUNDS if mtype == "lumi" else _spec._DEFAULT_BOUNDS[mtype]
             if any(p in values for p in names) or mtype == "lumi":
                 cfg["inits"] = [float(values.get(p, {}).get("value", default_init)) for p in names]
@@ -883,15 +884,14 @@ def to_hs3(
     (['histfactory_dist'], '0.2.0')
     """
     import diffana
-    from diffana.hf._model import Model, load_spec
+    from diffana.hf._model import Model
 
     if isinstance(workspace_or_model, Model):
         if measurement is not None or modifier_settings is not None:
             raise SpecError("to_hs3: measurement and modifier_settings apply to workspaces only")
         model = workspace_or_model
     else:
-        root, source = load_spec(workspace_or_model)
-        model = Model.from_pyhf(root, measurement, modifier_settings)
+        model = Model.from_pyhf(workspace_or_model, measurement, modifier_settings)
     codes = {"normsys": model.structure.normsys_code, "histosys": model.structure.histosys_code}
     workspace = model.to_pyhf(data)
     return pyhf_to_hs3(model, workspace, codes, diffana.__version__)
