@@ -365,7 +365,7 @@ class _Import:
             data = r.field(mod, "data", where, Mapping, "an object with 'vals'")
             return {"name": name, "type": mtype, "data": r.array(data, "vals", f"{where}.data")}
         data = mod.get("data")
-        if isinstance(data, Mapping) and "uncertainties" in data:  # Barlow-Beeston full
+        if isinstance(data, Mapping) and "uncertainties" in data:  # given on the modifier
             unc = r.array(data, "uncertainties", f"{where}.data", nbins)
         else:
             sdata = sample["data"]
@@ -381,6 +381,12 @@ class _Import:
         r = self.r
         where = _describe("distributions", index, dist)
         nbins = _nbins(r, r.field(dist, "axes", where), where)
+        method = dist.get("barlow_beeston_method", "lite")
+        if method != "lite":
+            raise r.error(
+                f"{where}.barlow_beeston_method", f"{method!r} is not supported; diffana "
+                "(pyhf's staterror) combines the samples' uncertainties per bin ('lite')"
+            )  # fmt: skip
         samples = r.field(dist, "samples", where, Sequence, "an array of samples")
         if not samples:
             raise r.error(f"{where}.samples", "is empty; a channel needs at least one sample")
