@@ -201,6 +201,29 @@ def test_pyhs3_agrees_on_pyhf_shapefactor_example():
         assert pyhs3_logpdf(values) == pytest.approx(float(model.logpdf(pars, data)), rel=1e-9)
 
 
+@pytest.mark.parametrize("name", [*SMALL.values(), "atlas_3L_resonance_hepdata99806_synthsig.json"])
+def test_pyhs3_parses_published_workspaces(name):
+    """pyhs3 reads the documents of published workspaces (up to 625 parameters) with
+    the model's parameters, inits, fixed parameters, bounds and POI."""
+    pyhs3 = pytest.importorskip("pyhs3")
+    spec = _workspace(name)
+    model = hf.Model.from_pyhf(spec)
+    ws = pyhs3.Workspace(**json.loads(json.dumps(hf.to_hs3(model))))
+    (analysis,) = ws.analyses
+    point = ws.parameter_points[analysis.init]
+    assert [p.name for p in point] == list(model.par_names)
+    np.testing.assert_array_equal([p.value for p in point], model.init)
+    np.testing.assert_array_equal([p.const for p in point], model.fixed)
+    (domain,) = analysis.domains
+    np.testing.assert_array_equal([domain[p] for p in model.par_names], model.bounds)
+    assert analysis.parameters_of_interest == [model.poi_name]
+    assert [d.name for d in analysis.likelihood.distributions] == list(spec_channels(spec))
+
+
+def spec_channels(spec: dict) -> list[str]:
+    return [c["name"] for c in spec["channels"]]
+
+
 def test_document_layout():
     doc = hf.to_hs3(_spec())
     assert doc["metadata"]["hs3_version"] == "0.2.0"
