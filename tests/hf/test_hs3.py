@@ -44,7 +44,8 @@ def _workspace(name: str) -> dict:
 
 
 def _spec() -> dict:
-    """Two channels with every modifier type, a luminosity and a fixed parameter."""
+    """Two channels with every modifier type, a luminosity, a fixed parameter, a normsys
+    shared between channels and a parameter shared by a normsys and a histosys."""
     sig_mods = [
         {"name": "mu", "type": "normfactor", "data": None},
         {"name": "lumi", "type": "lumi", "data": None},
@@ -62,6 +63,7 @@ def _spec() -> dict:
         {"name": "shape_CR", "type": "shapesys", "data": [9.0, 6.0]},
         {"name": "sf", "type": "shapefactor", "data": None},
         {"name": "fixme", "type": "normsys", "data": {"hi": 1.2, "lo": 0.9}},
+        {"name": "xsec", "type": "normsys", "data": {"hi": 1.04, "lo": 0.95}},
     ]
     return {
         "channels": [

@@ -498,7 +498,7 @@ class _Import:
         for hs3_name, (set_name, _) in self.par_of.items():
             members.setdefault(set_name, []).append(hs3_name)
         for set_name, names in members.items():
-            mtype, n = self.set_type[set_name], self.set_size[set_name]
+            mtype = self.set_type[set_name]
             names = sorted(names, key=lambda p: self.par_of[p][1] or 0)
             cfg: dict[str, Any] = {"name": set_name}
             default_init = self.lumi[set_name][0] if mtype == "lumi" else _spec._DEFAULT_INIT[mtype]
@@ -518,7 +518,6 @@ class _Import:
                 cfg["sigmas"] = [self.lumi[set_name][1]]
             if len(cfg) > 1:
                 configs.append(cfg)
-            assert n == len(names)
         return configs, const
 
     def poi(self) -> str:
