@@ -157,5 +157,76 @@ def report(out, page, title, force):
     click.echo(f"wrote {path}")
 
 
+def _convert(src: str, target: str | None, measurement: str | None) -> tuple[dict, str, str]:
+    """The converted document, its format, and a note on what the format cannot keep."""
+    from diffana.hf import Model, hs3_data, to_hs3
+    from diffana.hf._hs3 import is_hs3, load_document
+
+    doc, _ = load_document(src, "pyhf or HS3")
+    if is_hs3(doc):
+        source = "hs3"
+    elif "channels" in doc or "measurements" in doc:
+        source = "pyhf"
+    else:
+        raise DiffanaError(
+            "neither an HS3 document ('distributions', 'metadata.hs3_version') nor a pyhf "
+            "workspace ('channels', 'measurements')"
+        )
+    target = target or ("pyhf" if source == "hs3" else "hs3")
+    if source == "pyhf":
+        model = Model.from_pyhf(doc, measurement)
+    else:
+        model = Model.from_hs3(doc, measurement)
+    if target == "hs3":
+        return to_hs3(model), target, ""
+    data = hs3_data(doc, model, measurement, include_auxdata=False) if source == "hs3" else None
+    codes = (model.structure.normsys_code, model.structure.histosys_code)
+    note = ""
+    if codes != ("code4", "code4p"):
+        note = (
+            f" (pyhf JSON keeps no interpolation codes: build it with modifier_settings "
+            f"normsys {codes[0]}, histosys {codes[1]})"
+        )
+    return model.to_pyhf(data), target, note
+
+
+@main.command("convert")
+@click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option(
+    "--to", "target", type=click.Choice(["hs3", "pyhf"]), default=None,
+    help="Output format; default: the other one (HS3 for a pyhf workspace, pyhf for HS3).",
+)  # fmt: skip
+@click.option(
+    "--measurement", "-m", default=None,
+    help="The pyhf measurement or the HS3 analysis to convert (default: the first).",
+)  # fmt: skip
+def convert(src, dst, target, measurement):
+    """Convert a HistFactory likelihood between pyhf JSON and HS3 (standard 0.2.0).
+
+    The format of IN is read from its content: HS3 has 'distributions' and
+    'metadata.hs3_version', a pyhf workspace 'channels' and 'measurements'. OUT is
+    written whole or not at all (a temporary file renamed into place).
+    """
+    import json
+
+    from diffana._files import atomic_path
+
+    def one_line(path: str, err: BaseException) -> DiffanaCliError:
+        message = " ".join(str(err).split()) or type(err).__name__
+        return DiffanaCliError(message if message.startswith(path) else f"{path}: {message}")
+
+    try:
+        out, target, note = _convert(src, target, measurement)
+    except DiffanaError as err:
+        raise one_line(src, err) from None
+    try:
+        with atomic_path(dst) as tmp:
+            tmp.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise one_line(dst, err) from None
+    click.echo(f"wrote {dst} ({target}){note}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

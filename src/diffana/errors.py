@@ -17,10 +17,11 @@ class DiffanaError(Exception):
 
 
 class SpecError(DiffanaError, ValueError):
-    """A HistFactory (pyhf JSON) specification or workspace is malformed.
+    """A HistFactory specification (pyhf JSON or HS3) or workspace is malformed.
 
-    The message names the channel, sample, modifier or measurement at fault and says
-    what was expected.
+    The message names the channel, sample, modifier or measurement at fault (for HS3,
+    the JSON path of the element, e.g. ``distributions[3] (name 'x', type
+    'gaussian_dist')``) and says what was expected or is supported.
     """
 
 

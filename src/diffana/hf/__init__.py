@@ -29,15 +29,18 @@ from diffana.hf._builders import (
     simple_model,
     uncorrelated_background,
 )
+from diffana.hf._hs3 import hs3_data, to_hs3
 from diffana.hf._model import Model, load_spec, workspace_data
 
 __all__ = [
     "Model",
     "correlated_background",
     "histosys_from_variations",
+    "hs3_data",
     "load_spec",
     "normsys_from_variations",
     "simple_model",
+    "to_hs3",
     "uncorrelated_background",
     "workspace_data",
 ]

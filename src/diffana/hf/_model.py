@@ -20,7 +20,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float
 
 from diffana._config import check_float64
 from diffana.errors import DataError, SpecError, SpecWarning
-from diffana.hf import _derivatives, _spec
+from diffana.hf import _derivatives, _hs3, _spec
 from diffana.hf._derivatives import poisson_relative_nll, poisson_saturated_nll
 from diffana.hf._interp import (
     code4_coefficients,
@@ -548,6 +548,46 @@ class Model(eqx.Module):
         with _collection_paused():
             raw = _collect_raw(root, st, "Model.from_pyhf")
         return _build(st, raw, source)
+
+    @classmethod
+    def from_hs3(
+        cls,
+        doc_or_path: Mapping[str, Any] | str | os.PathLike,
+        analysis: str | int | None = None,
+        validate: bool = True,
+    ) -> Model:
+        """Build a model from the HistFactory likelihood of an HS3 document (the HEP
+        Statistics Serialization Standard, version 0.2.0).
+
+        The document is converted to a pyhf workspace and built with `from_pyhf`, so the
+        numbers may be JAX arrays or tracers, as there. Read: ``histfactory_dist``
+        channels with normfactor, normsys, histosys, staterror, shapesys and shapefactor
+        modifiers (their default constraints), a luminosity as a normfactor constrained by
+        a ``gaussian_dist`` in the likelihood's ``aux_distributions``, one interpolation
+        code per modifier type, the analysis's POI, domain bounds, and its ``init``
+        parameter point (values as inits, ``const`` as fixed).
+
+        **Arguments:**
+
+        - `doc_or_path`: the HS3 document as a dict, or a path to its JSON file.
+        - `analysis`: name or index of the analysis, or the name of a likelihood (no
+          POI, bounds or inits then). Default: the first analysis.
+        - `validate`: check the converted workspace against pyhf's JSON schema.
+
+        **Returns:** the `Model`; `diffana.hf.hs3_data` gives its observed data.
+
+        **Raises:** `SpecError` naming the JSON path of an element outside the
+        HistFactory subset (e.g. ``distributions[3] (name 'x', type 'gaussian_dist')``),
+        a missing field or a dangling reference.
+
+        Example:
+
+        >>> import diffana.hf
+        >>> doc = diffana.hf.to_hs3(diffana.hf.simple_model([5.0, 10.0], [50.0, 60.0], [5.0, 6.0]))
+        >>> diffana.hf.Model.from_hs3(doc).par_names
+        ('mu', 'uncorr_bkguncrt[0]', 'uncorr_bkguncrt[1]')
+        """
+        return _hs3.model_from_hs3(cls, doc_or_path, analysis, validate)
 
     def with_yields(self, yields: Mapping[tuple[str, str], ArrayLike]) -> Model:
         """A copy of the model with some samples' nominal yields replaced.
