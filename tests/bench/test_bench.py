@@ -90,6 +90,10 @@ def test_run_folders_track_every_step(tiny_bench):
     assert result["training"]["steps"] == 4
     ws = json.loads((run / "workspace_default.json").read_text())
     pyhf.Workspace(ws)  # a valid pyhf workspace
+    hs3 = json.loads((run / "workspace_default.hs3.json").read_text())  # and the same in HS3
+    from_hs3, from_pyhf = diffana.hf.Model.from_hs3(hs3), diffana.hf.Model.from_pyhf(ws)
+    assert from_hs3.par_names == from_pyhf.par_names
+    np.testing.assert_array_equal(from_hs3.nominal, from_pyhf.nominal)
 
 
 def test_bce_is_trained_once_and_evaluated_on_every_scenario(tiny_bench):

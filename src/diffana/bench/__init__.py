@@ -4,7 +4,8 @@ Each run (problem x method x seed, and the scenario a loss is trained on) gets a
 ``<out>/<problem>/<method>[@<scenario>]/seed<k>/`` with ``config.json``,
 ``metrics.jsonl`` (per step: loss, figure of merit, learning rate, relaxation
 parameter), one ``workspace_<scenario>.json`` per evaluated scenario (a pyhf workspace of
-the hard-evaluated analysis) and ``result.json``, written last and atomically: a run
+the hard-evaluated analysis; ``workspace_<scenario>.hs3.json`` holds it as an HS3
+document) and ``result.json``, written last and atomically: a run
 whose result exists (with the same configuration) is skipped when the benchmark is run
 again, so an interrupted benchmark resumes where it stopped. An output folder holding
 runs of a method made with other settings (another ``--steps``, mode or definition) is

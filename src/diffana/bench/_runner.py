@@ -23,6 +23,7 @@ from diffana import parallel
 from diffana.bench._errors import BenchError
 from diffana.bench._evaluate import evaluate_yields, hard_yields, template_key_str
 from diffana.bench._methods import method_settings, train_method
+from diffana.hf import to_hs3
 from diffana.problems import Problem, load_problem
 from diffana.train import RunTracker, atomic_write_json
 
@@ -252,8 +253,10 @@ def run_one(
     )  # fmt: skip
     for scen, entry in evaluation.items():
         ws = entry.pop("workspace", None)
-        if ws is not None:
+        if ws is not None:  # the analysis as a pyhf workspace and as an HS3 document
             atomic_write_json(run_dir / f"workspace_{scen}.json", ws)
+            hs3 = to_hs3(ws, modifier_settings=problem.modifier_settings(scen))
+            atomic_write_json(run_dir / f"workspace_{scen}.hs3.json", hs3)
     result = {
         "schema": RUN_SCHEMA,
         "config": json.loads(json.dumps(config, default=str)),
