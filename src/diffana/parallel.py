@@ -52,6 +52,7 @@ from jaxtyping import PyTree
 
 __all__ = [
     "EVENT_AXIS",
+    "ProcessShare",
     "event_mesh",
     "event_sharding",
     "initialize_distributed",
