@@ -291,15 +291,19 @@ def _runs(out: Path) -> dict[str, dict]:
     return runs
 
 
-def test_bench_on_two_processes_equals_one(processes, tmp_path):
+def _start_two(processes: Processes, name: str) -> None:
     port = _free_port()
-    processes.start("single process", _bench_args("single"))
     for pid in range(2):
         processes.start(
-            f"bench process {pid}",
+            f"{name} {pid}",
             [*_bench_args("multi"), "--coordinator", f"127.0.0.1:{port}",
              "--num-processes", "2", "--process-id", str(pid)],
         )  # fmt: skip
+
+
+def test_bench_on_two_processes_equals_one(processes, tmp_path):
+    processes.start("single process", _bench_args("single"))
+    _start_two(processes, "bench process")
     processes.wait()
     single, multi = _runs(tmp_path / "single"), _runs(tmp_path / "multi")
     meta = json.loads((tmp_path / "multi" / "results.json").read_text())["meta"]
@@ -318,8 +322,13 @@ def test_bench_on_two_processes_equals_one(processes, tmp_path):
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == sorted(
         p.name for p in (tmp_path / "single").iterdir()
     )
-    log1 = (tmp_path / "bench process 1.log").read_text()
-    assert "results in" not in log1
+    assert "results in" in (tmp_path / "bench process 0.log").read_text()
+    assert "results in" not in (tmp_path / "bench process 1.log").read_text()
+    # rerun: process 0 finds the finished runs and both processes skip them
+    processes.procs.clear()
+    _start_two(processes, "resumed process")
+    processes.wait()
+    assert "2 runs (0 ran, 2 reused" in (tmp_path / "resumed process 0.log").read_text()
 
 
 def test_process_share_and_argument_errors():
@@ -366,6 +375,8 @@ def test_process_share_and_argument_errors():
             ["--coordinator", "nowhere", "--num-processes", "2", "--process-id", "0"],
             "host:port",
         ),
+        # no cluster environment here (or JAX has started in this process already)
+        (["--distributed"], "initialize_distributed:"),
     ],
 )
 def test_bench_process_options_are_validated(args, message, tmp_path):
