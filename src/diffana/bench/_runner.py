@@ -220,9 +220,9 @@ def run_one(
 
     With a `mesh`, every training batch is split over its devices (`diffana.train.fit`).
     With several processes (`diffana.parallel.initialize_distributed`), every process
-    calls it with the same arguments; process 0 decides whether a finished run is reused
-    and is the only one to write the run folder (the others return an empty result for
-    a reused run).
+    calls it with the same arguments; process 0 decides whether a finished run is reused,
+    and it alone evaluates the trained pipeline and writes the run folder (the others
+    return an empty result after training).
     `on_stage(stage, scenario)` is called when the evaluation after training enters a
     stage: ``"hard"`` (hard histograms of the test sample), then per evaluated scenario
     ``"fits"`` (diffana's fits) and, with `referee`, ``"referee"`` (pyhf's).
@@ -259,6 +259,8 @@ def run_one(
             problem, spec.method, cfg, scenario, spec.seed, train, tracker, on_step, mesh
         )
     if jax.process_count() > 1:  # trained on all processes' devices: evaluate locally
+        if not writer:  # the evaluation is local: process 0 does it and writes it
+            return {}, False
         trained = trained._replace(pipeline=parallel.process_local(trained.pipeline))
     t0 = time.perf_counter()
     if on_stage is not None:
