@@ -218,7 +218,8 @@ def processes(tmp_path):
 
 def _write_root_files(folder: Path, ns: dict) -> None:
     """The events of PIPELINE's samples, shuffled into two ROOT files."""
-    uproot = pytest.importorskip("uproot")
+    import uproot  # a dependency of diffana.io: never skipped
+
     ev = ns["make_events"]()
     x = ev["x"].reshape(-1, 2)
     sample = np.repeat(np.arange(4), ns["N"]).astype(np.float64)
