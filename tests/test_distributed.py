@@ -145,6 +145,9 @@ WORKER = (
         out["step_s"] = (time.perf_counter() - t0) / 3
         out["loss"], out["grad"], out["params"] = float(value), arrays(grad), arrays(new)
         out["hard"] = np.asarray(hard).tolist()
+        # a PRNG key already on this process's device, replicated over all processes
+        key = parallel.replicate(jax.random.split(jax.random.key(3))[1], mesh)
+        out["uniform"] = float(jax.jit(jax.random.uniform)(key))
 
         # Streamed: each process reads its own ROOT file, chunk by chunk.
         files = sorted(Path(folder).glob("*.root"))[jax.process_index()::jax.process_count()]
@@ -269,6 +272,7 @@ def test_two_processes_reproduce_one(processes, tmp_path):
         _close(r["grad"], ns["arrays"](grad))
         _close(r["params"], ns["arrays"](new))
         np.testing.assert_allclose(r["hard"], hard, rtol=1e-12, atol=1e-12)
+        assert r["uniform"] == float(jax.random.uniform(jax.random.split(jax.random.key(3))[1]))
         # the streamed loss, gradient and hard evaluation over each process's own file
         np.testing.assert_allclose(r["streamed"]["loss"], float(s_loss), rtol=1e-11)
         _close(r["streamed"]["grad"], ns["arrays"](s_grad))

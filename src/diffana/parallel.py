@@ -529,9 +529,28 @@ def shard_events(tree: _T, mesh: Mesh, *, axis: int = 0, pad: bool = False) -> _
     )
 
 
+def _replicated_global(leaf: Any, sharding: NamedSharding) -> Any:
+    """A global replicated array from this process's copy (several processes)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return jax.device_put(leaf, sharding)  # global already: reshard
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        data = _replicated_global(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+
+
 def replicate(tree: _T, mesh: Mesh) -> _T:
-    """Place every array leaf of `tree` (parameters, optimiser state) on all devices."""
+    """Place every array leaf of `tree` (parameters, optimiser state) on all devices.
+
+    With several processes every process passes its own copy of the same values (e.g.
+    the same initial parameters, or the same PRNG key), including arrays already placed
+    on one of its devices.
+    """
     sharding = NamedSharding(mesh, P())
+    if jax.process_count() > 1:
+        return jax.tree.map(
+            lambda leaf: _replicated_global(leaf, sharding) if eqx.is_array(leaf) else leaf, tree
+        )
     return jax.tree.map(
         lambda leaf: jax.device_put(leaf, sharding) if eqx.is_array(leaf) else leaf, tree
     )
