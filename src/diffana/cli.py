@@ -66,10 +66,28 @@ def main(compile_cache: bool) -> None:
     help="Split every training batch over N devices (GPUs; on a CPU-only host the CPU is "
     "split into N devices).",
 )  # fmt: skip
+@click.option(
+    "--distributed", is_flag=True,
+    help="Run as one of several processes on JAX's distributed runtime, found from the "
+    "environment (a SLURM job step started with srun, Open MPI's mpirun, ...).",
+)  # fmt: skip
+@click.option(
+    "--coordinator", metavar="HOST:PORT", default=None,
+    help="Run as one of several processes: the address of process 0 (with "
+    "--num-processes and --process-id).",
+)  # fmt: skip
+@click.option(
+    "--num-processes", type=click.IntRange(min=1), default=None,
+    help="The number of processes (with --coordinator).",
+)  # fmt: skip
+@click.option(
+    "--process-id", type=click.IntRange(min=0), default=None,
+    help="This process's index, 0 to N-1 (with --coordinator); process 0 writes the results.",
+)  # fmt: skip
 @click.option("--list", "list_only", is_flag=True, help="List the available problems and exit.")
 def bench(
     problems, methods, seeds, steps, out, quick, full, tensorboard, no_referee, no_plots,
-    devices, list_only,
+    devices, distributed, coordinator, num_processes, process_id, list_only,
 ):  # fmt: skip
     """Train and evaluate methods on shared benchmark PROBLEMS (names or .toml files).
 
@@ -79,12 +97,42 @@ def bench(
     (config.json, metrics.jsonl, workspaces, result.json); rerunning the same command
     resumes an interrupted benchmark. Runs made with other settings are not mixed in one
     OUT: change --out when you change --steps, --quick or a definition.
+
+    Several processes (hosts, or one process per GPU) run one benchmark together when
+    each is started with --distributed (under srun/mpirun) or with --coordinator,
+    --num-processes and --process-id: every training batch is split over the devices of
+    all processes, and only process 0 writes OUT (on a file system all of them see).
     """
     from diffana.problems import available_problems, load_definition
 
     if quick and full:
         raise click.UsageError("--quick and --full exclude each other: give one of them")
     mode = "quick" if quick else "full" if full else "default"
+    explicit = {"--coordinator": coordinator, "--num-processes": num_processes,
+                "--process-id": process_id}  # fmt: skip
+    if any(v is not None for v in explicit.values()):
+        missing = [k for k, v in explicit.items() if v is None]
+        if missing:
+            raise click.UsageError(
+                "--coordinator, --num-processes and --process-id go together: "
+                f"{', '.join(missing)} missing (or give --distributed alone to find them "
+                "from the environment)"
+            )
+        if distributed:
+            raise click.UsageError(
+                "--distributed finds the processes from the environment; do not combine it "
+                "with --coordinator/--num-processes/--process-id"
+            )
+        if process_id >= num_processes:
+            raise click.UsageError(
+                f"--process-id must be below --num-processes ({num_processes}), got {process_id}"
+            )
+        distributed = True
+    if distributed and devices is not None:
+        raise click.UsageError(
+            "--devices splits one process's batches; with several processes every batch is "
+            "split over the devices of all of them (drop --devices)"
+        )
     try:
         if list_only:
             for name, path in sorted(available_problems().items()):
@@ -93,6 +141,13 @@ def bench(
                     f"{name}\t{path}\t{d.description.splitlines()[0] if d.description else ''}"
                 )
             return
+        if distributed and not list_only:
+            from diffana import parallel
+
+            try:  # before JAX starts computing
+                parallel.initialize_distributed(coordinator, num_processes, process_id)
+            except (ValueError, RuntimeError) as err:
+                raise DiffanaCliError.from_error(err) from None
         if devices is not None:
             from diffana import parallel
 
@@ -126,6 +181,8 @@ def bench(
             err=True,
         )
         raise SystemExit(130) from None
+    if "runs_planned" not in results:  # not process 0: it reports
+        return
     reused = results["meta"].get("runs_reused", 0)
     click.echo(
         f"{results['runs_done']} runs ({results['runs_done'] - reused} ran, {reused} reused "

@@ -18,9 +18,12 @@ one device, up to the order of floating-point additions):
   chunks (a `lax.scan`), which the automatic partitioner can only handle by gathering all
   events on every device, while `sum_over_devices` keeps each device on its own shard.
 
-Multi-host: after `jax.distributed.initialize()`, `event_mesh()` spans the devices of all
-processes and `shard_events` assembles a global array from each process's own events
-(`jax.make_array_from_process_local_data`); see ``docs/howto/sharding.md``.
+Several processes (hosts, or GPUs with one process each): after
+`initialize_distributed()`, `event_mesh()` spans the devices of all processes, each
+process reads its own share of the events (`process_share`, `take_process_share`) and
+`shard_events` assembles the global arrays from them; results accumulated per process
+(streamed histograms) are combined with `sum_over_processes`. See
+``docs/howto/sharding.md``.
 
 Example:
 
@@ -37,7 +40,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import equinox as eqx
 import jax
@@ -49,12 +52,18 @@ from jaxtyping import PyTree
 
 __all__ = [
     "EVENT_AXIS",
+    "ProcessShare",
     "event_mesh",
     "event_sharding",
+    "initialize_distributed",
     "pad_to_multiple",
+    "process_local",
+    "process_share",
     "replicate",
     "shard_events",
     "sum_over_devices",
+    "sum_over_processes",
+    "take_process_share",
     "use_cpu_devices",
 ]
 
@@ -91,6 +100,267 @@ def use_cpu_devices(n: int) -> None:
                 "call it before any JAX computation, or set "
                 f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before starting Python"
             ) from None
+
+
+def _check_coordinator(address: Any) -> str:
+    host, sep, port = str(address).rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"initialize_distributed: coordinator_address must be 'host:port' (the address of "
+            f"process 0, e.g. '127.0.0.1:1234'), got {address!r}"
+        )
+    return address
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    timeout_s: int = 300,
+) -> None:
+    """Connect this process to JAX's multi-controller runtime (`jax.distributed`).
+
+    Call it at the start of every process, before any JAX computation. Afterwards
+    `jax.devices()` lists the devices of all processes, `event_mesh()` spans them, and
+    `shard_events` assembles global arrays from each process's own events. On CPU hosts
+    the cross-process collectives use gloo (set here, before JAX starts its backend);
+    GPUs use NCCL as usual.
+
+    **Arguments:**
+
+    - `coordinator_address`: ``"host:port"`` of process 0 (it listens there; the others
+      connect to it).
+    - `num_processes`: the number of processes, >= 1.
+    - `process_id`: this process's index, ``0 <= process_id < num_processes``.
+    - `timeout_s`: seconds to wait for all processes to connect.
+
+    Give all three or none of them: with none, JAX detects them from the environment of
+    a SLURM job step (``srun``), Open MPI (``mpirun``) and the other clusters JAX knows.
+
+    Calling it again in a connected process is a no-op (with explicit arguments, they
+    must agree with the connection).
+
+    **Raises:** `ValueError` for invalid or incomplete arguments, or when no cluster
+    environment is detected without them; `RuntimeError` when JAX has already started
+    computing in this process (call this first), or when it is already connected with
+    other arguments.
+    """
+    explicit = (coordinator_address, num_processes, process_id)
+    if any(a is not None for a in explicit) and not all(a is not None for a in explicit):
+        raise ValueError(
+            "initialize_distributed: give coordinator_address, num_processes and process_id "
+            "together, or none of them (detected from SLURM/Open MPI/...); got "
+            f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
+            f"process_id={process_id!r}"
+        )
+    if coordinator_address is not None:
+        _check_coordinator(coordinator_address)
+        for name, value, low in (
+            ("num_processes", num_processes, 1),
+            ("process_id", process_id, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(
+                    f"initialize_distributed: {name} must be an int >= {low}, got {value!r}"
+                )
+        if process_id >= num_processes:
+            raise ValueError(
+                f"initialize_distributed: process_id must be < num_processes ({num_processes}), "
+                f"got {process_id}"
+            )
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | np.integer) or timeout_s < 1:
+        raise ValueError(
+            f"initialize_distributed: timeout_s must be an int >= 1, got {timeout_s!r}"
+        )
+    if jax.distributed.is_initialized():
+        if num_processes is not None and (jax.process_count(), jax.process_index()) != (
+            num_processes,
+            process_id,
+        ):
+            raise RuntimeError(
+                f"initialize_distributed: already connected as process {jax.process_index()} "
+                f"of {jax.process_count()}, not {process_id} of {num_processes}"
+            )
+        return
+    if jax.config.jax_cpu_collectives_implementation is None:
+        # CPU collectives across processes need an implementation; gloo ships with jaxlib.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=None if num_processes is None else int(num_processes),
+            process_id=None if process_id is None else int(process_id),
+            initialization_timeout=int(timeout_s),
+        )
+    except RuntimeError as err:
+        if "before" in str(err):
+            raise RuntimeError(
+                "initialize_distributed: JAX has already started computing in this process; "
+                "call diffana.parallel.initialize_distributed() before any JAX operation"
+            ) from None
+        raise
+    except ValueError as err:
+        if coordinator_address is None:
+            raise ValueError(
+                "initialize_distributed: no cluster environment detected (SLURM, Open MPI, "
+                "...); pass coordinator_address, num_processes and process_id "
+                f"({' '.join(str(err).split())})"
+            ) from None
+        raise
+
+
+class ProcessShare(NamedTuple):
+    """This process's share of `n` events (see `process_share`).
+
+    **Fields:**
+
+    - `start`, `stop`: the real events ``[start, stop)`` of this process (of ``0..n-1``).
+    - `size`: the padded number of events every process holds (``stop - start`` real
+      events, then zero-weight padding); equal in all processes.
+    """
+
+    start: int
+    stop: int
+    size: int
+
+    @property
+    def slice(self) -> slice:
+        """``slice(start, stop)``, to index this process's real events."""
+        return slice(self.start, self.stop)
+
+
+def process_share(
+    n: int,
+    *,
+    multiple: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> ProcessShare:
+    """This process's equal share of `n` events, for each process to read only its own.
+
+    The events are cut into `process_count` consecutive blocks of ``ceil(n / count)``
+    events (rounded up to `multiple`); the last blocks are shorter, or empty, and padded
+    with zero-weight events up to the common `size` (as `shard_events(..., pad=True)`
+    does), so that every process passes the same number of events to `shard_events`.
+
+    **Arguments:**
+
+    - `n`: the total number of events (>= 0), e.g. a ROOT tree's ``num_entries``.
+    - `multiple`: the per-process size is a multiple of this (default: the number of
+      this process's devices, so that its events divide over them).
+    - `process_index`, `process_count`: default `jax.process_index()` and
+      `jax.process_count()`.
+
+    **Returns:** a `ProcessShare` ``(start, stop, size)``; read entries ``start..stop``
+    (e.g. ``diffana.io.read_events(..., entry_start=start, entry_stop=stop)``) and pad
+    them to `size` (`take_process_share` does both for arrays in memory).
+
+    Example:
+
+    >>> [tuple(process_share(10, multiple=1, process_index=i, process_count=3))
+    ...  for i in range(3)]
+    [(0, 4, 4), (4, 8, 4), (8, 10, 4)]
+    """
+    for name, value, low in (
+        ("n", n, 0),
+        ("multiple", multiple, 1),
+        ("process_count", process_count, 1),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low
+        ):
+            raise ValueError(f"process_share: {name} must be an int >= {low}, got {value!r}")
+    count = jax.process_count() if process_count is None else int(process_count)
+    index = jax.process_index() if process_index is None else process_index
+    if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < count:
+        raise ValueError(f"process_share: process_index must be in [0, {count}), got {index!r}")
+    if multiple is None:
+        multiple = jax.local_device_count() if process_count is None else 1
+    per = -(-int(n) // count)
+    size = max(-(-per // multiple) * multiple, multiple)
+    start = min(int(index) * size, int(n))
+    return ProcessShare(start, min(start + size, int(n)), size)
+
+
+def take_process_share(tree: _T, *, axis: int = 0, multiple: int | None = None) -> _T:
+    """This process's share (`process_share`) of per-event arrays held in full.
+
+    For data that every process can produce but should not all process (a generated
+    sample, a small file): slices this process's events along `axis` and pads them with
+    zero-valued, zero-weight events to the common size. Pass the result to `shard_events`.
+
+    **Arguments:**
+
+    - `tree`: per-event arrays sharing the length of `axis` (all events).
+    - `axis`: the event axis of every leaf.
+    - `multiple`: as in `process_share`.
+
+    **Returns:** the tree of this process's events, padded to ``process_share(n).size``.
+    """
+    n = _check_event_axis(tree, axis, "take_process_share")
+    share = process_share(n, multiple=multiple)
+
+    def _take(leaf):
+        if not eqx.is_array(leaf):
+            return leaf
+        mod = np if isinstance(leaf, np.ndarray) else jnp
+        part = mod.take(leaf, mod.arange(share.start, share.stop), axis=axis)
+        widths = [(0, 0)] * np.ndim(leaf)
+        widths[axis] = (0, share.size - (share.stop - share.start))
+        return mod.pad(part, widths)
+
+    return jax.tree.map(_take, tree)
+
+
+def sum_over_processes(tree: _T) -> _T:
+    """Sum a PyTree of this process's arrays over all processes (histograms, gradients).
+
+    Every process must call it, with arrays of the same shapes; all of them get the same
+    sum (added in the order of the process indices). With one process it returns the
+    tree unchanged. Use it to combine results that each process accumulated over its own
+    events, e.g. histograms streamed from its own files.
+
+    **Arguments:**
+
+    - `tree`: a PyTree of host-local arrays (numpy, or JAX arrays of this process);
+      non-array leaves (an equinox module's functions) pass through.
+
+    **Returns:** the same structure, holding the sums as JAX arrays of this process.
+    """
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    gathered = multihost_utils.process_allgather(arrays, tiled=False)
+    summed = jax.tree.map(lambda g: jnp.asarray(np.sum(np.asarray(g), axis=0)), gathered)
+    return eqx.combine(summed, static)
+
+
+def process_local(tree: _T) -> _T:
+    """Copy replicated global arrays (e.g. trained parameters) into this process.
+
+    After a multi-process step the parameters are global arrays whose devices span all
+    processes; code that mixes them with this process's arrays (a hard evaluation on
+    local events, plotting) needs local copies. Arrays that are already local, and
+    non-array leaves, pass through.
+
+    **Raises:** `ValueError` for a global array that is not fully replicated (e.g.
+    sharded events: use `sum_over_processes` on what was computed from them).
+    """
+
+    def _local(leaf):
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            return leaf
+        if not leaf.is_fully_replicated:
+            raise ValueError(
+                f"process_local: a global array of shape {leaf.shape} is split over the "
+                "processes, not replicated; only replicated arrays can be copied locally"
+            )
+        return jnp.asarray(np.asarray(leaf.addressable_data(0)))
+
+    return jax.tree.map(_local, tree)
 
 
 def event_mesh(
@@ -214,9 +484,10 @@ def shard_events(tree: _T, mesh: Mesh, *, axis: int = 0, pad: bool = False) -> _
     """Place a PyTree of per-event arrays on the mesh, split along the event axis.
 
     In a single process the arrays are split with `jax.device_put`. With several
-    processes (`jax.distributed.initialize`) each process passes its *own* events and the
-    global array is assembled with `jax.make_array_from_process_local_data`; the global
-    event count is the sum over processes.
+    processes (`initialize_distributed`) each process passes its *own* events, the same
+    number in every process (see `process_share`), and the global array is assembled with
+    `jax.make_array_from_process_local_data`; the global event count is the sum over
+    processes.
 
     **Arguments:**
 
@@ -233,10 +504,11 @@ def shard_events(tree: _T, mesh: Mesh, *, axis: int = 0, pad: bool = False) -> _
     **Raises:** `ValueError` for leaves without the event axis, unequal event counts, or
     an event count that does not divide over the devices (with `pad=False`).
     """
-    n_dev = mesh.size
+    # With several processes, each passes its own events: they split over its devices.
+    n_dev = mesh.size if jax.process_count() == 1 else len(mesh.local_devices)
     n = _check_event_axis(tree, axis, "shard_events")
     if pad:
-        tree = pad_to_multiple(tree, n_dev * jax.process_count(), axis=axis)
+        tree = pad_to_multiple(tree, n_dev, axis=axis)
     elif n % n_dev:
         raise ValueError(
             f"shard_events: {n} events along axis {axis} do not divide over {n_dev} devices; "
@@ -257,9 +529,28 @@ def shard_events(tree: _T, mesh: Mesh, *, axis: int = 0, pad: bool = False) -> _
     )
 
 
+def _replicated_global(leaf: Any, sharding: NamedSharding) -> Any:
+    """A global replicated array from this process's copy (several processes)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return jax.device_put(leaf, sharding)  # global already: reshard
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        data = _replicated_global(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+
+
 def replicate(tree: _T, mesh: Mesh) -> _T:
-    """Place every array leaf of `tree` (parameters, optimiser state) on all devices."""
+    """Place every array leaf of `tree` (parameters, optimiser state) on all devices.
+
+    With several processes every process passes its own copy of the same values (e.g.
+    the same initial parameters, or the same PRNG key), including arrays already placed
+    on one of its devices.
+    """
     sharding = NamedSharding(mesh, P())
+    if jax.process_count() > 1:
+        return jax.tree.map(
+            lambda leaf: _replicated_global(leaf, sharding) if eqx.is_array(leaf) else leaf, tree
+        )
     return jax.tree.map(
         lambda leaf: jax.device_put(leaf, sharding) if eqx.is_array(leaf) else leaf, tree
     )

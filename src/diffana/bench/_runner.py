@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -219,6 +220,10 @@ def run_one(
     """Train, evaluate and record one run; skip it if its result already exists.
 
     With a `mesh`, every training batch is split over its devices (`diffana.train.fit`).
+    With several processes (`diffana.parallel.initialize_distributed`), every process
+    calls it with the same arguments; process 0 decides whether a finished run is reused,
+    and it alone evaluates the trained pipeline and writes the run folder (the others
+    return an empty result after training).
     `on_stage(stage, scenario)` is called when the evaluation after training enters a
     stage: ``"hard"`` (hard histograms of the test sample), then per evaluated scenario
     ``"fits"`` (diffana's fits) and, with `referee`, ``"referee"`` (pyhf's).
@@ -232,16 +237,32 @@ def run_one(
     run_dir = out / spec.rel_dir
     result_path = run_dir / "result.json"
     done = _existing(result_path, config)
+    writer = jax.process_index() == 0
+    if jax.process_count() > 1:  # every process must take part in the same runs
+        from jax.experimental import multihost_utils
+
+        if bool(multihost_utils.broadcast_one_to_all(np.int32(done is not None))):
+            return (done if done is not None else {}), True
+        done = None
     if done is not None:
         return done, True
-    if result_path.exists():
+    if result_path.exists() and writer:
         result_path.unlink()  # made with another configuration: redo it
     train = cache.get(problem, spec.seed, "train")
     scenario = spec.train_scenario or spec.eval_scenarios[0]
-    with RunTracker(run_dir, config, tensorboard=tensorboard) as tracker:
+    tracking = (
+        RunTracker(run_dir, config, tensorboard=tensorboard)
+        if writer
+        else contextlib.nullcontext(None)
+    )
+    with tracking as tracker:
         trained = train_method(
             problem, spec.method, cfg, scenario, spec.seed, train, tracker, on_step, mesh
         )
+    if jax.process_count() > 1:  # trained on all processes' devices: evaluate locally
+        if not writer:  # the evaluation is local: process 0 does it and writes it
+            return {}, False
+        trained = trained._replace(pipeline=parallel.process_local(trained.pipeline))
     t0 = time.perf_counter()
     if on_stage is not None:
         on_stage("hard", None)
@@ -253,7 +274,7 @@ def run_one(
     )  # fmt: skip
     for scen, entry in evaluation.items():
         ws = entry.pop("workspace", None)
-        if ws is not None:  # the analysis as a pyhf workspace and as an HS3 document
+        if ws is not None and writer:  # the analysis as a pyhf workspace and in HS3
             atomic_write_json(run_dir / f"workspace_{scen}.json", ws)
             hs3 = to_hs3(ws, modifier_settings=problem.modifier_settings(scen))
             atomic_write_json(run_dir / f"workspace_{scen}.hs3.json", hs3)
@@ -272,7 +293,8 @@ def run_one(
         "mc_counts": {template_key_str(k): v.tolist() for k, v in counts.items()},
         "history": _thin_history(trained.history),
     }
-    atomic_write_json(result_path, result)
+    if writer:
+        atomic_write_json(result_path, result)
     return json.loads(json.dumps(result, default=str)), False
 
 
@@ -332,6 +354,13 @@ def run_bench(
       `diffana.parallel.use_cpu_devices` first (the CLI's ``--devices`` does). None: one
       device, no sharding.
 
+    With several processes (`diffana.parallel.initialize_distributed`, the CLI's
+    ``--coordinator``/``--distributed``), every process calls it with the same arguments
+    and every training batch is split over the devices of all processes (`devices` must
+    be None); only process 0 writes to `out` (which the others read to resume, so it
+    must be on a file system that all of them see), shows progress and writes the
+    plots. The other processes return ``{"runs_done", "wall_time_s", "meta"}`` only.
+
     **Returns:** the content of ``results.json``.
 
     **Raises:** `BenchError` or `ProblemDefinitionError` before any run starts when the
@@ -358,7 +387,16 @@ def run_bench(
     if steps is not None and steps < 0:
         raise BenchError(f"--steps must be >= 0, got {steps}")
     mesh = None
-    if devices is not None:
+    distributed = jax.process_count() > 1
+    writer = jax.process_index() == 0
+    if distributed:
+        if devices is not None:
+            raise BenchError(
+                "--devices applies to one process; with several processes every training "
+                "batch is split over the devices of all of them"
+            )
+        mesh = parallel.event_mesh()  # the devices of all processes
+    elif devices is not None:
         try:
             mesh = parallel.event_mesh(devices)
         except ValueError as err:
@@ -374,7 +412,8 @@ def run_bench(
                 )
     plans = [(p, plan_runs(p, methods, seeds)) for p in loaded]
     _check_settings(out, plans, steps)
-    _check_writable(out)
+    if writer:
+        _check_writable(out)
     total = sum(len(r) for _, r in plans)
     meta = {
         "command": command or " ".join(sys.argv),
@@ -385,6 +424,9 @@ def run_bench(
         "runs_reused": 0,
         "environment": _environment(),
     }
+    if distributed:
+        meta["processes"] = jax.process_count()
+        progress, plots = progress and writer, plots and writer
     results: dict[str, list[dict[str, Any]]] = {p.name: [] for p, _ in plans}
     cache = _DataCache()
     t_start = time.perf_counter()
@@ -404,7 +446,11 @@ def run_bench(
                 results[problem.name].append(res)
                 meta["runs_reused"] += int(reused)
                 bar.finish_run(reused)
-                write_reports(out, plans, results, meta, time.perf_counter() - t_start, False)
+                if writer:
+                    write_reports(out, plans, results, meta, time.perf_counter() - t_start, False)
+        if not writer:
+            done = sum(len(v) for v in results.values())
+            return {"runs_done": done, "wall_time_s": time.perf_counter() - t_start, "meta": meta}
         if plots:
             bar.start_run("writing the results and plots", 0, what="")
         return write_reports(out, plans, results, meta, time.perf_counter() - t_start, plots)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from diffana import parallel
 from diffana.errors import DataError
 from diffana.io._events import Events, Schema, events_from_arrays, pad_events
 from diffana.io._read import check_branches, open_tree
@@ -197,7 +198,11 @@ def _first_and_rest(chunks: Iterable[Events]) -> tuple[Events, Iterator[Events]]
 
 
 def sum_over_chunks(
-    fn: Callable[[Any, Events], PyTree], params: Any, chunks: Iterable[Events]
+    fn: Callable[[Any, Events], PyTree],
+    params: Any,
+    chunks: Iterable[Events],
+    *,
+    across_processes: bool = False,
 ) -> PyTree:
     """Sum `fn(params, chunk)` over chunks (e.g. histograms accumulated over a file).
 
@@ -207,6 +212,9 @@ def sum_over_chunks(
       weighted counts). It is jitted once (`equinox.filter_jit`).
     - `params`: any PyTree (arrays, an equinox module).
     - `chunks`: an iterable of `Events` (e.g. `iterate_events(...)`).
+    - `across_processes`: with several processes (`diffana.parallel.initialize_distributed`),
+      each streaming its own chunks, also sum over the processes (every process must
+      call it; all get the total).
 
     **Returns:** the sum over chunks, same structure as `fn`'s output.
     """
@@ -215,7 +223,7 @@ def sum_over_chunks(
     total = f(params, first)
     for chunk in rest:
         total = _tree_add(total, f(params, chunk))
-    return total
+    return parallel.sum_over_processes(total) if across_processes else total
 
 
 def value_and_grad_over_chunks(
@@ -250,6 +258,8 @@ def loss_and_grad_over_chunks(
     loss_fn: Callable[[PyTree], Float[Array, ""]],
     params: Any,
     chunks: Iterable[Events],
+    *,
+    across_processes: bool = False,
 ) -> tuple[Float[Array, ""], Any]:
     """Value and gradient of `loss_fn(sum over chunks of summary_fn(params, chunk))`.
 
@@ -265,6 +275,11 @@ def loss_and_grad_over_chunks(
       summed histograms).
     - `params`: the PyTree to differentiate.
     - `chunks`: a re-iterable of `Events` (an `EventStream` or a list; not a generator).
+    - `across_processes`: with several processes (`diffana.parallel.initialize_distributed`),
+      each streaming its own chunks (e.g. its own files): the summaries are summed over
+      the processes before the loss, and the gradients after the second pass, so every
+      process gets the loss and gradient of all events (two small all-reduces; every
+      process must call it).
 
     **Returns:** `(loss, grad)` with `grad` shaped like `params`.
 
@@ -275,7 +290,7 @@ def loss_and_grad_over_chunks(
             "loss_and_grad_over_chunks needs two passes over the chunks; pass a re-iterable "
             "(an EventStream from iterate_events, or a list), not an iterator or generator"
         )
-    total = sum_over_chunks(summary_fn, params, chunks)
+    total = sum_over_chunks(summary_fn, params, chunks, across_processes=across_processes)
     loss, cotangent = jax.value_and_grad(loss_fn)(total)
 
     @eqx.filter_jit
@@ -291,4 +306,4 @@ def loss_and_grad_over_chunks(
     grad = chunk_grad(params, first, cotangent)
     for chunk in rest:
         grad = _tree_add(grad, chunk_grad(params, chunk, cotangent))
-    return loss, grad
+    return loss, parallel.sum_over_processes(grad) if across_processes else grad
