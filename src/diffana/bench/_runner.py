@@ -217,7 +217,7 @@ def run_one(
 ) -> tuple[dict[str, Any], bool]:
     """Train, evaluate and record one run; skip it if its result already exists.
 
-    With a `mesh`, every training batch is split over its devices (`diffana.train.fit`).
+    With a `mesh`, every training batch is split over its devices (`diffana.train.run_training`).
     `on_stage(stage, scenario)` is called when the evaluation after training enters a
     stage: ``"hard"`` (hard histograms of the test sample), then per evaluated scenario
     ``"fits"`` (diffana's fits) and, with `referee`, ``"referee"`` (pyhf's).
