@@ -19,6 +19,7 @@ from diffana.infer._mle import (
     as_data,
     as_poi_value,
     asimov_argmin,
+    check_argument_order,
     dynamic_options,
     fit_batch,
     floating,
@@ -57,6 +58,8 @@ class _Setup:
     def __init__(self, model, data, init, bounds, fixed, where, tol, maxiter, free_poi=True):
         self.model = model
         self.where = where
+        if data is not None:
+            check_argument_order(data, model, where)
         npars, poi_index = model_arrays(model, where)
         self.npars = npars
         self.poi_index = require_poi(poi_index, where)
@@ -115,7 +118,7 @@ class _Setup:
             nll=nll,
             converged=converged,
             n_iter=n_iter,
-            uncertainties=jnp.zeros_like(pars),
+            uncertainties=None,
         )
 
     def start_from(self, pars: Array) -> Array:
