@@ -33,7 +33,7 @@ from diffana.infer._fisher import poi_uncertainty
 from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
 from diffana.infer._teststat import _Setup, safe_sqrt
 
-__all__ = ["bce_loss", "cls_loss", "discovery_loss", "poi_uncertainty_loss"]
+__all__ = ["bce_loss", "cls_loss", "discovery_loss", "floor_background", "poi_uncertainty_loss"]
 
 
 def _asimov_q(setup: _Setup, generate_mu, test_mu):
