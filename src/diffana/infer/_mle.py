@@ -148,8 +148,10 @@ def runtime_convergence_checks(enabled: bool) -> Iterator[None]:
     pruned): a compiled function keeps JAX's fast dispatch path, which a callback with
     side effects would take it off, and a converged call never reaches the host.
     Functions *traced* inside ``runtime_convergence_checks(False)`` carry no callback at
-    all (a compiled program without host calls, e.g. to export it); their fits still
-    report ``converged`` in their results, and eager (untraced) calls still warn. The
+    all (a compiled program without host calls, e.g. to export it, or to keep it in
+    JAX's persistent compilation cache, which skips programs with host callbacks); their
+    fits still report ``converged`` in their results, and eager (untraced) calls still
+    warn. The
     setting is read at trace time: a function jitted before keeps its callbacks.
 
     **Arguments:**
