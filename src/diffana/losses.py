@@ -89,7 +89,8 @@ def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""
 
 
 @eqx.filter_jit
-def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter):
+def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter, background_floor=0.0):
+    model = floor_background(model, background_floor)
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     q0_a, mu_hat, converged = _asimov_q(
         setup, jnp.asarray(1.0, dtype=jnp.float64), jnp.asarray(0.0, dtype=jnp.float64)
@@ -151,9 +152,9 @@ def discovery_loss(model: Any, *, background_floor: float = BACKGROUND_FLOOR) ->
     """
     where = "diffana.losses.discovery_loss"
     setup = _Setup(model, None, None, None, None, where, DEFAULT_TOL, DEFAULT_MAXITER)
-    model = floor_background(model, background_floor)
-    setup.model = model
-    z0, converged = _z0_jit(*setup.args(), **setup.kwargs())
+    z0, converged = _z0_jit(
+        *setup.args(), **setup.kwargs(), background_floor=float(background_floor)
+    )
     return -report_convergence(converged, model, where, z0)
 
 
