@@ -228,11 +228,11 @@ def fit_iterations(batch: int) -> dict:
     datasets = pseudo_datasets(model, batch)
 
     def iterations(d):
-        at1 = infer.fixed_poi_fit(1.0, model, d)
-        free = infer.fit(model, d)
-        at0 = infer.fixed_poi_fit(0.0, model, d)
+        at1 = infer.fixed_poi_fit(1.0, d, model)
+        free = infer.fit(d, model)
+        at0 = infer.fixed_poi_fit(0.0, d, model)
         asimov = model.expected_data(at0.pars, include_auxdata=True)
-        at1_asimov = infer.fixed_poi_fit(1.0, model, asimov, init=at0.pars)
+        at1_asimov = infer.fixed_poi_fit(1.0, asimov, model, init=at0.pars)
         return [r.n_iter for r in (at1, free, at0, at1_asimov)]
 
     with infer.runtime_convergence_checks(False):

@@ -85,7 +85,7 @@ def d_fit(model: Any, data: Any) -> Any:
     """Global fit; a `FitResult` with `.nll` (the NLL itself) and `.converged`."""
     import diffana.infer
 
-    return diffana.infer.fit(model, data)
+    return diffana.infer.fit(data, model)
 
 
 def d_hypotest(model: Any, data: Any) -> Any:

@@ -25,7 +25,7 @@ import diffana
 from diffana.bench._methods import _cut_selection, _scan_fom, method_settings
 from diffana.problems import load_problem
 from diffana.problems._workspace import to_json_compatible
-from diffana.train import fit
+from diffana.train import run_training
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -109,7 +109,7 @@ def bench_training(steps: int, repeats: int) -> None:
             loss_fn = hf_loss(problem, scenario, cfg["loss"])
 
         def run(n, loss_fn=loss_fn, pipe=pipe, train=train, cfg=cfg):
-            return fit(
+            return run_training(
                 loss_fn, pipe, train, steps=n, batch_size=cfg["batch_size"],
                 key=jax.random.key(1), relax=_relax_setting(cfg, pipe),
             )  # fmt: skip

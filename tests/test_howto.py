@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 HOWTO = Path(__file__).resolve().parent.parent / "docs" / "howto"
-SCRIPTS = ["train-your-pipeline.md"]
+SCRIPTS = ["train-your-pipeline.md", "your-own-workspace.md"]
 
 
 def python_blocks(text: str) -> list[str]:

@@ -133,8 +133,8 @@ def test_closed_form_asimov_fit_equals_the_fit(model, loss):
     for m in (model, other):
         pars = m.init.at[m.poi_index].set(generate)
         asimov = m.expected_data(pars)
-        free = infer.fit(m, asimov)  # from the model's init, not from `pars`
-        cond = infer.fixed_poi_fit(test, m, asimov)
+        free = infer.fit(asimov, m)  # from the model's init, not from `pars`
+        cond = infer.fixed_poi_fit(test, asimov, m)
         np.testing.assert_allclose(free.pars, pars, atol=1e-7)
         q = max(2.0 * float(cond.nll - free.nll), 0.0)
         if loss is losses.cls_loss:
@@ -164,8 +164,8 @@ def test_cls_loss_fits_when_the_asimov_point_is_out_of_bounds():
     m = hf.Model.from_pyhf(spec)
     asimov = m.expected_data(m.init.at[m.poi_index].set(0.0))
     mu = 2.0
-    cond = infer.fixed_poi_fit(mu, m, asimov)
-    free = infer.fit(m, asimov)
+    cond = infer.fixed_poi_fit(mu, asimov, m)
+    free = infer.fit(asimov, m)
     q = max(2.0 * float(cond.nll - free.nll), 0.0)
     expected = 2.0 * float(jax.scipy.stats.norm.cdf(-np.sqrt(q)))
     np.testing.assert_allclose(losses.cls_loss(m, mu), expected, rtol=1e-7)

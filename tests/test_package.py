@@ -19,15 +19,30 @@ def test_import_enables_x64():
     assert jnp.zeros(1).dtype == jnp.float64
 
 
-def test_opt_out_of_x64_warns_on_statistics():
+def test_opt_out_of_x64_warns_once_at_the_users_line_and_refuses_cls():
+    """With DIFFANA_DISABLE_X64=1 a short analysis gets one PrecisionWarning, pointing
+    at its own line (not at diffana's or jax's), and CLs/limits raise PrecisionError."""
     code = (
         "import os, warnings; os.environ['DIFFANA_DISABLE_X64']='1'\n"
         "import diffana, jax.numpy as jnp\n"
+        "from diffana import hf, infer\n"
         "assert not diffana.x64_enabled()\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
-        "    warnings.simplefilter('always')\n"
-        "    diffana.check_float64(jnp.zeros(2), 'yields', 'test')\n"
-        "assert any(issubclass(x.category, diffana.PrecisionWarning) for x in w), w\n"
+        "with warnings.catch_warnings(record=True) as w:  # the default filters\n"
+        "    model = hf.simple_model([5.0, 10.0], [50.0, 60.0])\n"
+        "    data = jnp.asarray([55.0, 70.0])\n"
+        "    infer.fit(data, model)  # line 8\n"
+        "    infer.fixed_poi_fit(1.0, data, model)\n"
+        "    for call in (lambda: infer.hypotest(1.0, data, model),\n"
+        "                 lambda: infer.upper_limit(data, model)):\n"
+        "        try:\n"
+        "            call()\n"
+        "        except diffana.PrecisionError as e:\n"
+        "            assert 'needs float64' in str(e) and 'DIFFANA_DISABLE_X64' in str(e)\n"
+        "        else:\n"
+        "            raise AssertionError('no PrecisionError')\n"
+        "assert [(x.category, x.lineno) for x in w] == [(diffana.PrecisionWarning, 8)], [\n"
+        "    (x.category.__name__, x.filename, x.lineno, str(x.message)) for x in w]\n"
+        "assert w[0].filename == '<string>', w[0].filename\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -115,16 +115,16 @@ SHARDED_SCRIPT = textwrap.dedent(
                            jnp.array([1.3]), rtol=1e-6)
     out["fd_checked"] = True
 
-    # diffana.train.fit with a mesh: every batch split over the devices, same training.
+    # diffana.train.run_training with a mesh: every batch split over the devices, same training.
     from diffana.problems import Sample
-    from diffana.train import _loop, fit
+    from diffana.train import _loop, run_training
     data = {f"s{i}": Sample(jnp.asarray(x[i]), jnp.asarray(w[i])) for i in range(4)}
     def fit_loss(net, batch, r):
         h = jnp.stack([relax.hist(jax.nn.sigmoid(jax.vmap(net)(batch[f"s{i}"].x)[:, 0]),
                                   edges, 0.09, weights=batch[f"s{i}"].w) for i in range(4)])
         value = cls(h)
         return value, value
-    runs = [fit(fit_loss, net, data, steps=3, batch_size=64, key=jax.random.key(2),
+    runs = [run_training(fit_loss, net, data, steps=3, batch_size=64, key=jax.random.key(2),
                 learning_rate=1e-2, mesh=m) for m in (None, mesh)]
     arrays = lambda r: eqx.filter(r.pipeline, eqx.is_array)
     out["fit"] = {"loss": rel(runs[1].history["loss"], runs[0].history["loss"]),

@@ -15,12 +15,14 @@ from diffana._config import (
     compiler_options,
     enable_compilation_cache,
     enable_x64,
+    require_float64,
     x64_enabled,
 )
 from diffana.errors import (
     ConvergenceWarning,
     DataError,
     DiffanaError,
+    PrecisionError,
     PrecisionWarning,
     ProblemDefinitionError,
     SpecError,
@@ -62,6 +64,7 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "DiffanaError",
+    "PrecisionError",
     "PrecisionWarning",
     "ProblemDefinitionError",
     "SpecError",
@@ -71,5 +74,6 @@ __all__ = [
     "compiler_options",
     "enable_compilation_cache",
     "enable_x64",
+    "require_float64",
     "x64_enabled",
 ]

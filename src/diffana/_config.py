@@ -8,8 +8,14 @@ ratio is a small difference of large numbers, and float32 loses it. The policy i
 * Neural networks may still run in float32: create their parameters with
   ``dtype=jnp.float32``; histograms and everything downstream are cast to float64.
 * Statistical entry points call :func:`check_float64`, which warns with
-  :class:`diffana.PrecisionWarning` when they are handed float32 inputs or when 64-bit
-  mode is off, naming the argument.
+  :class:`diffana.PrecisionWarning` when they are handed float32 inputs, naming the
+  argument, or when 64-bit mode is off (once per process). Warnings point at the
+  caller's line, not at diffana's. JAX's own warnings about float64 requests truncated
+  to float32 inside diffana are filtered out then (a filter on diffana's modules; a
+  `simplefilter("always")` shows them again).
+* Functions that cannot work in float32 - CLs (`hypotest`), upper limits and discovery
+  significances, whose p-values are small differences of tail probabilities - call
+  :func:`require_float64` and raise :class:`diffana.PrecisionError` with 64-bit mode off.
 
 Dispatch: ``import diffana`` also switches JAX's CPU backend to synchronous dispatch
 (``jax_cpu_enable_async_dispatch = False``, JAX's own opt-out of asynchronous CPU
@@ -33,12 +39,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import warnings
 
 import jax
 import jax.numpy as jnp
 
-from diffana.errors import PrecisionWarning
+from diffana.errors import PrecisionError, PrecisionWarning
 
 __all__ = [
     "ASYNC_ENV_VAR",
@@ -48,6 +55,7 @@ __all__ = [
     "default_cache_dir",
     "enable_compilation_cache",
     "enable_x64",
+    "require_float64",
     "x64_enabled",
 ]
 
@@ -136,17 +144,68 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
 def _apply_policy_on_import() -> None:
     if os.environ.get(X64_ENV_VAR, "0").strip().lower() not in _TRUE:
         enable_x64()
+    else:
+        # JAX warns at every float64 request it truncates; diffana's own requests are
+        # covered by its one PrecisionWarning (user code still gets JAX's warnings)
+        warnings.filterwarnings(
+            "ignore",
+            message="Explicitly requested dtype float64",
+            category=UserWarning,
+            module=r"diffana(\.|$)",
+        )
     keep_async = os.environ.get(ASYNC_ENV_VAR, "0").strip().lower() in _TRUE
     if not keep_async and "JAX_CPU_ENABLE_ASYNC_DISPATCH" not in os.environ:
         with contextlib.suppress(AttributeError, KeyError, ValueError):  # jax without it
             jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
+_X64_OFF_WARNED = [False]
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import equinox
+
+    dirs = [os.path.dirname(__file__), os.path.dirname(jax.__file__)]
+    dirs.append(os.path.dirname(equinox.__file__))
+    return tuple(os.path.join(d, "") for d in dirs)
+
+
+def user_stacklevel() -> int:
+    """The `stacklevel` for a `warnings.warn` made by the caller of this function that
+    points at the first frame outside diffana, jax and equinox: the user's line."""
+    skip = _library_dirs()
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def require_float64(where: str) -> None:
+    """Raise :class:`diffana.PrecisionError` when JAX's 64-bit mode is off.
+
+    For the statistical functions that cannot work in float32: CLs and its limits,
+    discovery p-values, whose tail probabilities differ in digits float32 does not have.
+
+    **Arguments:**
+
+    - `where`: the function that needs float64, named in the error.
+    """
+    if not x64_enabled():
+        raise PrecisionError(
+            f"{where} needs float64, but JAX's 64-bit mode is off ({X64_ENV_VAR}=1 was "
+            "set before `import diffana`, or jax_enable_x64 was switched off): in float32 "
+            "the profile-likelihood ratios behind CLs lose the digits that matter and "
+            f"limits come out NaN. Unset {X64_ENV_VAR}, or call diffana.enable_x64() "
+            "before building any array."
+        )
+
+
 def check_float64(x, name: str, where: str) -> None:
     """Warn when ``x`` (an array, or anything with a ``dtype``) is not float64.
 
     Runs at trace time only (it reads the static dtype), so it costs nothing in a
-    jitted function.
+    jitted function. With 64-bit mode off it warns once per process; the warning points
+    at the first line outside diffana (and jax) that led here.
 
     **Arguments:**
 
@@ -155,12 +214,17 @@ def check_float64(x, name: str, where: str) -> None:
     - `where`: the function or model that received it.
     """
     if not x64_enabled():
+        if _X64_OFF_WARNED[0]:
+            return
+        _X64_OFF_WARNED[0] = True
         warnings.warn(
             f"{where}: JAX's 64-bit mode is off ({X64_ENV_VAR} is set?), so '{name}' "
-            "is computed in float32; profile-likelihood statistics can be wrong. "
-            "Unset it or call diffana.enable_x64() before building arrays.",
+            "and every statistic diffana computes are in float32; fits lose precision, "
+            "and CLs, limits and significances are refused (diffana.PrecisionError). "
+            f"Unset {X64_ENV_VAR} or call diffana.enable_x64() before building arrays. "
+            "(This warning is shown once.)",
             PrecisionWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return
     dtype = getattr(x, "dtype", None)
@@ -169,5 +233,5 @@ def check_float64(x, name: str, where: str) -> None:
             f"{where}: '{name}' has dtype {dtype}; statistics are computed in float64, "
             "so it is cast up, but the precision already lost upstream is not recovered.",
             PrecisionWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )

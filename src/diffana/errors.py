@@ -6,6 +6,7 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "DiffanaError",
+    "PrecisionError",
     "PrecisionWarning",
     "ProblemDefinitionError",
     "SpecError",
@@ -39,6 +40,11 @@ class ConvergenceWarning(UserWarning):
 
 class PrecisionWarning(UserWarning):
     """Statistics were asked for in less than float64 precision."""
+
+
+class PrecisionError(DiffanaError, RuntimeError):
+    """A statistical function that cannot work in float32 (CLs, limits, significances)
+    was called with JAX's 64-bit mode off."""
 
 
 class SpecWarning(UserWarning):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import optax
 from jax.scipy.special import log_ndtr
@@ -32,7 +33,7 @@ from diffana.infer._fisher import poi_uncertainty
 from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
 from diffana.infer._teststat import _Setup, safe_sqrt
 
-__all__ = ["bce_loss", "cls_loss", "discovery_loss", "poi_uncertainty_loss"]
+__all__ = ["bce_loss", "cls_loss", "discovery_loss", "floor_background", "poi_uncertainty_loss"]
 
 
 def _asimov_q(setup: _Setup, generate_mu, test_mu):
@@ -88,7 +89,8 @@ def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""
 
 
 @eqx.filter_jit
-def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter):
+def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter, background_floor=0.0):
+    model = floor_background(model, background_floor)
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     q0_a, mu_hat, converged = _asimov_q(
         setup, jnp.asarray(1.0, dtype=jnp.float64), jnp.asarray(0.0, dtype=jnp.float64)
@@ -97,7 +99,37 @@ def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter):
     return safe_sqrt(q0_a), converged
 
 
-def discovery_loss(model: Any) -> Float[Array, ""]:
+BACKGROUND_FLOOR = 1e-3
+
+
+def floor_background(model: Any, floor: float = BACKGROUND_FLOOR) -> Any:
+    """`model` with its background-only expected rate raised to at least `floor`
+    events in every main bin, at the model's nominal parameters with the POI at 0.
+
+    A bin with signal but no background makes the discovery significance infinite (the
+    background-only hypothesis is excluded with certainty by one event), and its
+    gradient zero. The missing `floor - b` (zero where `b >= floor`, so other bins are
+    untouched) is added to the nominal yields of the samples that contribute at
+    `mu = 0`, divided among them and scaled by their modifiers' factors there, so that
+    the background-only rate is exactly `floor`; the signal is unchanged. Models
+    without `nominal` and `expected_by_sample` (not a `diffana.hf.Model`) are returned
+    as they are.
+    """
+    if floor <= 0 or not hasattr(model, "nominal") or not hasattr(model, "expected_by_sample"):
+        return model
+    pars0 = jnp.asarray(model.init).at[model.poi_index].set(0.0)
+    background = jnp.sum(model.expected_by_sample(pars0), axis=0)
+    missing = jnp.maximum(floor - background, 0.0)
+    # each sample's multiplicative factor at pars0 (its rate for a nominal yield of 1)
+    factors = eqx.tree_at(lambda m: m.nominal, model, jnp.ones_like(model.nominal))
+    factors = jax.lax.stop_gradient(factors.expected_by_sample(pars0))
+    contributes = factors > 0
+    share = contributes / jnp.maximum(jnp.sum(contributes, axis=0, keepdims=True), 1)
+    extra = missing[None, :] * share / jnp.where(contributes, factors, 1.0)
+    return eqx.tree_at(lambda m: m.nominal, model, model.nominal + extra)
+
+
+def discovery_loss(model: Any, *, background_floor: float = BACKGROUND_FLOOR) -> Float[Array, ""]:
     """Negative median expected discovery significance, `-Z0_A = -sqrt(q0_A)`.
 
     `q0_A` is the discovery statistic on the Asimov data at `mu = 1` with nominal
@@ -105,15 +137,24 @@ def discovery_loss(model: Any) -> Float[Array, ""]:
     those data, or pyhf's `hypotest(0, asimov_sb, model, test_stat="q0")` as
     `Z = Phi^-1(1 - p0)`.
 
+    A bin with signal and no background would make `Z0` infinite and its gradient zero
+    (a training step could not move away from it): the background-only rate is floored
+    at `background_floor` events per bin (:func:`floor_background`), which leaves any
+    bin with at least that much background unchanged.
+
     **Arguments:**
 
     - `model`: a `diffana.hf.Model` with a parameter of interest.
+    - `background_floor`: the least background-only rate per bin, in events (default
+      `1e-3`; `0` switches the floor off).
 
     **Returns:** `-Z0`, `()`.
     """
     where = "diffana.losses.discovery_loss"
     setup = _Setup(model, None, None, None, None, where, DEFAULT_TOL, DEFAULT_MAXITER)
-    z0, converged = _z0_jit(*setup.args(), **setup.kwargs())
+    z0, converged = _z0_jit(
+        *setup.args(), **setup.kwargs(), background_floor=float(background_floor)
+    )
     return -report_convergence(converged, model, where, z0)
 
 

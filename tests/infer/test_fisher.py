@@ -63,7 +63,7 @@ def test_expected_fisher_matches_analytic_form(model):
 
 def test_poi_uncertainty_equals_asimov_fit_uncertainty(model):
     data = model.expected_data(model.init)
-    res = infer.fit(model, data, return_uncertainties=True)
+    res = infer.fit(data, model, return_uncertainties=True)
     sigma = infer.poi_uncertainty(model)
     np.testing.assert_allclose(sigma, res.uncertainties[model.poi_index], rtol=1e-8)
     # profiling nuisance parameters can only increase the uncertainty

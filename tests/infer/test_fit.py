@@ -57,14 +57,14 @@ def test_vmapped_pseudo_experiments_converge_and_match_reference(ws_model):
     toys = jax.random.poisson(key, lam, shape=(200, model.nbins)).astype(jnp.float64)
     aux = jnp.broadcast_to(model.auxdata, (200, model.auxdata.shape[0]))
     batch = jnp.concatenate([toys, aux], axis=1)
-    res = jax.jit(jax.vmap(lambda d: infer.fit(model, d)))(batch)
+    res = jax.jit(jax.vmap(lambda d: infer.fit(d, model)))(batch)
     assert res.pars.shape == (200, model.npars)
     assert bool(jnp.all(res.converged))
     assert int(jnp.max(res.n_iter)) < 30
     lo, hi = model.bounds[None, :, 0], model.bounds[None, :, 1]
     assert bool(jnp.all((res.pars >= lo) & (res.pars <= hi)))
     for i in range(4):
-        single = infer.fit(model, batch[i])
+        single = infer.fit(batch[i], model)
         np.testing.assert_allclose(res.pars[i], single.pars, atol=1e-10)
         ref, ref_nll = _scipy_fit(model, batch[i])
         assert float(single.nll) <= ref_nll + 1e-9
@@ -77,13 +77,13 @@ def test_fixed_parameters_keep_their_values(ws_model, fd_check):
     idx = model.par_names.index("bkg_norm")
     fixed[idx] = True
     init = model.init.at[idx].set(0.7)
-    res = infer.fit(model, data, init=init, fixed=fixed)
+    res = infer.fit(data, model, init=init, fixed=fixed)
     assert float(res.pars[idx]) == 0.7
     ref, _ = _scipy_fit(model, data, fixed=fixed, init=init)
     np.testing.assert_allclose(res.pars, ref, atol=1e-4)
     # d pars / d (fixed value) by implicit differentiation matches finite differences
     fd_check(
-        lambda v: infer.fit(model, data, init=model.init.at[idx].set(v[0]), fixed=fixed).pars[
+        lambda v: infer.fit(data, model, init=model.init.at[idx].set(v[0]), fixed=fixed).pars[
             model.poi_index
         ],
         jnp.asarray([0.7]),
@@ -94,12 +94,12 @@ def test_implicit_gradient_of_best_fit_wrt_yields_and_data(ws_model, fd_check):
     _, model, data = ws_model
 
     def mu_hat(signal):
-        return infer.fit(model.with_yields({("SR", "signal"): signal}), data).pars[model.poi_index]
+        return infer.fit(data, model.with_yields({("SR", "signal"): signal})).pars[model.poi_index]
 
     signal = model.nominal[model.samples.index("signal")]
     fd_check(mu_hat, signal)
     # gradient with respect to the observed data
-    fd_check(lambda d: infer.fit(model, d).pars[model.poi_index], data)
+    fd_check(lambda d: infer.fit(d, model).pars[model.poi_index], data)
 
 
 def test_parameter_pinned_at_bound(ws_model):
@@ -107,15 +107,15 @@ def test_parameter_pinned_at_bound(ws_model):
     poi = model.poi_index
     # a deficit pushes mu_hat to its lower bound 0
     low = data.at[: model.nbins].set(jnp.floor(0.7 * data[: model.nbins]))
-    res = infer.fit(model, low)
+    res = infer.fit(low, model)
     assert float(res.pars[poi]) == 0.0
     signal = model.nominal[model.samples.index("signal")]
-    g = jax.grad(lambda s: infer.fit(model.with_yields({("SR", "signal"): s}), low).pars[poi])(
+    g = jax.grad(lambda s: infer.fit(low, model.with_yields({("SR", "signal"): s})).pars[poi])(
         signal
     )
     np.testing.assert_array_equal(g, 0.0)
     # pinned parameters follow their bound
-    gb = jax.grad(lambda b: infer.fit(model, low, bounds=b).pars[poi])(model.bounds)
+    gb = jax.grad(lambda b: infer.fit(low, model, bounds=b).pars[poi])(model.bounds)
     expected = np.zeros_like(np.asarray(model.bounds))
     expected[poi, 0] = 1.0
     np.testing.assert_allclose(gb, expected, atol=1e-12)
@@ -123,62 +123,69 @@ def test_parameter_pinned_at_bound(ws_model):
 
 def test_uncertainties_from_inverse_hessian(ws_model):
     _, model, data = ws_model
-    res = infer.fit(model, data, return_uncertainties=True)
+    res = infer.fit(data, model, return_uncertainties=True)
     h = jax.hessian(lambda p: model.nll(p, data))(res.pars)
     free = ~model.fixed
     cov = np.linalg.inv(np.asarray(h)[np.ix_(free, free)])
     np.testing.assert_allclose(res.uncertainties[free], np.sqrt(np.diag(cov)), rtol=1e-8)
     np.testing.assert_array_equal(res.uncertainties[~free], 0.0)
-    assert bool(jnp.all(infer.fit(model, data).uncertainties == 0.0))
+    # not requested: None (not zeros), also through jit and vmap
+    assert infer.fit(data, model).uncertainties is None
+    assert jax.jit(lambda d: infer.fit(d, model))(data).uncertainties is None
+    batch = jnp.stack([data, data])
+    assert jax.vmap(lambda d: infer.fit(d, model))(batch).uncertainties is None
+    batched = jax.vmap(lambda d: infer.fit(d, model, return_uncertainties=True))(batch)
+    np.testing.assert_allclose(batched.uncertainties[0], res.uncertainties, rtol=1e-10)
+    assert jax.jit(lambda d: infer.fixed_poi_fit(1.0, d, model))(data).uncertainties is None
 
 
 def test_non_convergence_is_flagged_and_warned(ws_model):
     _, model, data = ws_model
     with pytest.warns(diffana.ConvergenceWarning, match=r"Model\(channels=\['SR'\]"):
-        res = infer.fit(model, data, maxiter=2)
+        res = infer.fit(data, model, maxiter=2)
     assert not bool(res.converged)
     with pytest.warns(diffana.ConvergenceWarning, match="fixed_poi_fit"):
-        infer.fixed_poi_fit(1.0, model, data, maxiter=2)
+        infer.fixed_poi_fit(1.0, data, model, maxiter=2)
 
 
 def test_non_convergence_under_jit_and_vmap(toy):
     model, data = toy
-    f = jax.jit(lambda d: infer.fit(model, d, maxiter=2))
+    f = jax.jit(lambda d: infer.fit(d, model, maxiter=2))
     with pytest.warns(diffana.ConvergenceWarning, match="did not converge"):
         res = jax.block_until_ready(f(data))
     assert not bool(res.converged)
-    g = jax.jit(jax.vmap(lambda d: infer.fit(model, d, maxiter=2)))
+    g = jax.jit(jax.vmap(lambda d: infer.fit(d, model, maxiter=2)))
     with pytest.warns(diffana.ConvergenceWarning, match="did not converge"):
         jax.block_until_ready(g(jnp.stack([data, data, data])))
     # converged fits stay silent under jit
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        jax.block_until_ready(jax.jit(lambda d: infer.fit(model, d))(data))
+        jax.block_until_ready(jax.jit(lambda d: infer.fit(d, model))(data))
 
 
 def test_non_finite_likelihood_is_not_converged(toy):
     model, data = toy
     bad = data.at[0].set(jnp.nan)
     with pytest.raises(diffana.DataError, match=r"data\[0\] \(main bin 0\) is nan"):
-        infer.fit(model, bad)  # concrete data are checked up front
+        infer.fit(bad, model)  # concrete data are checked up front
     with pytest.warns(diffana.ConvergenceWarning):  # traced data cannot be
-        res = jax.jit(lambda d: infer.fit(model, d))(bad)
+        res = jax.jit(lambda d: infer.fit(d, model))(bad)
     assert not bool(res.converged)
 
 
 def test_bad_data_bounds_and_poi_values_are_named(toy):
     model, data = toy
     with pytest.raises(diffana.DataError, match=r"data\[1\] \(main bin 1\) is -0.5"):
-        infer.fit(model, data.at[1].set(-0.5))
+        infer.fit(data.at[1].set(-0.5), model)
     n = data.shape[0]
     with pytest.raises(diffana.DataError, match=rf"data\[{n - 1}\] \(auxdata\) is inf"):
-        infer.fit(model, data.at[n - 1].set(jnp.inf))
+        infer.fit(data.at[n - 1].set(jnp.inf), model)
     bounds = np.asarray(model.bounds).copy()
     bounds[0] = [1.0, -1.0]
     with pytest.raises(ValueError, match=r"bounds\[0\].*expected \[low, high\] with low <= high"):
-        infer.fit(model, data, bounds=bounds)
+        infer.fit(data, model, bounds=bounds)
     with pytest.raises(ValueError, match="'poi_value' must be a scalar; got shape \\(1,\\)"):
-        infer.fixed_poi_fit(jnp.array([1.0]), model, data)
+        infer.fixed_poi_fit(jnp.array([1.0]), data, model)
     with pytest.raises(ValueError, match="'poi_value' must be a scalar"):
         infer.hypotest([1.0, 2.0], data, model)
     with pytest.raises(ValueError, match="'mu' is nan"):
@@ -188,12 +195,12 @@ def test_bad_data_bounds_and_poi_values_are_named(toy):
 def test_any_model_with_the_interface(toy, pyhf_numpy):
     """The fit only needs the documented model interface (here a hand-written model)."""
     model, data = toy
-    res = infer.fit(model, data)
+    res = infer.fit(data, model)
     ref = pyhf_numpy.infer.mle.fit(np.asarray(data), pyhf_numpy.Model(model.spec()))
     np.testing.assert_allclose(res.pars, ref, atol=1e-4)
 
     def mu_hat(s):
-        return infer.fit(model.with_yields({("ch", "signal"): s}), data).pars[1]
+        return infer.fit(data, model.with_yields({("ch", "signal"): s})).pars[1]
 
     rev = assert_grad_matches_fd(mu_hat, model.signal)
     # forward mode (the custom JVP) agrees with reverse mode
@@ -203,19 +210,28 @@ def test_any_model_with_the_interface(toy, pyhf_numpy):
 def test_input_errors(ws_model):
     _, model, data = ws_model
     with pytest.raises(ValueError, match="'data' has"):
-        infer.fit(model, data[:-1])
+        infer.fit(data[:-1], model)
     with pytest.raises(ValueError, match="1-d"):
-        infer.fit(model, data[None])
+        infer.fit(data[None], model)
     with pytest.raises(ValueError, match="'init' must have shape"):
-        infer.fit(model, data, init=jnp.zeros(2))
+        infer.fit(data, model, init=jnp.zeros(2))
     with pytest.raises(ValueError, match="'fixed' must be"):
-        infer.fit(model, data, fixed=[True])
+        infer.fit(data, model, fixed=[True])
     with pytest.raises(ValueError, match="'bounds' must have shape"):
-        infer.fit(model, data, bounds=jnp.zeros((2, 2)))
+        infer.fit(data, model, bounds=jnp.zeros((2, 2)))
     with pytest.raises(TypeError, match="concrete"):
-        jax.jit(lambda f: infer.fit(model, data, fixed=f))(jnp.asarray(model.fixed))
+        jax.jit(lambda f: infer.fit(data, model, fixed=f))(jnp.asarray(model.fixed))
     with pytest.raises(TypeError, match=r"diffana\.hf\.Model"):
-        infer.fit(object(), data)
+        infer.fit(data, object())
+    # data before the model, as pyhf: the old order is named as the cause
+    for call in (
+        lambda: infer.fit(model, data),
+        lambda: infer.fixed_poi_fit(1.0, model, data),
+        lambda: infer.hypotest(1.0, model, data),
+        lambda: infer.upper_limit(model, data),
+    ):
+        with pytest.raises(TypeError, match="data before the"):
+            call()
     fixed = model.fixed.copy()
     fixed[model.poi_index] = True
     with pytest.raises(ValueError, match="parameter of interest"):
@@ -223,7 +239,7 @@ def test_input_errors(ws_model):
     with pytest.raises(ValueError, match="test_stat"):
         infer.hypotest(1.0, data, model, test_stat="t")
     with pytest.warns(diffana.PrecisionWarning, match="'data'"):
-        infer.fit(model, data.astype(jnp.float32))
+        infer.fit(data.astype(jnp.float32), model)
 
 
 def test_negative_curvature_converges_quickly(pyhf_numpy):
@@ -240,7 +256,7 @@ def test_negative_curvature_converges_quickly(pyhf_numpy):
     )
     model = hf.correlated_background(*h)
     data = model.expected_data(jnp.array([0.0, 0.0]))
-    res = infer.fixed_poi_fit(1.0, model, data)
+    res = infer.fixed_poi_fit(1.0, data, model)
     assert bool(res.converged) and int(res.n_iter) <= 30
     pmodel = pyhf_numpy.Workspace(model.to_pyhf()).model()
     ref = pyhf_numpy.infer.mle.fixed_poi_fit(1.0, np.asarray(data), pmodel)

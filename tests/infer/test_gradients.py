@@ -163,12 +163,12 @@ def test_nuisance_parameter_near_its_bound(model, fd_check):
     idx = model.par_names.index("bkg_shape")
     # a strong deficit pulls bkg_shape low
     data = _data(model, [44.0, 50.0, 33.0])
-    free = infer.fit(model, data)
+    free = infer.fit(data, model)
     alpha_hat = float(free.pars[idx])
     assert alpha_hat < -0.5
     for lower in (alpha_hat - 0.02, alpha_hat + 0.1):  # just inside / pinned at the bound
         bounds = model.bounds.at[idx, 0].set(lower)
-        res = infer.fit(model, data, bounds=bounds)
+        res = infer.fit(data, model, bounds=bounds)
         pinned = float(res.pars[idx]) == lower
         assert pinned == (lower > alpha_hat)
         fd_check(

@@ -28,7 +28,7 @@ def cases(random_workspace_factory, pyhf_model_data_factory):
 
 def test_best_fit_parameters(cases, pyhf_numpy):
     for model, data, pmodel, pdata in cases:
-        res = infer.fit(model, data)
+        res = infer.fit(data, model)
         ref, ref_twice_nll = pyhf_numpy.infer.mle.fit(pdata, pmodel, return_fitted_val=True)
         assert bool(res.converged)
         np.testing.assert_allclose(res.pars, ref, atol=1e-4, rtol=0)
@@ -40,7 +40,7 @@ def test_best_fit_parameters(cases, pyhf_numpy):
 def test_fixed_poi_fit(cases, pyhf_numpy):
     for model, data, pmodel, pdata in cases[:3]:
         for mu in (0.0, 1.7):
-            res = infer.fixed_poi_fit(mu, model, data)
+            res = infer.fixed_poi_fit(mu, data, model)
             ref = pyhf_numpy.infer.mle.fixed_poi_fit(mu, pdata, pmodel)
             np.testing.assert_allclose(res.pars, ref, atol=1e-4, rtol=0)
             assert float(res.pars[model.poi_index]) == mu
@@ -190,7 +190,7 @@ def test_hypotest_where_the_asimov_fit_is_needed(pyhf_numpy, empty_bin_workspace
     )
     np.testing.assert_allclose(band, np.ravel(r_band), rtol=1e-4, atol=1e-9)
     # the closed form would have been far off
-    gen = infer.fixed_poi_fit(0.0, model, data)
+    gen = infer.fixed_poi_fit(0.0, data, model)
     asimov = model.expected_data(gen.pars)
-    free = infer.fit(model, asimov, init=gen.pars)
+    free = infer.fit(asimov, model, init=gen.pars)
     assert float(model.nll(gen.pars, asimov) - free.nll) > 0.1

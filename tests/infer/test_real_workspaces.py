@@ -78,7 +78,7 @@ def test_fit_and_hypotest_agree_with_pyhf(published):
     (where its fit puts it), and diffana, fitting it free, must match to 1e-6."""
     name, _, model, data = published
     ref = REFERENCE[name]
-    res = infer.fit(model, data)
+    res = infer.fit(data, model)
     assert bool(res.converged)
     assert float(res.nll) <= ref["nll_min"] + 1e-9
     cls, band = infer.hypotest(1.0, data, model, return_expected_set=True)
@@ -137,7 +137,7 @@ def test_analysis_sized_generated_workspace_reaches_pyhf_minimum():
     model = hf.Model.from_pyhf(spec)
     data = hf.workspace_data(spec, model)
     assert model.npars == 236
-    res = infer.fit(model, data)
+    res = infer.fit(data, model)
     assert bool(res.converged)
     assert float(res.nll) <= ref["nll_min"] + 1e-9
     assert float(model.nll(np.asarray(ref["pars"]), data)) == pytest.approx(ref["nll_min"])
@@ -147,6 +147,6 @@ def test_analysis_sized_generated_workspace_reaches_pyhf_minimum():
     pinned = ((pars <= lower) & (grad > 0)) | ((pars >= upper) & (grad < 0)) | model.fixed
     assert np.max(np.abs(grad[~pinned])) < 1e-4
     start = np.clip(np.asarray(model.init) + 0.5 * np.where(model.fixed, 0.0, 1.0), lower, upper)
-    again = infer.fit(model, data, init=start)
+    again = infer.fit(data, model, init=start)
     assert bool(again.converged)
     assert float(again.nll) == pytest.approx(float(res.nll), abs=1e-8)

@@ -134,7 +134,7 @@ def test_one_host_call_per_batch_of_unconverged_fits(monkeypatch):
     # the fit then only polishing its result).
     away = model.init.at[model.poi_index].set(2.0)
     data = jnp.stack([model.expected_data(away)] * 3)
-    batched = jax.jit(jax.vmap(lambda d: infer.fit(model, d, maxiter=1).converged))
+    batched = jax.jit(jax.vmap(lambda d: infer.fit(d, model, maxiter=1).converged))
     converged = jax.block_until_ready(batched(data))
     jax.effects_barrier()
     assert not np.any(np.asarray(converged))
@@ -145,7 +145,7 @@ def test_checks_off_trace_without_callbacks_and_keep_the_flags():
     model = hf.correlated_background(*TEMPLATES)
     data = model.expected_data(model.init.at[model.poi_index].set(0.5))
     with infer.runtime_convergence_checks(False):
-        f = jax.jit(lambda d: infer.fit(model, d, maxiter=1))
+        f = jax.jit(lambda d: infer.fit(d, model, maxiter=1))
         hlo = f.lower(data).compile().as_text()
     assert _host_calls_outside_conditionals(hlo) == (0, 0)
     with warnings.catch_warnings():
@@ -154,7 +154,7 @@ def test_checks_off_trace_without_callbacks_and_keep_the_flags():
     assert not bool(res.converged)  # ...but the flag is there
     # the setting is read at trace time: functions traced afterwards warn again
     with pytest.warns(diffana.ConvergenceWarning, match="did not converge"):
-        jax.block_until_ready(jax.jit(lambda d: infer.fit(model, d, maxiter=1))(data))
+        jax.block_until_ready(jax.jit(lambda d: infer.fit(d, model, maxiter=1))(data))
         jax.effects_barrier()
 
 
@@ -190,7 +190,7 @@ def test_any_part_of_a_result_keeps_its_check(part):
     data = model.expected_data(away)
 
     def f(d):
-        res = infer.fixed_poi_fit(1.0, model, d, maxiter=1)
+        res = infer.fixed_poi_fit(1.0, d, model, maxiter=1)
         return jnp.sum(getattr(res, part).astype(jnp.float64))
 
     fn = jax.grad(f) if part != "converged" else f

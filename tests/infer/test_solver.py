@@ -164,7 +164,7 @@ def test_second_derivatives_of_fitted_uncorrelated_parameters(monkeypatch, unrol
     weights = jnp.asarray([0.0, 1.0, -2.0])
 
     def gammas(d):
-        return jnp.dot(infer.fixed_poi_fit(1.0, model, d).pars, weights)
+        return jnp.dot(infer.fixed_poi_fit(1.0, d, model).pars, weights)
 
     try:
         with infer.runtime_convergence_checks(False):
@@ -195,16 +195,16 @@ def test_small_fits_factorise_without_lapack(monkeypatch):
     data = jnp.concatenate([jnp.asarray([52.0, 47.0]), model.auxdata])
 
     def fit(d):
-        return infer.fit(model, d).pars
+        return infer.fit(d, model).pars
 
     def cls(d):
         return infer.hypotest(1.0, d, model)
 
     def fit_unc(d):
-        return infer.fit(model, d, return_uncertainties=True).uncertainties
+        return infer.fit(d, model, return_uncertainties=True).uncertainties
 
     def grad_of_pars(d):
-        return jax.grad(lambda d_: infer.fit(model, d_).pars[0])(d)
+        return jax.grad(lambda d_: infer.fit(d_, model).pars[0])(d)
 
     with infer.runtime_convergence_checks(False):
         for batch in (1, 16):
@@ -248,7 +248,7 @@ def test_gradients_of_minimum_nlls_factorise_no_hessian(monkeypatch):
         return infer.qmu_tilde(1.0, data, with_signal(s))
 
     def mu_hat(s):
-        return infer.fit(with_signal(s), data).pars[model.poi_index]
+        return infer.fit(data, with_signal(s)).pars[model.poi_index]
 
     monkeypatch.setattr(_solver, "UNROLLED_MAX", 0)
     jax.clear_caches()
@@ -265,7 +265,7 @@ def test_a_fit_started_at_its_minimum_stops_after_one_evaluation():
     evaluated in the loop: a fit started at the minimum takes one iteration."""
     model = hf.correlated_background([2.0, 5.0], [50.0, 40.0], [55.0, 42.0], [45.0, 38.0])
     data = model.expected_data(model.init)
-    res = infer.fit(model, data)
+    res = infer.fit(data, model)
     assert bool(res.converged) and int(res.n_iter) == 1
     np.testing.assert_allclose(res.pars, model.init, atol=1e-12)
     np.testing.assert_allclose(res.nll, model.nll(res.pars, data), rtol=1e-15)
@@ -279,7 +279,7 @@ def test_second_derivatives_through_a_fit_single_and_batched():
     data = jnp.concatenate([jnp.asarray([52.0, 47.0]), model.auxdata])
 
     def profiled(d):
-        return infer.fit(model, d).nll
+        return infer.fit(d, model).nll
 
     hessian = np.asarray(jax.hessian(profiled)(data))
     grad = jax.jit(jax.grad(profiled))
@@ -341,7 +341,7 @@ def test_a_vmapped_batch_of_fits_matches_the_fits_one_by_one():
     )
 
     def fit(d):
-        res = infer.fixed_poi_fit(0.0, model, d)
+        res = infer.fixed_poi_fit(0.0, d, model)
         return res.pars, res.n_iter
 
     pars, n_iter = jax.jit(jax.vmap(fit))(datasets)
@@ -362,7 +362,7 @@ def test_fit_from_an_indefinite_hessian_converges_fast_to_pyhf_minimum():
     h = jax.hessian(model.nll)(start, data)
     free = np.array([True, False, True])
     assert np.linalg.eigvalsh(np.asarray(h)[np.ix_(free, free)])[0] < 0
-    res = infer.fixed_poi_fit(0.0, model, data)
+    res = infer.fixed_poi_fit(0.0, data, model)
     assert bool(res.converged) and int(res.n_iter) <= 10
     pyhf.set_backend("numpy", "scipy")
     ws = pyhf.Workspace(spec)
@@ -387,7 +387,7 @@ def test_a_step_too_long_is_shortened_along_its_direction():
     model = hf.Model.from_pyhf(spec)
     data = hf.workspace_data(spec, model)
     start = model.init.at[model.poi_index].set(0.0)
-    res = infer.fixed_poi_fit(0.0, model, data)
+    res = infer.fixed_poi_fit(0.0, data, model)
     assert bool(res.converged) and int(res.n_iter) <= 6
 
     lam = model.expected_actualdata(start)
@@ -396,9 +396,9 @@ def test_a_step_too_long_is_shortened_along_its_direction():
 
     def fits(d):
         rs = (
-            infer.fixed_poi_fit(1.0, model, d),
-            infer.fit(model, d),
-            infer.fixed_poi_fit(0.0, model, d),
+            infer.fixed_poi_fit(1.0, d, model),
+            infer.fit(d, model),
+            infer.fixed_poi_fit(0.0, d, model),
         )
         return (
             jnp.stack([r.n_iter for r in rs]),
@@ -411,7 +411,7 @@ def test_a_step_too_long_is_shortened_along_its_direction():
     assert bool(jnp.all(converged)) and int(jnp.max(n_iter)) <= 6
 
     def tight(d):
-        return infer.fixed_poi_fit(0.0, model, d, tol=1e-14, maxiter=100).nll
+        return infer.fixed_poi_fit(0.0, d, model, tol=1e-14, maxiter=100).nll
 
     with infer.runtime_convergence_checks(False):
         np.testing.assert_allclose(nll[:, 2], jax.jit(jax.vmap(tight))(datasets), atol=1e-9)
@@ -470,13 +470,13 @@ def test_a_fit_started_on_a_saddle_leaves_it():
     best = float(jnp.min(nlls))
     assert best < float(model.nll(saddle, data)) - 0.1
 
-    res = infer.fixed_poi_fit(0.0, model, data)
+    res = infer.fixed_poi_fit(0.0, data, model)
     assert bool(res.converged)
     assert abs(float(res.pars[jes])) > 0.1
     assert float(res.nll) <= best + 1e-9
     assert abs(float(jax.grad(model.nll)(res.pars, data)[jes])) < 1e-6
 
     batch = jnp.stack([data] * 12)
-    fits = jax.vmap(lambda d: infer.fixed_poi_fit(0.0, model, d))(batch)
+    fits = jax.vmap(lambda d: infer.fixed_poi_fit(0.0, d, model))(batch)
     assert bool(jnp.all(fits.converged))
     np.testing.assert_allclose(fits.nll, float(res.nll), rtol=1e-12)

@@ -20,9 +20,9 @@ from diffana.train import (
     as_annealing,
     atomic_write_json,
     atomic_write_text,
-    fit,
     make_optimizer,
     read_metrics,
+    run_training,
 )
 from diffana.train._pipelines import (
     Classifier,
@@ -80,7 +80,7 @@ def test_fit_minimises_and_tracks(tmp_path, sample):
         return value, relax
 
     with RunTracker(tmp_path / "run", {"method": "toy", "seed": 1}, tensorboard=False) as tr:
-        res = fit(
+        res = run_training(
             loss, jnp.zeros(2), {"a": sample}, steps=200, batch_size=16,
             key=jax.random.key(0), learning_rate=0.05, relax={"start": 1.0, "end": 0.1},
             tracker=tr,
@@ -104,15 +104,15 @@ def test_fit_skips_non_finite_updates(sample):
         bad = jnp.where(batch["a"].x[0, 0] > 0, jnp.nan, 0.0)
         return value + bad, value
 
-    res = fit(loss, jnp.ones(2), {"a": sample}, steps=40, batch_size=1, key=jax.random.key(1),
-              learning_rate=0.05)  # fmt: skip
+    res = run_training(loss, jnp.ones(2), {"a": sample}, steps=40, batch_size=1,
+                       key=jax.random.key(1), learning_rate=0.05)  # fmt: skip
     assert 0 < res.skipped_steps < 40
     assert np.all(np.isfinite(np.asarray(res.pipeline)))
 
 
 def test_fit_rejects_bad_arguments(sample):
     with pytest.raises(ValueError, match="batch_size"):
-        fit(lambda p, b, r: (p, p), jnp.zeros(()), {"a": sample}, steps=1, batch_size=0,
+        run_training(lambda p, b, r: (p, p), jnp.zeros(()), {"a": sample}, steps=1, batch_size=0,
             key=jax.random.key(0))  # fmt: skip
 
 

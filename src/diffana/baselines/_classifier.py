@@ -11,7 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from diffana.losses import bce_loss
-from diffana.train import RunTracker, Sample, TrainResult, fit
+from diffana.train import RunTracker, Sample, TrainResult, run_training
 from diffana.train._pipelines import Classifier, Network, standardisation
 
 __all__ = ["classifier_loss", "make_classifier", "train_classifier"]
@@ -35,7 +35,7 @@ def make_classifier(
 
 
 def classifier_loss(signal: Sequence[str], background: Sequence[str]):
-    """``loss_fn(classifier, batch, relax) -> (bce, bce)`` for `diffana.train.fit`.
+    """``loss_fn(classifier, batch, relax) -> (bce, bce)`` for `diffana.train.run_training`.
 
     Signal events are labelled 1, background events 0. Each class is balanced to equal
     total weight and, within a class, samples count in proportion to their expected
@@ -94,16 +94,16 @@ def train_classifier(
     - `hidden`, `steps`, `batch_size`, `learning_rate`, `optimizer`, `lr_schedule`:
       network and optimisation (`batch_size` events per sample per step).
     - `key`: PRNG key (initialisation and batches).
-    - `tracker`, `callback`: as in `diffana.train.fit`.
+    - `tracker`, `callback`: as in `diffana.train.run_training`.
     - `standardise`: standardise the inputs on the training events.
-    - `mesh`: split every batch over these devices (see `diffana.train.fit`).
+    - `mesh`: split every batch over these devices (see `diffana.train.run_training`).
 
     **Returns:** the `TrainResult`; its `pipeline` is the trained `Classifier`.
     """
     data = {n: train[n] for n in (*signal, *background)}
     k_init, k_fit = jax.random.split(key)
     clf = make_classifier(data, n_bins, hidden, k_init, standardise=standardise)
-    return fit(
+    return run_training(
         classifier_loss(signal, background),
         clf,
         data,

@@ -289,7 +289,7 @@ def robust_statistics(model, workspace, asimov_b, asimov_sb, pars) -> tuple[floa
 
 @eqx.filter_jit
 def _profile_nll(mu, model, data):
-    return infer.fixed_poi_fit(mu, model, data).nll
+    return infer.fixed_poi_fit(mu, data, model).nll
 
 
 def _model_metrics(problem, reduced, scenario, entry, caught, referee, progress=None) -> None:

@@ -20,7 +20,7 @@ from diffana._config import compiler_options
 from diffana.baselines import candidate_ranges, train_classifier
 from diffana.errors import ConvergenceWarning, ProblemDefinitionError
 from diffana.problems import Problem, Sample
-from diffana.train import RunTracker, TrainedAnalysis, fit, scan_thresholds
+from diffana.train import RunTracker, TrainedAnalysis, run_training, scan_thresholds
 from diffana.train._pipelines import CutSelection, KDEBins, Network, SoftmaxBins, standardisation
 
 __all__ = ["HF_LOSSES", "TrainedAnalysis", "hf_loss", "method_settings", "train_method"]
@@ -240,7 +240,7 @@ def train_method(
     - `seed`: the run seed (initialisation, batches, random scans).
     - `train`: the training events from ``problem.generate(seed, "train")``.
     - `tracker`, `callback`: per-step tracking and progress.
-    - `mesh`: split every training batch over these devices (`diffana.train.fit`); the
+    - `mesh`: split every training batch over these devices (`diffana.train.run_training`); the
       scan (``cuts_scan``) runs on the default device.
 
     **Returns:** a `TrainedAnalysis`.
@@ -314,7 +314,7 @@ def train_method(
             f"{problem.definition.path}: [methods.{method}].loss must be one of "
             f"{(*HF_LOSSES, 'native')}, got {loss_kind!r}"
         )
-    res = fit(loss_fn, pipe, train, key=k_fit, relax=_relax_setting(cfg, pipe), **common)
+    res = run_training(loss_fn, pipe, train, key=k_fit, relax=_relax_setting(cfg, pipe), **common)
     info = _fit_info(res, cfg)
     if method == "cuts_grad":
         info["thresholds"] = np.asarray(res.pipeline.physical_thresholds()).tolist()

@@ -219,7 +219,7 @@ def run_one(
 ) -> tuple[dict[str, Any], bool]:
     """Train, evaluate and record one run; skip it if its result already exists.
 
-    With a `mesh`, every training batch is split over its devices (`diffana.train.fit`).
+    With a `mesh`, every training batch is split over its devices (`diffana.train.run_training`).
     With several processes (`diffana.parallel.initialize_distributed`), every process
     calls it with the same arguments; process 0 decides whether a finished run is reused,
     and it alone evaluates the trained pipeline and writes the run folder (the others

@@ -12,6 +12,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float
 
+from diffana._config import require_float64
 from diffana.infer._mle import (
     AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
@@ -226,9 +227,11 @@ def hypotest(
 
     **Returns:** CLs `()` alone, or a tuple `(CLs, tail_probs, expected, expected_set)`
     holding the requested items in that order (pyhf's layout, with arrays instead of
-    lists). Non-converged fits raise :class:`diffana.ConvergenceWarning`.
+    lists). Non-converged fits raise :class:`diffana.ConvergenceWarning`; with JAX's
+    64-bit mode off it raises :class:`diffana.PrecisionError` (CLs needs float64).
     """
     where = "diffana.infer.hypotest"
+    require_float64(where)
     if test_stat not in _TEST_STATS:
         raise ValueError(f"{where}: test_stat must be one of {_TEST_STATS}; got {test_stat!r}")
     if calc_base_dist not in _BASE_DISTS:
@@ -295,6 +298,7 @@ def discovery(
     **Returns:** a :class:`DiscoveryResult`.
     """
     where = "diffana.infer.discovery"
+    require_float64(where)
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     mu, asimov_mu = _mu_values(0.0, "q0")
     fits = _fits_jit(mu, asimov_mu, *setup.args(), **setup.kwargs())

@@ -4,19 +4,24 @@ theorem."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from diffana._config import require_float64
+from diffana.errors import ConvergenceWarning
 from diffana.infer._asymptotics import N_SIGMA, _pvalues, _test_statistic_value
 from diffana.infer._mle import (
     AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
+    _is_traced,
     report_convergence,
 )
 from diffana.infer._teststat import (
@@ -32,6 +37,9 @@ from diffana.infer._teststat import (
 )
 
 __all__ = ["UpperLimitResult", "upper_limit"]
+
+# The upper end of the bracket is doubled at most this many times.
+MAX_EXPAND = 30
 
 
 class UpperLimitResult(NamedTuple):
@@ -206,9 +214,12 @@ def upper_limit(
 
     **Returns:** an :class:`UpperLimitResult`; a limit that could not be bracketed
     within 30 doublings of the upper bound is NaN, with a
-    :class:`diffana.ConvergenceWarning`.
+    :class:`diffana.ConvergenceWarning` that (outside `jit`) names the range scanned
+    and, where the expected rates do not depend on the POI (a zero signal), says so.
+    With JAX's 64-bit mode off it raises :class:`diffana.PrecisionError`.
     """
     where = "diffana.infer.upper_limit"
+    require_float64(where)
     if test_stat not in ("qtilde", "q"):
         raise ValueError(f"{where}: test_stat must be 'qtilde' or 'q'; got {test_stat!r}")
     if not 0.0 < float(level) < 1.0:
@@ -223,6 +234,8 @@ def upper_limit(
         root_maxiter=maxiter,
         **setup.kwargs(),
     )
+    if not _is_traced(result) and _warn_unbracketed(result, setup, float(level), where):
+        return result
     return report_convergence(converged, model, where, result)
 
 
@@ -234,6 +247,49 @@ _LIMIT_SCHEDULE = (
     (OBSERVED, AT_FREE, 0),
     (ASIMOV, AT_GEN, FLOATING),
 )
+
+
+def _warn_unbracketed(result: UpperLimitResult, setup: _Setup, level: float, where: str) -> bool:
+    """Say why a limit is NaN where CLs did not fall below `level` anywhere in the range
+    scanned (eager calls only, on the failure path). Returns whether it warned: not
+    where every limit is finite, nor where the expected rates are not positive (the fits
+    fail; :func:`report_convergence` names the bin)."""
+    values = np.asarray([result.observed, *np.asarray(result.expected)])
+    if np.all(np.isfinite(values)):
+        return False
+    poi = setup.poi_index
+    low, high = (float(x) for x in np.asarray(setup.bounds)[poi])
+    top = high * 2.0**MAX_EXPAND
+    missing = (["observed"] if not np.isfinite(float(result.observed)) else []) + [
+        f"expected ({int(n):+d} sigma)"
+        for n, v in zip(np.asarray(N_SIGMA), np.asarray(result.expected), strict=True)
+        if not np.isfinite(v)
+    ]
+    rates = [
+        np.asarray(setup.model.expected_data(setup.init.at[poi].set(mu), include_auxdata=False))
+        for mu in (low, high)
+    ]
+    if not all(np.all(r > 0) for r in rates):
+        return False
+    if np.allclose(rates[0], rates[1], rtol=1e-12, atol=0.0):
+        cause = (
+            "the expected rates do not depend on the parameter of interest: the signal "
+            "is zero, so no signal strength can be excluded"
+        )
+    else:
+        cause = (
+            "the signal is too small (or the data too signal-like) for any signal "
+            "strength in that range to be excluded"
+        )
+    warnings.warn(
+        f"{where}: the limit cannot be bracketed (NaN: {', '.join(missing)}): CLs "
+        f"stays above the level {level} over the whole range scanned, from the POI's "
+        f"lower bound {low:g} to its upper bound {high:g} doubled {MAX_EXPAND} times "
+        f"({top:.3g}); {cause}. Check the signal yields and the POI bounds.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 @eqx.filter_jit
@@ -308,7 +364,7 @@ def _upper_limit_jit(
 
     def one_limit(k):
         th = {**theta, "curve": k}
-        return _limit(th, fn=fn, rtol=rtol, atol=atol, maxiter=root_maxiter, max_expand=30)
+        return _limit(th, fn=fn, rtol=rtol, atol=atol, maxiter=root_maxiter, max_expand=MAX_EXPAND)
 
     limits, converged = jax.vmap(one_limit)(jnp.arange(6))
     all_ok = jnp.all(converged) & fits_ok

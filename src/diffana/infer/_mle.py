@@ -37,15 +37,17 @@ class FitResult(NamedTuple):
       runs under `jit`/`vmap`, where no warning can be raised at trace time.
     - `n_iter`: Newton iterations used, `()` int.
     - `uncertainties`: `sqrt(diag(H^-1))` of the NLL Hessian over the floating
-      parameters (zero for fixed ones) when requested with `return_uncertainties=True`,
-      zeros otherwise, `(npars,)`.
+      parameters (zero for fixed ones), `(npars,)`, when requested with
+      `return_uncertainties=True`; `None` otherwise (not computed, so not mistaken for
+      zero uncertainties). A `None` field is an empty subtree: the result still passes
+      through `jit`, `vmap` and `jax.tree_util`.
     """
 
     pars: Float[Array, " npars"]
     nll: Float[Array, ""]
     converged: Bool[Array, ""]
     n_iter: Int[Array, ""]
-    uncertainties: Float[Array, " npars"]
+    uncertainties: Float[Array, " npars"] | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -72,16 +74,62 @@ def _is_traced(x: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
 
 
-def _warn_unconverged(converged: np.ndarray, what: str, name: str) -> None:
+def _rate_labels(model: Any) -> tuple[tuple[str, ...], tuple[int, ...]] | None:
+    """`(channels, offsets)` naming a model's main bins, or `None` (not an hf model)."""
+    channels = getattr(model, "channels", None)
+    structure = getattr(model, "structure", None)
+    offsets = getattr(structure, "channel_offsets", None)
+    if channels is None or offsets is None:
+        return None
+    return tuple(channels), tuple(int(o) for o in np.asarray(offsets))
+
+
+def _nonpositive_rates(nominal: Any, labels: Any) -> str:
+    """Where the nominal rates (all samples summed) of `nominal` (samples x bins, with
+    any leading batch axes) are not positive, as a phrase naming channel and bin; "" if
+    nowhere (or where it cannot be said). Runs on the failure path only (on the host)."""
+    if nominal is None or labels is None:
+        return ""
+    try:
+        rates = np.asarray(nominal, dtype=float)
+        rates = np.sum(rates, axis=-2).reshape(-1, rates.shape[-1])
+    except (TypeError, ValueError):
+        return ""
+    bad_bins = np.flatnonzero(np.any(~(rates > 0), axis=0))
+    if not bad_bins.size:
+        return ""
+    channels, offsets = labels
+    where = []
+    for i in bad_bins[:3]:
+        c = int(np.searchsorted(offsets, i, side="right")) - 1
+        value = rates[np.flatnonzero(~(rates[:, i] > 0))[0], i]
+        where.append(f"channel {channels[c]!r} bin {i - offsets[c]} ({value:.4g})")
+    more = f" and {bad_bins.size - 3} more" if bad_bins.size > 3 else ""
+    return (
+        f"the model's nominal expected rate (all samples summed) is not positive in "
+        f"{', '.join(where)}{more}, so its Poisson term is not finite: a negative (or "
+        "zero) yield?"
+    )
+
+
+def _warn_unconverged(
+    converged: np.ndarray, what: str, name: str, nominal: Any = None, labels: Any = None
+) -> None:
     converged = np.asarray(converged)
     if converged.all():
         return
     n_bad, n_all = int(np.size(converged) - np.count_nonzero(converged)), int(np.size(converged))
     count = "" if n_all == 1 else f" ({n_bad} of {n_all})"
+    cause = _nonpositive_rates(nominal, labels)
+    if cause:
+        advice = f"The cause: {cause}"
+    else:
+        advice = (
+            "Check the model (parameter bounds, inits, degenerate parameters) or raise `maxiter`."
+        )
     warnings.warn(
         f"{what}: the fit of {name} did not converge{count}; its result is not a "
-        "maximum-likelihood estimate. Check the model (parameter bounds, inits, "
-        "degenerate parameters) or raise `maxiter`.",
+        f"maximum-likelihood estimate. {advice}",
         ConvergenceWarning,
         stacklevel=4,
     )
@@ -100,8 +148,10 @@ def runtime_convergence_checks(enabled: bool) -> Iterator[None]:
     pruned): a compiled function keeps JAX's fast dispatch path, which a callback with
     side effects would take it off, and a converged call never reaches the host.
     Functions *traced* inside ``runtime_convergence_checks(False)`` carry no callback at
-    all (a compiled program without host calls, e.g. to export it); their fits still
-    report ``converged`` in their results, and eager (untraced) calls still warn. The
+    all (a compiled program without host calls, e.g. to export it, or to keep it in
+    JAX's persistent compilation cache, which skips programs with host callbacks); their
+    fits still report ``converged`` in their results, and eager (untraced) calls still
+    warn. The
     setting is read at trace time: a function jitted before keeps its callbacks.
 
     **Arguments:**
@@ -127,30 +177,39 @@ def runtime_convergence_checks(enabled: bool) -> Iterator[None]:
         _RUNTIME_CHECKS[0] = saved
 
 
-def _warn_and_pass(converged: np.ndarray, what: str, name: str) -> np.ndarray:
-    _warn_unconverged(converged, what, name)
+def _warn_and_pass(converged, nominal, what, name, labels) -> np.ndarray:
+    _warn_unconverged(converged, what, name, nominal, labels)
     return np.ones((), dtype=np.float32)
 
 
-def _runtime_check(what: str, name: str):
+def _runtime_check(what: str, name: str, labels: Any = None):
     """A traced check of the `converged` flags that warns at run time, at most once per
     call: the callback runs only if a flag is false, and under `vmap` the whole batch is
-    checked at once (not one host call per item). Returns a traced 1.0 (see
-    :func:`report_convergence`)."""
+    checked at once (not one host call per item). It also takes the model's `nominal`
+    yields (samples x bins, or a zero-size array) so that the warning can name a bin
+    whose rate is not positive; they are only read by the callback, on the failure path.
+    Returns a traced 1.0 (see :func:`report_convergence`)."""
     one = jax.ShapeDtypeStruct((), jnp.float32)
 
-    def warn(c):
-        return jax.pure_callback(lambda c: _warn_and_pass(c, what, name), one, c)
+    def warn(ops):
+        c, nominal = ops
+        host = lambda c, n: _warn_and_pass(c, n, what, name, labels)  # noqa: E731
+        return jax.pure_callback(host, one, c, nominal)
 
     @jax.custom_batching.custom_vmap
-    def check(converged):
+    def check(converged, nominal):
         return jax.lax.cond(
-            jnp.all(converged), lambda c: jnp.ones((), jnp.float32), warn, converged
+            jnp.all(converged),
+            lambda ops: jnp.ones((), jnp.float32),
+            warn,
+            (converged, nominal),
         )
 
     @check.def_vmap
-    def _check_batch(axis_size, in_batched, converged):
-        return check(jnp.ravel(converged)), False
+    def _check_batch(axis_size, in_batched, converged, nominal):
+        # a batched `nominal` keeps its batch axis in front (the callback sums over
+        # samples and looks at every row)
+        return check(jnp.ravel(converged), nominal), False
 
     return check
 
@@ -185,13 +244,34 @@ def report_convergence(converged: Array, model: Any, what: str, result: T) -> T:
     CPUs measured ("The cost of run-time convergence warnings" in docs/performance.md).
     """
     name = describe_model(model)
+    labels = _rate_labels(model)
+    nominal = getattr(model, "nominal", None) if labels is not None else None
     if _is_traced(converged):
         if _RUNTIME_CHECKS[0]:
-            one = _runtime_check(what, name)(jnp.asarray(converged))
+            if not isinstance(nominal, jax.Array | np.ndarray):
+                nominal, labels = jnp.zeros((0, 0)), None
+            nominal = jax.lax.stop_gradient(jnp.asarray(nominal))
+            one = _runtime_check(what, name, labels)(jnp.asarray(converged), nominal)
             return jtu.tree_map(lambda leaf: _tie(leaf, one), result)
         return result
-    _warn_unconverged(np.asarray(converged), what, name)
+    if not np.asarray(converged).all() and _is_traced(nominal):
+        # a concrete result of a traced model (`jax.grad` outside `jit`): the values
+        # of its yields, where the trace holds them
+        nominal = jax.lax.stop_gradient(nominal)
+        nominal = None if _is_traced(nominal) else nominal
+    _warn_unconverged(np.asarray(converged), what, name, nominal, labels)
     return result
+
+
+def check_argument_order(data: Any, model: Any, where: str) -> None:
+    """Raise a clear error for the model handed before the data (the order of diffana
+    before it followed pyhf: a function that requires data takes it before the model)."""
+    if hasattr(data, "nll") and not hasattr(model, "nll"):
+        raise TypeError(
+            f"{where}: got the model where the data belong; pass the data before the "
+            "model, as pyhf does (a function that requires data takes it first, "
+            "optional data come after)"
+        )
 
 
 def model_arrays(model: Any, where: str) -> tuple[int, int | None]:
@@ -516,7 +596,7 @@ def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainti
         inv_diag = _inverse_diagonal(h, free)
         unc = jnp.where(free, jnp.sqrt(jnp.where(free & (inv_diag > 0), inv_diag, 0.0)), 0.0)
     else:
-        unc = jnp.zeros_like(pars)
+        unc = None
     return FitResult(pars=pars, nll=nll, converged=converged, n_iter=n_iter, uncertainties=unc)
 
 
@@ -539,7 +619,7 @@ def fit_batch(model, data, inits, bounds, fixed_masks, tol, maxiter) -> FitResul
 
     def one(d, x0, fr):
         pars, nll, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
-        return FitResult(pars, nll, converged, n_iter, jnp.zeros_like(pars))
+        return FitResult(pars, nll, converged, n_iter, None)
 
     if inits.shape[1] > AUTODIFF_HESSIAN_MAX:
         # Large models: one fit after the other, each stopping when it converges and
@@ -559,8 +639,8 @@ def _inverse_diagonal(h: Array, free: Array) -> Array:
 
 
 def fit(
-    model: Any,
     data: Float[ArrayLike, " nbins_plus_naux"],
+    model: Any,
     init: Float[ArrayLike, " npars"] | None = None,
     fixed: Sequence[bool] | None = None,
     bounds: Float[ArrayLike, "npars 2"] | None = None,
@@ -581,13 +661,14 @@ def fit(
 
     **Arguments:**
 
-    - `model`: a `diffana.hf.Model`.
     - `data`: observed main-bin counts followed by the auxiliary data, `(nbins + naux,)`.
+    - `model`: a `diffana.hf.Model`.
     - `init`: starting values `(npars,)`; default `model.init` (pyhf's suggested init).
       Fixed parameters keep these values.
     - `fixed`: one bool per parameter (a concrete sequence); default `model.fixed`.
     - `bounds`: `(npars, 2)` lower/upper bounds; default `model.bounds`.
-    - `return_uncertainties`: fill `FitResult.uncertainties` from the inverse Hessian.
+    - `return_uncertainties`: fill `FitResult.uncertainties` from the inverse Hessian
+      (otherwise it is `None`).
     - `tol`: convergence threshold on the Newton decrement `g^T H^-1 g` (NLL units).
     - `maxiter`: iteration limit.
 
@@ -598,11 +679,12 @@ def fit(
     Example:
 
     >>> import diffana.infer as infer
-    >>> res = infer.fit(model, data)  # doctest: +SKIP
+    >>> res = infer.fit(data, model)  # doctest: +SKIP
     >>> bool(res.converged)  # doctest: +SKIP
     True
     """
     where = "diffana.infer.fit"
+    check_argument_order(data, model, where)
     npars, _ = model_arrays(model, where)
     data = as_data(model, data, where)
     init = resolve_init(model, init, npars, where)
@@ -621,8 +703,8 @@ def fit(
 
 def fixed_poi_fit(
     poi_value: Float[ArrayLike, ""],
-    model: Any,
     data: Float[ArrayLike, " nbins_plus_naux"],
+    model: Any,
     init: Float[ArrayLike, " npars"] | None = None,
     fixed: Sequence[bool] | None = None,
     bounds: Float[ArrayLike, "npars 2"] | None = None,
@@ -636,11 +718,13 @@ def fixed_poi_fit(
     Same as :func:`fit` with `init[poi] = poi_value` and the POI fixed (pyhf's
     `fixed_poi_fit`); `poi_value` may be traced and is differentiated through.
 
-    **Arguments:** `poi_value` (scalar), then as :func:`fit`.
+    **Arguments:** `poi_value` (scalar), then `data`, `model` and the rest as
+    :func:`fit`.
 
     **Returns:** a :class:`FitResult` whose `pars[model.poi_index] == poi_value`.
     """
     where = "diffana.infer.fixed_poi_fit"
+    check_argument_order(data, model, where)
     res = _fixed_poi_fit(
         poi_value,
         model,

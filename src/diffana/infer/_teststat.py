@@ -22,6 +22,7 @@ from diffana.infer._mle import (
     as_data,
     as_poi_value,
     asimov_argmin,
+    check_argument_order,
     dynamic_options,
     fit_batch,
     floating,
@@ -60,6 +61,8 @@ class _Setup:
     def __init__(self, model, data, init, bounds, fixed, where, tol, maxiter, free_poi=True):
         self.model = model
         self.where = where
+        if data is not None:
+            check_argument_order(data, model, where)
         npars, poi_index = model_arrays(model, where)
         self.npars = npars
         self.poi_index = require_poi(poi_index, where)
@@ -118,7 +121,7 @@ class _Setup:
             nll=nll,
             converged=converged,
             n_iter=n_iter,
-            uncertainties=jnp.zeros_like(pars),
+            uncertainties=None,
         )
 
     def start_from(self, pars: Array) -> Array:
@@ -258,7 +261,7 @@ def _tmu_like(setup: _Setup, mu, data: Array):
             nll=jnp.where(take, seq.nll[2], seq.nll[1]),
             converged=seq.converged[1] & seq.converged[2],
             n_iter=jnp.asarray(0, dtype=jnp.int32),
-            uncertainties=jnp.zeros_like(seq.pars[0]),
+            uncertainties=None,
         )
         free = FitResult(seq.pars[0], seq.nll[0], seq.converged[0], cond.n_iter, cond.uncertainties)
     else:

@@ -12,7 +12,7 @@ relax)`` and a hard twin ``hard_histogram(sample)``: `SoftmaxBins` (INFERNO), `K
 Example:
 
 >>> import jax, jax.numpy as jnp
->>> from diffana.train import Annealing, fit
+>>> from diffana.train import Annealing, run_training
 >>> Annealing(1.0, 10.0)(step=5, steps=11)   # geometric: half-way is sqrt(10)
 3.1622776601683795
 """
@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from diffana.train._data import CutVariable, Sample, subsample
-from diffana.train._loop import LossFn, TrainedAnalysis, TrainResult, fit, make_optimizer
+from diffana.train._loop import LossFn, TrainedAnalysis, TrainResult, make_optimizer, run_training
 from diffana.train._pipelines import (
     Classifier,
     CutSelection,
@@ -56,10 +56,10 @@ __all__ = [
     "as_annealing",
     "atomic_write_json",
     "atomic_write_text",
-    "fit",
     "json_default",
     "make_optimizer",
     "read_metrics",
+    "run_training",
     "scan_thresholds",
     "standardisation",
     "subsample",

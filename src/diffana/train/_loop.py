@@ -23,14 +23,14 @@ from diffana.train._data import Sample, subsample
 from diffana.train._schedules import Annealing, as_annealing
 from diffana.train._tracking import RunTracker
 
-__all__ = ["LossFn", "TrainResult", "TrainedAnalysis", "fit", "make_optimizer"]
+__all__ = ["LossFn", "TrainResult", "TrainedAnalysis", "make_optimizer", "run_training"]
 
 #: ``loss_fn(pipeline, batch, relax) -> (loss, figure_of_merit)``, both scalars.
 LossFn = Callable[[Any, Mapping[str, Sample], Array], tuple[Array, Array]]
 
 
 class TrainResult(NamedTuple):
-    """What `fit` returns.
+    """What `run_training` returns.
 
     **Fields:**
 
@@ -121,7 +121,7 @@ def _train_step(
     return params, opt_state, loss, fom
 
 
-def fit(
+def run_training(
     loss_fn: LossFn,
     pipeline: Any,
     train: Mapping[str, Sample],
@@ -174,7 +174,7 @@ def fit(
     >>> from diffana.train import Sample
     >>> data = {"a": Sample(np.linspace(-1, 1, 50)[:, None], np.ones(50))}
     >>> loss = lambda p, batch, r: (jnp.sum((p - 2.0) ** 2),) * 2
-    >>> res = fit(loss, jnp.zeros(2), data, steps=300, batch_size=8,
+    >>> res = run_training(loss, jnp.zeros(2), data, steps=300, batch_size=8,
     ...           key=jax.random.key(0), learning_rate=0.05)
     >>> np.round(np.asarray(res.pipeline), 2)
     array([2., 2.])

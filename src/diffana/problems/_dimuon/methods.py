@@ -49,7 +49,7 @@ from diffana.problems._dimuon.analysis import (
 )
 from diffana.problems._dimuon.generator import NANOAOD_SAMPLES
 from diffana.systematics import evaluate_variations
-from diffana.train import RunTracker, Sample, TrainedAnalysis, fit, scan_thresholds
+from diffana.train import RunTracker, Sample, TrainedAnalysis, run_training, scan_thresholds
 
 __all__ = [
     "OBJECT_METHODS",
@@ -153,7 +153,8 @@ def _variant_yields(problem, fn, pipeline, stacked: Events) -> dict[tuple[str, s
 
 
 def dimuon_loss(problem: Any, scenario: str, kind: str = "discovery") -> Callable:
-    """``loss_fn(pipeline, batch, relax) -> (loss, figure_of_merit)`` for `diffana.train.fit`.
+    """``loss_fn(pipeline, batch, relax) -> (loss, figure_of_merit)`` for
+    `diffana.train.run_training`.
 
     Equivalent to `diffana.bench.hf_loss` (the same HistFactory model and loss), but the
     pipeline is traced once: the samples of the minibatch (equal sizes) are stacked and
@@ -272,7 +273,7 @@ def train_object_method(
     - `seed`: initialisation, minibatches and random scans.
     - `train`: the training events (`problem.generate(seed, "train")`).
     - `tracker`, `callback`: per-step (per scan chunk) tracking and progress.
-    - `mesh`: split every training batch over these devices (`diffana.train.fit`).
+    - `mesh`: split every training batch over these devices (`diffana.train.run_training`).
 
     **Returns:** a `diffana.train.TrainedAnalysis`; its ``training["thresholds"]`` maps
     `CUT_NAMES` to the chosen thresholds.
@@ -301,7 +302,7 @@ def train_object_method(
         else:
             pipe = _neural_pipeline(train, cfg, k_init, edges, problem.n_bins)
             relax_value = cfg["bandwidth"]
-        res = fit(
+        res = run_training(
             dimuon_loss(problem, scenario, cfg["loss"]), pipe, train,
             steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), key=k_fit,
             learning_rate=float(cfg["learning_rate"]), relax=relax_value,
