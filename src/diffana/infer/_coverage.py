@@ -284,7 +284,7 @@ def fair_universe_score(
             f"length; got shapes {lower.shape} and {upper.shape}"
         )
     n = lower.shape[0]
-    c = jnp.mean((truth >= lower) & (truth <= upper))
+    c = jnp.mean(((truth >= lower) & (truth <= upper)).astype(jnp.float64))
     w = jnp.mean(jnp.abs(upper - lower))
     sigma68 = math.sqrt(target * (1.0 - target) / n)
     low_edge, high_edge = target - 2.0 * sigma68, target + 2.0 * sigma68

@@ -25,6 +25,9 @@ from jaxtyping import Array, ArrayLike, Bool, Float
 from diffana.infer._mle import (
     DEFAULT_MAXITER,
     DEFAULT_TOL,
+    FitResult,
+    _argmin,
+    floating,
     as_poi_value,
     fit_batch,
     report_convergence,
@@ -180,6 +183,24 @@ def statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0) -> Array:
     return jnp.where(is_q0, jnp.where(mu_hat < 0, 0.0, t), jnp.where(mu_hat > mu, 0.0, t))
 
 
+# Largest number of parameters whose toy fits run vmapped (every fit of a chunk in
+# lock-step); larger models fit one toy after the other (`fit_batch`'s `lax.map`).
+VMAP_MAX_PARS = 32
+
+
+def _fit_many(model, data, inits, bounds, masks, tol, maxiter) -> FitResult:
+    """Fits of many toys: vmapped for models up to `VMAP_MAX_PARS` parameters."""
+    if inits.shape[1] > VMAP_MAX_PARS:
+        return fit_batch(model, data, inits, bounds, masks, tol, maxiter)
+    free = floating(model, masks)
+
+    def one(d, x0, fr):
+        pars, nll, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
+        return FitResult(pars, nll, converged, n_iter, jnp.zeros_like(pars))
+
+    return jax.vmap(one)(data, inits, free)
+
+
 def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
     """Test statistics of the datasets `data` `(m, n)`, fits starting at `starts`
     `(m, npars)`: `(stat (m,), converged (m,))`. Fixed parameters keep `setup.init`."""
@@ -194,7 +215,7 @@ def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
             jnp.broadcast_to(fixed, starts.shape),
         ]
     )
-    res = fit_batch(
+    res = _fit_many(
         setup.model,
         jnp.concatenate([data, data]),
         jnp.concatenate([cond_init, starts]),
