@@ -27,9 +27,9 @@ from diffana.infer._mle import (
     DEFAULT_TOL,
     FitResult,
     _argmin,
-    floating,
     as_poi_value,
     fit_batch,
+    floating,
     report_convergence,
 )
 from diffana.infer._teststat import _Setup
