@@ -71,9 +71,11 @@ def small_models() -> dict:
     ten_sig = np.linspace(2.0, 10.0, 10)
     ten_bkg = np.linspace(50.0, 20.0, 10)
     ten = hf.uncorrelated_background(ten_sig.tolist(), ten_bkg.tolist(), (0.1 * ten_bkg).tolist())
-    return {
-        "3-bin": (three.to_pyhf(), three, [22.0, 33.0, 14.0]),
-        "10-bin": (ten.to_pyhf(), ten, (ten_bkg + 1.0).round().tolist()),
+    three_obs = [22.0, 33.0, 14.0]
+    ten_obs = (ten_bkg + 1.0).round().tolist()
+    return {  # pyhf workspaces with the same observations
+        "3-bin": (three.to_pyhf(three_obs), three, three_obs),
+        "10-bin": (ten.to_pyhf(ten_obs), ten, ten_obs),
     }
 
 
