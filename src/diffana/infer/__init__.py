@@ -15,28 +15,46 @@ converge) inside `jit`/`vmap`/`grad`, unless traced inside
 from __future__ import annotations
 
 from diffana.infer._asymptotics import DiscoveryResult, discovery, hypotest
+from diffana.infer._coverage import (
+    CoverageResult,
+    FairUniverseScore,
+    PoiInterval,
+    coverage,
+    fair_universe_score,
+    poi_interval,
+)
 from diffana.infer._fisher import asimov_significance, fisher_information, poi_uncertainty
 from diffana.infer._intervals import UpperLimitResult, upper_limit
 from diffana.infer._mle import FitResult, fit, fixed_poi_fit, runtime_convergence_checks
 from diffana.infer._teststat import asimov_data, q0, qmu, qmu_tilde, tmu, tmu_tilde
+from diffana.infer._toys import ToyDistributions, sample_data, toy_distributions
 
 __all__ = [
+    "CoverageResult",
     "DiscoveryResult",
+    "FairUniverseScore",
     "FitResult",
+    "PoiInterval",
+    "ToyDistributions",
     "UpperLimitResult",
     "asimov_data",
     "asimov_significance",
+    "coverage",
     "discovery",
+    "fair_universe_score",
     "fisher_information",
     "fit",
     "fixed_poi_fit",
     "hypotest",
+    "poi_interval",
     "poi_uncertainty",
     "q0",
     "qmu",
     "qmu_tilde",
     "runtime_convergence_checks",
+    "sample_data",
     "tmu",
     "tmu_tilde",
+    "toy_distributions",
     "upper_limit",
 ]

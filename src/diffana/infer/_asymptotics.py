@@ -37,6 +37,7 @@ __all__ = ["DiscoveryResult", "discovery", "hypotest"]
 
 _TEST_STATS = ("qtilde", "q", "q0")
 _BASE_DISTS = ("normal", "clipped_normal")
+_CALCTYPES = ("asymptotics", "toybased")
 # Expected-band points in pyhf's order: (+2, +1, 0, -1, -2) sigma of the
 # background-only test-statistic distribution (CLs from smallest to largest).
 N_SIGMA = jnp.asarray([2.0, 1.0, 0.0, -1.0, -2.0])
@@ -195,10 +196,16 @@ def hypotest(
     fixed: Sequence[bool] | None = None,
     bounds: Float[ArrayLike, "npars 2"] | None = None,
     calc_base_dist: str = "normal",
+    calctype: str = "asymptotics",
+    ntoys: int | None = None,
+    key: Any = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
     tol: float = DEFAULT_TOL,
     maxiter: int = DEFAULT_MAXITER,
 ):
-    """Asymptotic hypothesis test of `mu = poi_value`, as `pyhf.infer.hypotest`.
+    """Hypothesis test of `mu = poi_value`, as `pyhf.infer.hypotest`: asymptotic
+    (default) or from pseudo-experiments (`calctype="toybased"`).
 
     Runs pyhf's asymptotic calculator: the observed test statistic, Asimov data
     generated at `mu = 0` (`mu = 1` for `"q0"`) with the nuisance parameters profiled
@@ -223,7 +230,18 @@ def hypotest(
     - `return_expected_set`: also return the expected band at `(+2, +1, 0, -1, -2)`
       sigma of the background-only distribution, `(5,)` (pyhf's order).
     - `init`, `fixed`, `bounds`: as in :func:`diffana.infer.fit`.
-    - `calc_base_dist`: `"normal"` (default) or `"clipped_normal"`, as in pyhf.
+    - `calc_base_dist`: `"normal"` (default) or `"clipped_normal"`, as in pyhf
+      (asymptotics only).
+    - `calctype`: `"asymptotics"` (default) or `"toybased"`: pyhf's `ToyCalculator`
+      (:func:`diffana.infer.toy_distributions` under both hypotheses; CLs+b and CLb
+      are the fractions of toys whose test statistic is `>=` the observed one; the
+      expected band holds the percentiles at `Phi(-2, ..., 2)` of the p-values of the
+      background-only toys, pyhf's order). Not differentiable, not jittable.
+    - `ntoys`: toys per hypothesis (toys only; default 2000, pyhf's).
+    - `key`: a JAX random key, `jax.random.key(seed)` (toys only; required).
+    - `chunk_size`: toys per hypothesis fitted in one compiled call (toys only;
+      default 2048).
+    - `progress`: show a progress bar on stderr (toys only).
 
     **Returns:** CLs `()` alone, or a tuple `(CLs, tail_probs, expected, expected_set)`
     holding the requested items in that order (pyhf's layout, with arrays instead of
@@ -232,6 +250,35 @@ def hypotest(
     """
     where = "diffana.infer.hypotest"
     require_float64(where)
+    if calctype not in _CALCTYPES:
+        raise ValueError(f"{where}: calctype must be one of {_CALCTYPES}; got {calctype!r}")
+    if calctype == "toybased":
+        from diffana.infer._toys import DEFAULT_CHUNK, DEFAULT_NTOYS, toy_hypotest
+
+        if calc_base_dist != "normal":
+            raise ValueError(f"{where}: calc_base_dist applies to calctype='asymptotics' only")
+        if test_stat not in _TEST_STATS:
+            raise ValueError(f"{where}: test_stat must be one of {_TEST_STATS}; got {test_stat!r}")
+        return toy_hypotest(
+            poi_value,
+            data,
+            model,
+            test_stat,
+            return_tail_probs,
+            return_expected,
+            return_expected_set,
+            ntoys=DEFAULT_NTOYS if ntoys is None else ntoys,
+            key=key,
+            init=init,
+            fixed=fixed,
+            bounds=bounds,
+            chunk_size=DEFAULT_CHUNK if chunk_size is None else chunk_size,
+            progress=progress,
+            tol=tol,
+            maxiter=maxiter,
+        )
+    if ntoys is not None or key is not None or chunk_size is not None:
+        raise ValueError(f"{where}: ntoys, key and chunk_size apply to calctype='toybased' only")
     if test_stat not in _TEST_STATS:
         raise ValueError(f"{where}: test_stat must be one of {_TEST_STATS}; got {test_stat!r}")
     if calc_base_dist not in _BASE_DISTS:

@@ -1,0 +1,482 @@
+"""Pseudo-experiments ("toys"): sampling a HistFactory model, and the toy-based
+calculator of pyhf (test-statistic distributions, CLs+b, CLb, CLs, expected band).
+
+Toys are drawn from the full probability model: Poisson counts in the main bins and the
+auxiliary data of the constraints (Gaussian constraints: `Normal(theta, sigma)`;
+Poisson constraints of `shapesys`: `Poisson(tau * gamma)`, pyhf's layout, where the
+auxdata are the counts `tau`). Toy `i` of a hypothesis uses the key
+`jax.random.fold_in(hypothesis_key, i)`, so the toys do not depend on how they are
+split into chunks, and a fixed key gives the same numbers on the same machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtr
+from jaxtyping import Array, ArrayLike, Bool, Float
+
+from diffana.infer._mle import (
+    DEFAULT_MAXITER,
+    DEFAULT_TOL,
+    FitResult,
+    _argmin,
+    as_poi_value,
+    fit_batch,
+    floating,
+    report_convergence,
+)
+from diffana.infer._teststat import _Setup
+
+__all__ = ["ToyDistributions", "sample_data", "toy_distributions"]
+
+DEFAULT_NTOYS = 2000
+DEFAULT_CHUNK = 2048
+_TEST_STATS = ("qtilde", "q", "q0")
+# Percentiles of the background-only distribution of the p-values behind the expected
+# band, pyhf's order: +2, +1, 0, -1, -2 sigma (smallest CLs first).
+_BAND_PERCENTILES = 100.0 * np.asarray(ndtr(jnp.asarray([-2.0, -1.0, 0.0, 1.0, 2.0])))
+
+
+# --------------------------------------------------------------------------------------
+# input checks
+
+
+def check_key(key: Any, where: str) -> Array:
+    """A single JAX PRNG key (`jax.random.key(seed)` or the legacy
+    `jax.random.PRNGKey(seed)`), or a clear `TypeError`."""
+    hint = "pass key=jax.random.key(seed) (an explicit JAX random key; there is no global seed)"
+    if key is None:
+        raise TypeError(f"{where}: toys need a random key; {hint}")
+    if not isinstance(key, jax.Array):
+        raise TypeError(
+            f"{where}: 'key' must be a JAX random key; got {type(key).__name__}. {hint}"
+        )
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise TypeError(
+                f"{where}: 'key' must be a single key; got a key array of shape {key.shape}"
+            )
+        return key
+    if key.dtype == jnp.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+    raise TypeError(
+        f"{where}: 'key' must be a JAX random key; got an array of dtype {key.dtype} and "
+        f"shape {key.shape}. {hint}"
+    )
+
+
+def check_ntoys(ntoys: Any, where: str) -> int:
+    if isinstance(ntoys, bool) or not isinstance(ntoys, int | np.integer):
+        raise TypeError(f"{where}: 'ntoys' must be an integer; got {ntoys!r}")
+    if ntoys < 1:
+        raise ValueError(f"{where}: 'ntoys' must be at least 1; got {ntoys}")
+    return int(ntoys)
+
+
+def check_chunk(chunk_size: Any, where: str) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
+        raise TypeError(f"{where}: 'chunk_size' must be an integer; got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"{where}: 'chunk_size' must be at least 1; got {chunk_size}")
+    return int(chunk_size)
+
+
+def check_sampleable(model: Any, where: str) -> None:
+    for attr in ("structure", "gauss_sigma", "pois_factor", "expected_actualdata"):
+        if not hasattr(model, attr):
+            raise TypeError(
+                f"{where}: pseudo-experiments need a diffana.hf.Model (its constraint "
+                f"layout); got {type(model).__name__} without .{attr}"
+            )
+
+
+# --------------------------------------------------------------------------------------
+# sampling
+
+
+def _sample_one(key: Array, model: Any, pars: Array) -> Array:
+    """One pseudo-dataset (main bins followed by auxdata) at `pars`."""
+    st = model.structure
+    k_main, k_gauss, k_pois = jax.random.split(key, 3)
+    rates = jnp.maximum(model.expected_actualdata(pars), 0.0)
+    main = jax.random.poisson(k_main, rates).astype(jnp.float64)
+    centre = pars[np.asarray(st.gauss_par, dtype=np.int64)]
+    gauss = centre + model.gauss_sigma * jax.random.normal(k_gauss, centre.shape, jnp.float64)
+    rate = pars[np.asarray(st.pois_par, dtype=np.int64)] * model.pois_factor
+    pois = jax.random.poisson(k_pois, jnp.maximum(rate, 0.0)).astype(jnp.float64)
+    aux = jnp.concatenate([gauss, pois])[np.asarray(st.aux_perm, dtype=np.int64)]
+    return jnp.concatenate([main, aux])
+
+
+def _sample_indices(key: Array, model: Any, pars: Array, indices: Array) -> Array:
+    """Toys number `indices` of the stream `key` at `pars`, `(len(indices), n)`."""
+    return jax.vmap(lambda i: _sample_one(jax.random.fold_in(key, i), model, pars))(indices)
+
+
+@eqx.filter_jit
+def _sample_jit(key, model, pars, *, ntoys):
+    return _sample_indices(key, model, pars, jnp.arange(ntoys, dtype=jnp.uint32))
+
+
+def sample_data(
+    model: Any,
+    pars: Float[ArrayLike, " npars"],
+    ntoys: int,
+    *,
+    key: Array,
+) -> Float[Array, "ntoys n"]:
+    """Pseudo-datasets drawn from the model's full probability density at `pars`.
+
+    Main bins are Poisson with the expected counts at `pars`; the auxiliary data are
+    drawn from the constraint terms: `Normal(theta, sigma)` for Gaussian constraints
+    (`sigma` is 1 for normsys/histosys, the relative uncertainty for staterror, the
+    luminosity uncertainty for lumi) and `Poisson(tau * gamma)` for shapesys (the
+    auxdata are the counts `tau`, pyhf's convention), as pyhf's
+    `model.make_pdf(pars).sample((ntoys,))`.
+
+    **Arguments:**
+
+    - `model`: a `diffana.hf.Model`.
+    - `pars`: the parameters the toys are drawn at, `(npars,)`.
+    - `ntoys`: number of pseudo-datasets.
+    - `key`: a JAX random key (`jax.random.key(seed)`); toy `i` uses
+      `jax.random.fold_in(key, i)`.
+
+    **Returns:** `(ntoys, nbins + nauxdata)` float64, each row a dataset for
+    :func:`diffana.infer.fit` and friends.
+
+    Example:
+
+    >>> import jax
+    >>> from diffana import hf, infer
+    >>> model = hf.uncorrelated_background([5.0, 10.0], [50.0, 60.0], [5.0, 12.0])
+    >>> toys = infer.sample_data(model, model.init, 3, key=jax.random.key(0))
+    >>> toys.shape
+    (3, 4)
+    """
+    where = "diffana.infer.sample_data"
+    check_sampleable(model, where)
+    key = check_key(key, where)
+    ntoys = check_ntoys(ntoys, where)
+    pars = jnp.asarray(pars, dtype=jnp.float64)
+    if pars.shape != (int(model.npars),):
+        raise ValueError(f"{where}: 'pars' must have shape ({model.npars},); got {pars.shape}")
+    return _sample_jit(key, model, pars, ntoys=ntoys)
+
+
+# --------------------------------------------------------------------------------------
+# test statistics of toys
+
+
+def statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0) -> Array:
+    """pyhf's test statistic from the conditional and free fits (NLLs, `mu_hat`):
+    `q0` where `is_q0` (an array, so one compilation serves every statistic), else
+    `q_mu` (`q~_mu` with the POI bounded at zero)."""
+    t = jnp.maximum(2.0 * (cond_nll - free_nll), 0.0)
+    return jnp.where(is_q0, jnp.where(mu_hat < 0, 0.0, t), jnp.where(mu_hat > mu, 0.0, t))
+
+
+# Largest number of parameters whose toy fits run vmapped (every fit of a chunk in
+# lock-step); larger models fit one toy after the other (`fit_batch`'s `lax.map`).
+VMAP_MAX_PARS = 32
+
+
+def _fit_many(model, data, inits, bounds, masks, tol, maxiter) -> FitResult:
+    """Fits of many toys: vmapped for models up to `VMAP_MAX_PARS` parameters."""
+    if inits.shape[1] > VMAP_MAX_PARS:
+        return fit_batch(model, data, inits, bounds, masks, tol, maxiter)
+    free = floating(model, masks)
+
+    def one(d, x0, fr):
+        pars, nll, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
+        return FitResult(pars, nll, converged, n_iter, jnp.zeros_like(pars))
+
+    return jax.vmap(one)(data, inits, free)
+
+
+def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
+    """Test statistics of the datasets `data` `(m, n)`, fits starting at `starts`
+    `(m, npars)`: `(stat (m,), converged (m,))`. Fixed parameters keep `setup.init`."""
+    poi = setup.poi_index
+    fixed = jnp.asarray(setup.fixed)
+    starts = jnp.where(fixed, setup.init, starts)
+    m = data.shape[0]
+    cond_init = starts.at[:, poi].set(mu)
+    masks = jnp.concatenate(
+        [
+            jnp.broadcast_to(fixed.at[poi].set(True), starts.shape),
+            jnp.broadcast_to(fixed, starts.shape),
+        ]
+    )
+    res = _fit_many(
+        setup.model,
+        jnp.concatenate([data, data]),
+        jnp.concatenate([cond_init, starts]),
+        setup.bounds,
+        masks,
+        setup.tol,
+        setup.maxiter,
+    )
+    stat = statistic_from_fits(res.nll[:m], res.nll[m:], res.pars[m:, poi], mu, is_q0)
+    return stat, res.converged[:m] & res.converged[m:]
+
+
+@eqx.filter_jit
+def _observed_jit(
+    mu_null, mu_alt, stat_mu, is_q0, model, data, init, bounds, *, fixed, tol, maxiter
+):
+    """Generating parameters of both hypotheses and the observed test statistic."""
+    setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
+    null, alt, cond, free = setup.batch(data, [mu_null, mu_alt, stat_mu, None])
+    stat = statistic_from_fits(cond.nll, free.nll, free.pars[setup.poi_index], stat_mu, is_q0)
+    gen = jnp.stack([setup.start_from(null.pars), setup.start_from(alt.pars)])
+    converged = null.converged & alt.converged & cond.converged & free.converged
+    return stat, gen, converged
+
+
+@eqx.filter_jit
+def _chunk_jit(
+    offset, keys, gen, stat_mu, is_q0, model, init, bounds, *, size, fixed, tol, maxiter
+):
+    """Test statistics of toys `offset + arange(size)` of both hypotheses, `(2, size)`."""
+    setup = _Setup.core(model, None, init, bounds, fixed, tol, maxiter)
+    idx = offset + jnp.arange(size, dtype=jnp.uint32)
+    data = jax.vmap(lambda k, p: _sample_indices(k, model, p, idx))(keys, gen)  # (2, size, n)
+    starts = jnp.repeat(gen, size, axis=0)
+    stat, conv = toy_statistics(setup, data.reshape(2 * size, -1), starts, stat_mu, is_q0)
+    return stat.reshape(2, size), conv.reshape(2, size)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (a no-op when not `enabled`); yields `advance(n)`."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.update(task, advance=n)
+
+
+def run_chunks(fn: Callable[[Array], tuple], ntoys: int, chunk: int, advance) -> list[np.ndarray]:
+    """Call `fn(offset)` for offsets `0, chunk, ...` below `ntoys` (one compiled
+    function, a padded last chunk) and concatenate its outputs along their last axis,
+    trimmed to `ntoys`."""
+    pieces = []
+    for offset in range(0, ntoys, chunk):
+        out = jax.device_get(fn(jnp.asarray(offset, dtype=jnp.uint32)))
+        pieces.append(out)
+        advance(min(chunk, ntoys - offset))
+    return [np.concatenate(parts, axis=-1)[..., :ntoys] for parts in zip(*pieces, strict=True)]
+
+
+class ToyDistributions(NamedTuple):
+    """Test statistics of pseudo-experiments under the two hypotheses (a PyTree).
+
+    pyhf's naming: for `"qtilde"` and `"q"` the signal-plus-background toys are drawn
+    at the tested `mu`, the background-only ones at `mu = 0`; for `"q0"` the first are
+    drawn at the tested value (the null hypothesis of discovery, `mu = 0` as usually
+    called) and the second at `mu = 1`. Nuisance parameters at their conditional
+    maximum-likelihood estimates on the observed data for each hypothesis.
+
+    **Fields:** `signal_plus_background` and `background_only` `(ntoys,)`, `observed`
+    `()` (the test statistic of the observed data), `converged_sb` and `converged_b`
+    `(ntoys,)` bool (both fits of each toy converged).
+    """
+
+    signal_plus_background: Float[Array, " ntoys"]
+    background_only: Float[Array, " ntoys"]
+    observed: Float[Array, ""]
+    converged_sb: Bool[Array, " ntoys"]
+    converged_b: Bool[Array, " ntoys"]
+
+
+def _hypotheses(poi_value, test_stat):
+    """`(mu of the sb toys, mu of the b toys, mu of the test statistic)`, pyhf's."""
+    if test_stat == "q0":
+        return poi_value, jnp.asarray(1.0, jnp.float64), jnp.asarray(0.0, jnp.float64)
+    return poi_value, jnp.asarray(0.0, jnp.float64), poi_value
+
+
+def toy_distributions(
+    poi_value: Float[ArrayLike, ""],
+    data: Float[ArrayLike, " n"],
+    model: Any,
+    ntoys: int = DEFAULT_NTOYS,
+    *,
+    key: Array,
+    test_stat: str = "qtilde",
+    init: Float[ArrayLike, " npars"] | None = None,
+    fixed: Sequence[bool] | None = None,
+    bounds: Float[ArrayLike, "npars 2"] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: bool = False,
+    tol: float = DEFAULT_TOL,
+    maxiter: int = DEFAULT_MAXITER,
+) -> ToyDistributions:
+    """Distributions of a test statistic from pseudo-experiments, as pyhf's
+    `ToyCalculator.distributions`.
+
+    For each hypothesis the nuisance parameters are fitted to `data` with the POI fixed
+    at the hypothesis (pyhf's and the LHC Higgs combination's choice), `ntoys`
+    pseudo-datasets are drawn there (:func:`sample_data`: main bins and auxdata), and
+    each is fitted twice (POI fixed at `poi_value`, POI free). The fits run vmapped
+    (small models) or one after the other (large ones) in chunks of `chunk_size` toys
+    of each hypothesis: one compilation, bounded memory for any `ntoys`.
+
+    **Arguments:**
+
+    - `poi_value`: tested value of the POI (must lie within its bounds).
+    - `data`: observed main-bin counts followed by auxdata, `(nbins + naux,)`.
+    - `model`: a `diffana.hf.Model`.
+    - `ntoys`: toys per hypothesis (default 2000, pyhf's).
+    - `key`: a JAX random key, `jax.random.key(seed)`; the two hypotheses use
+      `jax.random.split(key)`.
+    - `test_stat`: `"qtilde"` (default), `"q"` or `"q0"`.
+    - `init`, `fixed`, `bounds`: as in :func:`diffana.infer.fit`.
+    - `chunk_size`: toys per hypothesis fitted in one compiled call.
+    - `progress`: show a progress bar on stderr.
+    - `tol`, `maxiter`: passed to the fits.
+
+    **Returns:** a :class:`ToyDistributions`. Non-converged toy fits raise a
+    :class:`diffana.ConvergenceWarning` with their number (their test statistics are
+    kept, as pyhf does).
+    """
+    where = "diffana.infer.toy_distributions"
+    return _distributions(
+        poi_value, data, model, ntoys, key, test_stat, init, fixed, bounds, chunk_size,
+        progress, tol, maxiter, where,
+    )  # fmt: skip
+
+
+def _distributions(
+    poi_value, data, model, ntoys, key, test_stat, init, fixed, bounds, chunk_size,
+    progress, tol, maxiter, where,
+) -> ToyDistributions:  # fmt: skip
+    from diffana.infer._asymptotics import check_poi_in_bounds
+
+    if test_stat not in _TEST_STATS:
+        raise ValueError(f"{where}: test_stat must be one of {_TEST_STATS}; got {test_stat!r}")
+    ntoys = check_ntoys(ntoys, where)
+    key = check_key(key, where)
+    chunk = min(check_chunk(chunk_size, where), ntoys)
+    check_sampleable(model, where)
+    setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
+    poi_value = as_poi_value(poi_value, where)
+    check_poi_in_bounds(poi_value, setup, where)
+    mu_null, mu_alt, stat_mu = _hypotheses(poi_value, test_stat)
+    if test_stat == "q0":
+        check_poi_in_bounds(mu_alt, setup, where)
+    options = setup.kwargs()
+    is_q0 = jnp.asarray(test_stat == "q0")
+    observed, gen, converged = _observed_jit(
+        mu_null, mu_alt, stat_mu, is_q0, *setup.args(), **options
+    )
+    observed, gen = report_convergence(converged, model, where, (observed, gen))
+    keys = jax.random.split(key)
+    model_, _, init_, bounds_ = setup.args()
+
+    def one_chunk(offset):
+        return _chunk_jit(
+            offset, keys, gen, stat_mu, is_q0, model_, init_, bounds_,
+            size=chunk, **options,
+        )  # fmt: skip
+
+    with progress_bar(progress, ntoys, "toys (both hypotheses)") as advance:
+        stats, conv = run_chunks(one_chunk, ntoys, chunk, advance)
+    report_convergence(conv, model, where + " (toy fits)", None)
+    return ToyDistributions(
+        signal_plus_background=jnp.asarray(stats[0]),
+        background_only=jnp.asarray(stats[1]),
+        observed=observed,
+        converged_sb=jnp.asarray(conv[0]),
+        converged_b=jnp.asarray(conv[1]),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# p-values
+
+
+def _tail(sorted_samples: Array, values: Array) -> Array:
+    """Fraction of `sorted_samples` at or above each of `values` (pyhf's `>=`)."""
+    n = sorted_samples.shape[0]
+    below = jnp.searchsorted(sorted_samples, values, side="left")
+    return (n - below).astype(jnp.float64) / n
+
+
+@jax.jit
+def _toy_pvalues(sb: Array, b: Array, observed: Array):
+    """Observed `(CLs+b, CLb, CLs)` and the expected band `(CLs+b (5,), CLs (5,))`."""
+    sb_sorted, b_sorted = jnp.sort(sb), jnp.sort(b)
+    clsb, clb = _tail(sb_sorted, observed), _tail(b_sorted, observed)
+    # p-values of every background-only toy, then their percentiles (pyhf's band)
+    clsb_b, clb_b = _tail(sb_sorted, b), _tail(b_sorted, b)
+    q = jnp.asarray(_BAND_PERCENTILES)
+    band_clsb = jnp.percentile(clsb_b, q, method="linear")
+    band_cls = jnp.percentile(clsb_b / clb_b, q, method="linear")
+    return clsb, clb, clsb / clb, band_clsb, band_cls
+
+
+def toy_hypotest(
+    poi_value,
+    data,
+    model,
+    test_stat,
+    return_tail_probs,
+    return_expected,
+    return_expected_set,
+    *,
+    ntoys,
+    key,
+    init,
+    fixed,
+    bounds,
+    chunk_size,
+    progress,
+    tol,
+    maxiter,
+):
+    """:func:`diffana.infer.hypotest` with `calctype="toybased"` (see there)."""
+    where = "diffana.infer.hypotest"
+    dists = _distributions(
+        poi_value, data, model, ntoys, key, test_stat, init, fixed, bounds, chunk_size,
+        progress, tol, maxiter, where,
+    )  # fmt: skip
+    clsb, clb, cls, band_clsb, band_cls = _toy_pvalues(
+        dists.signal_plus_background, dists.background_only, dists.observed
+    )
+    is_q0 = test_stat == "q0"
+    out = [clsb if is_q0 else cls]
+    if return_tail_probs:
+        out.append(jnp.stack([clb]) if is_q0 else jnp.stack([clsb, clb]))
+    band = band_clsb if is_q0 else band_cls
+    if return_expected:
+        out.append(band[2])
+    if return_expected_set:
+        out.append(band)
+    return tuple(out) if len(out) > 1 else out[0]
