@@ -21,11 +21,14 @@ Example (the Python equivalent of ``diffana bench gaussian_blobs --quick``):
 from __future__ import annotations
 
 from diffana.bench._evaluate import (
+    CLS_TOYS,
+    COVERAGE_TOYS,
     METRICS,
     evaluate_yields,
     hard_yields,
     profile_width,
     pyhf_referee,
+    toy_metrics,
 )
 from diffana.bench._methods import TrainedAnalysis, hf_loss, method_settings, train_method
 from diffana.bench._report import RESULTS_SCHEMA, summarise, write_docs_page, write_reports
@@ -40,6 +43,8 @@ from diffana.bench._runner import (
 )
 
 __all__ = [
+    "CLS_TOYS",
+    "COVERAGE_TOYS",
     "DEFAULT_PROBLEMS",
     "METRICS",
     "RESULTS_SCHEMA",
@@ -57,6 +62,7 @@ __all__ = [
     "run_bench",
     "run_one",
     "summarise",
+    "toy_metrics",
     "train_method",
     "write_docs_page",
     "write_reports",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
@@ -20,6 +21,8 @@ from diffana.problems import Problem, Sample, TemplateKey
 from diffana.problems._workspace import to_json_compatible
 
 __all__ = [
+    "CLS_TOYS",
+    "COVERAGE_TOYS",
     "METRICS",
     "evaluate_yields",
     "hard_yields",
@@ -27,6 +30,7 @@ __all__ = [
     "profile_width",
     "pyhf_referee",
     "template_key_str",
+    "toy_metrics",
 ]
 
 #: Metrics of every evaluated analysis, with their meaning (the report's legend).
@@ -39,7 +43,20 @@ METRICS = {
     "(Asimov data at mu = 1), physical units",
     "pyhf_cls": "expected CLs at mu = 1 from pyhf on the exported workspace (the referee)",
     "pyhf_z0": "expected Z0 from pyhf on the exported workspace (the referee)",
+    "cls_toys": "expected CLs at mu = 1 from pseudo-experiments (median of the "
+    "background-only toys, qtilde): where it differs from `cls`, the asymptotic formulae "
+    "do not hold for this analysis",
+    "coverage_mu<v>": "coverage of the 68.27% profile-likelihood interval for mu over "
+    "pseudo-experiments thrown at mu = v (nuisance parameters at their nominal values)",
+    "interval_width": "mean width of those intervals over all toys, physical units",
+    "fair_score": "FAIR Universe HiggsML Uncertainty Challenge score of those intervals "
+    "(pooled; widths in units of mu; higher is better)",
 }
+#: Pseudo-experiments per true value of mu in the coverage study, and per hypothesis for
+#: the toy-based CLs, by mode: few in the default mode (minutes for the whole benchmark),
+#: more with ``--full``.
+COVERAGE_TOYS = {"quick": 20, "default": 200, "full": 1000}
+CLS_TOYS = {"quick": 100, "default": 1000, "full": 5000}
 
 
 def template_key_str(key: TemplateKey) -> str:
@@ -182,11 +199,14 @@ def evaluate_yields(
     *,
     referee: bool = True,
     progress: Callable[[str, str], None] | None = None,
+    seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """All metrics of hard template histograms, per scenario.
 
     `progress`: called as ``progress(scenario, stage)`` when a stage starts, `stage`
-    ``"fits"`` (diffana's profile-likelihood fits) or ``"referee"`` (pyhf's).
+    ``"fits"`` (diffana's profile-likelihood fits), ``"toys"`` (pseudo-experiments:
+    coverage and toy-based CLs) or ``"referee"`` (pyhf's). `seed` keys the
+    pseudo-experiments (`COVERAGE_TOYS`, `CLS_TOYS` per mode of the problem's definition).
 
     Bins without nominal background are taken out of the statistics first
     (`neutralise_empty_bins`). Each scenario's entry holds the metrics of `METRICS`, the
@@ -205,7 +225,7 @@ def evaluate_yields(
             except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
                 caught.append(f"extra_metrics: {err}")
             if n_empty < len(next(iter(reduced.values()))):
-                _model_metrics(problem, reduced, scenario, entry, caught, referee, progress)
+                _model_metrics(problem, reduced, scenario, entry, caught, referee, progress, seed)
             else:
                 caught.append("no background event selected: no statistical model")
                 for m in METRICS:
@@ -292,7 +312,31 @@ def _profile_nll(mu, model, data):
     return infer.fixed_poi_fit(mu, data, model).nll
 
 
-def _model_metrics(problem, reduced, scenario, entry, caught, referee, progress=None) -> None:
+def toy_metrics(problem: Problem, model: Any, asimov_b: Any, seed: int) -> dict[str, float]:
+    """Pseudo-experiment metrics of a hard-evaluated analysis (see `METRICS`): coverage
+    and mean width of the 68.27% interval for mu at each of the problem's
+    `coverage_poi_values`, the pooled FAIR Universe score, and the toy-based expected
+    CLs at mu = 1. `model` is the analysis' `diffana.hf.Model`, `asimov_b` its
+    background-only Asimov data."""
+    mode = problem.definition.mode
+    k_cov, k_cls = jax.random.split(jax.random.key(seed))
+    values = tuple(float(v) for v in problem.coverage_poi_values)
+    cov = infer.coverage(model, jnp.asarray(values), COVERAGE_TOYS[mode], key=k_cov)
+    out = {f"coverage_mu{v:g}": float(c) for v, c in zip(values, cov.coverage, strict=True)}
+    widths = np.asarray(cov.upper - cov.lower)[np.asarray(cov.converged)]
+    out["interval_width"] = float(np.mean(widths)) * problem.poi_scale
+    out["fair_score"] = float(cov.overall_score)
+    _, cls_exp = infer.hypotest(
+        1.0, asimov_b, model, calctype="toybased", ntoys=CLS_TOYS[mode], key=k_cls,
+        return_expected=True,
+    )  # fmt: skip
+    out["cls_toys"] = float(cls_exp)
+    return out
+
+
+def _model_metrics(
+    problem, reduced, scenario, entry, caught, referee, progress=None, seed=0
+) -> None:
     if progress is not None:
         progress(scenario, "fits")
     settings = problem.modifier_settings(scenario)
@@ -312,6 +356,12 @@ def _model_metrics(problem, reduced, scenario, entry, caught, referee, progress=
     except (ValueError, RuntimeError) as err:
         caught.append(f"profile width: {err}")
         entry["sigma_poi_profile"] = float("nan")
+    if progress is not None:
+        progress(scenario, "toys")
+    try:
+        entry.update(toy_metrics(problem, model, asimov_b, seed))
+    except (ValueError, RuntimeError) as err:
+        caught.append(f"pseudo-experiments: {err}")
     if referee:
         if progress is not None:
             progress(scenario, "referee")

@@ -226,7 +226,8 @@ def run_one(
     return an empty result after training).
     `on_stage(stage, scenario)` is called when the evaluation after training enters a
     stage: ``"hard"`` (hard histograms of the test sample), then per evaluated scenario
-    ``"fits"`` (diffana's fits) and, with `referee`, ``"referee"`` (pyhf's).
+    ``"fits"`` (diffana's fits), ``"toys"`` (pseudo-experiments) and, with `referee`,
+    ``"referee"`` (pyhf's).
 
     **Returns:** ``(result, reused)``; `reused` tells whether a finished result with the same
     configuration was found and returned without running.
@@ -269,7 +270,7 @@ def run_one(
     test = cache.get(problem, spec.seed, "test")
     yields, counts = hard_yields(trained.pipeline, problem.templates(test))
     evaluation = evaluate_yields(
-        problem, yields, spec.eval_scenarios, referee=referee,
+        problem, yields, spec.eval_scenarios, referee=referee, seed=spec.seed,
         progress=None if on_stage is None else (lambda scen, stage: on_stage(stage, scen)),
     )  # fmt: skip
     for scen, entry in evaluation.items():
@@ -469,6 +470,7 @@ def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:
 _STAGE_WORDS = {
     "hard": "hard histograms of the test sample",
     "fits": "profile-likelihood fits",
+    "toys": "pseudo-experiments (coverage, toy CLs)",
     "referee": "pyhf referee",
 }
 

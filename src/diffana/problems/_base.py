@@ -36,6 +36,8 @@ __all__ = [
 _BINS = Field("int", required=True, minimum=1)
 
 #: Fields shared by the built-in kinds' ``[generator]`` tables.
+#: `[analysis]` fields every problem accepts (see `Problem.coverage_poi_values`).
+ANALYSIS_FIELDS: dict[str, Field] = {"coverage_mu": Field("list", items=Field("number"))}
 SAMPLE_SIZE_FIELDS: dict[str, Field] = {
     "n_train": Field("int", required=True, minimum=1),
     "n_valid": Field("int", required=True, minimum=1),
@@ -233,6 +235,13 @@ class Problem(abc.ABC):
     def poi_scale(self) -> float:
         """Physical units per unit of the POI (e.g. 50 signal events per unit of mu)."""
         return float(self.param("analysis", "poi_scale", float, 1.0))
+
+    @property
+    def coverage_poi_values(self) -> tuple[float, ...]:
+        """True values of the POI at which the bench measures the coverage of the
+        interval for mu (``[analysis] coverage_mu``, default 0, 1 and 2)."""
+        values = self.param("analysis", "coverage_mu", list, [0.0, 1.0, 2.0])
+        return tuple(float(v) for v in values)
 
     def extra_metrics(self, yields: Yields, scenario: str) -> dict[str, float]:
         """Problem-specific figures of merit of a hard-evaluated analysis (default none)."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import (
+    ANALYSIS_FIELDS,
     SAMPLE_SIZE_FIELDS,
     CutVariable,
     Problem,
@@ -101,6 +102,7 @@ class CutScan(Problem):
     definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {
         "generator": dict(SAMPLE_SIZE_FIELDS),
         "analysis": {
+            **ANALYSIS_FIELDS,
             "bins": Field("int", required=True, minimum=1, maximum=1),
             "signal_yield": Field("number", required=True, positive=True),
             "background_yield": Field("number", required=True, positive=True),

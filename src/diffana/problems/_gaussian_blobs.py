@@ -10,6 +10,7 @@ import numpy as np
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import (
+    ANALYSIS_FIELDS,
     SAMPLE_SIZE_FIELDS,
     Problem,
     Sample,
@@ -81,6 +82,7 @@ class GaussianBlobs(Problem):
             **SAMPLE_SIZE_FIELDS,
         },
         "analysis": {
+            **ANALYSIS_FIELDS,
             "bins": Field("int", required=True, minimum=1),
             "signal_yield": Field("number", required=True, positive=True),
             "background_yield": Field("number", required=True, positive=True),

@@ -16,6 +16,7 @@ from jaxtyping import Array, Float
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import (
+    ANALYSIS_FIELDS,
     SAMPLE_SIZE_FIELDS,
     Problem,
     Sample,
@@ -223,6 +224,7 @@ class Inferno3D(Problem):
     definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {
         "generator": dict(SAMPLE_SIZE_FIELDS),
         "analysis": {
+            **ANALYSIS_FIELDS,
             "bins": Field("int", required=True, minimum=1),
             "signal_yield": Field("number", required=True, positive=True),
             "background_yield": Field("number", required=True, positive=True),

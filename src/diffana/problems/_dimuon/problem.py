@@ -21,6 +21,7 @@ import numpy as np
 
 from diffana.errors import ProblemDefinitionError
 from diffana.problems._base import (
+    ANALYSIS_FIELDS,
     SAMPLE_SIZE_FIELDS,
     SPLITS,
     CutVariable,
@@ -84,6 +85,7 @@ class DimuonNanoAOD(Problem):
     definition_fields: ClassVar[Mapping[str, Mapping[str, Field]]] = {
         "generator": {**SAMPLE_SIZE_FIELDS, "mll_min": Field("number", minimum=0.0)},
         "analysis": {
+            **ANALYSIS_FIELDS,
             "bins": Field("int", required=True, minimum=1),
             "mass_range": Field("list", required=True, length=2, items=Field("number")),
             "mu_scale": Field("number", minimum=0.0, maximum=1.0),
