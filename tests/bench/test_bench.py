@@ -45,6 +45,13 @@ def test_results_files_and_schema(tiny_bench):
             path = out / "plots" / f"{p}_{kind}.png"
             assert path.stat().st_size > 1000
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    # pseudo-experiments of every hard-evaluated analysis
+    for run in on_disk["problems"]["tiny_blobs"]["runs"]:
+        entry = run["evaluation"]["default"]
+        for v in (0, 1, 2):
+            assert 0.0 <= entry[f"coverage_mu{v}"] <= 1.0
+        assert entry["interval_width"] > 0 and np.isfinite(entry["fair_score"])
+        assert 0.0 <= entry["cls_toys"] <= 1.0
 
 
 def test_docs_page_from_results(tiny_bench, tmp_path):
