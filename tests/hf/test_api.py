@@ -20,9 +20,11 @@ def test_public_names():
         "Model",
         "correlated_background",
         "histosys_from_variations",
+        "hs3_data",
         "load_spec",
         "normsys_from_variations",
         "simple_model",
+        "to_hs3",
         "uncorrelated_background",
         "workspace_data",
     }
@@ -32,7 +34,9 @@ def test_public_names():
     assert issubclass(hf.Model, eqx.Module)
 
 
-@pytest.mark.parametrize("module", ["diffana.hf", "diffana.hf._model", "diffana.hf._builders"])
+@pytest.mark.parametrize(
+    "module", ["diffana.hf", "diffana.hf._model", "diffana.hf._builders", "diffana.hf._hs3_model"]
+)
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -29,7 +29,7 @@ from diffana.hf._builders import (
     simple_model,
     uncorrelated_background,
 )
-from diffana.hf._hs3 import hs3_data, to_hs3
+from diffana.hf._hs3_model import hs3_data, to_hs3
 from diffana.hf._model import Model, load_spec, workspace_data
 
 __all__ = [

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float
 
@@ -29,6 +27,7 @@ from diffana.infer._teststat import (
     OBSERVED,
     _Setup,
     better,
+    check_poi_in_bounds,
     fits_in_sequence,
     safe_sqrt,
 )
@@ -157,24 +156,6 @@ def _pvalues_jit(fits: _Asymptotics, mu, *, test_stat, calc_base_dist):
         t_exp = jnp.maximum(t_exp, -sqrt_qa)
     clsb_exp, _, cls_exp = _pvalues(t_exp, sqrt_qa)
     return clsb, clb, cls, clsb_exp, cls_exp
-
-
-def check_poi_in_bounds(poi_value: Array, setup: _Setup, where: str) -> None:
-    """Raise where a concrete tested POI value lies outside the POI's bounds (pyhf
-    does too): the fit at that value would be clipped into them, and the test would
-    silently answer another question."""
-    if isinstance(poi_value, jax.core.Tracer) or isinstance(setup.bounds, jax.core.Tracer):
-        return
-    low, high = (float(x) for x in np.asarray(setup.bounds)[setup.poi_index])
-    value = float(poi_value)
-    if not low <= value <= high:
-        names = getattr(setup.model, "par_names", None)
-        name = repr(names[setup.poi_index]) if names is not None else "the POI"
-        raise ValueError(
-            f"{where}: the tested value {value} lies outside the bounds [{low}, {high}] of "
-            f"the parameter of interest {name}; test a value inside them, or widen the "
-            "bounds (argument `bounds`, or the measurement's parameter config)"
-        )
 
 
 def _mu_values(poi_value, test_stat):

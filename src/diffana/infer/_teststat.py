@@ -10,6 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from diffana.infer._mle import (
@@ -248,6 +249,24 @@ def fits_in_sequence(
         return SequenceFits(pars, nll, converged, None, None)
     gen, data_asimov = asimov(pars, nll)
     return SequenceFits(pars, nll, converged, gen, data_asimov)
+
+
+def check_poi_in_bounds(poi_value: Array, setup: _Setup, where: str) -> None:
+    """Raise where a concrete tested POI value lies outside the POI's bounds (pyhf
+    does too): the fit at that value would be clipped into them, and the test would
+    silently answer another question."""
+    if isinstance(poi_value, jax.core.Tracer) or isinstance(setup.bounds, jax.core.Tracer):
+        return
+    low, high = (float(x) for x in np.asarray(setup.bounds)[setup.poi_index])
+    value = float(poi_value)
+    if not low <= value <= high:
+        names = getattr(setup.model, "par_names", None)
+        name = repr(names[setup.poi_index]) if names is not None else "the POI"
+        raise ValueError(
+            f"{where}: the tested value {value} lies outside the bounds [{low}, {high}] of "
+            f"the parameter of interest {name}; test a value inside them, or widen the "
+            "bounds (argument `bounds`, or the measurement's parameter config)"
+        )
 
 
 def _tmu_like(setup: _Setup, mu, data: Array):

@@ -32,7 +32,7 @@ from diffana.infer._mle import (
     floating,
     report_convergence,
 )
-from diffana.infer._teststat import _Setup
+from diffana.infer._teststat import _Setup, check_poi_in_bounds
 
 __all__ = ["ToyDistributions", "sample_data", "toy_distributions"]
 
@@ -377,7 +377,6 @@ def _distributions(
     poi_value, data, model, ntoys, key, test_stat, init, fixed, bounds, chunk_size,
     progress, tol, maxiter, where,
 ) -> ToyDistributions:  # fmt: skip
-    from diffana.infer._asymptotics import check_poi_in_bounds
 
     if test_stat not in _TEST_STATS:
         raise ValueError(f"{where}: test_stat must be one of {_TEST_STATS}; got {test_stat!r}")
