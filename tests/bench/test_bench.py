@@ -427,7 +427,12 @@ def test_evaluation_stages_are_reported(tiny_definitions, tmp_path):
     stages = []
     run_one(problem, spec, tmp_path, steps=1, tensorboard=False,
             on_stage=lambda stage, scen: stages.append((stage, scen)))  # fmt: skip
-    assert stages == [("hard", None), ("fits", "default"), ("referee", "default")]
+    assert stages == [
+        ("hard", None),
+        ("fits", "default"),
+        ("toys", "default"),
+        ("referee", "default"),
+    ]
     stages.clear()
     _, reused = run_one(problem, spec, tmp_path, steps=1, tensorboard=False,
                         on_stage=lambda stage, scen: stages.append((stage, scen)))  # fmt: skip
