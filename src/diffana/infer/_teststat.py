@@ -177,8 +177,8 @@ class SequenceFits(NamedTuple):
     pars: Array
     nll: Array
     converged: Array
-    gen: Array
-    data_asimov: Array
+    gen: Array | None
+    data_asimov: Array | None
 
 
 def better(nll: Array, pars: Array, a: int, b: int) -> tuple[Array, Array]:
