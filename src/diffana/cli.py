@@ -219,7 +219,7 @@ def _convert(src: str, target: str | None, measurement: str | None) -> tuple[dic
     from diffana.hf import Model, hs3_data, to_hs3
     from diffana.hf._hs3 import is_hs3, load_document
 
-    doc, _ = load_document(src, "pyhf or HS3")
+    doc, _ = load_document(src, "pyhf or HS3", "a pyhf or HS3 document")
     if is_hs3(doc):
         source = "hs3"
     elif "channels" in doc or "measurements" in doc:

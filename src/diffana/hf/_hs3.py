@@ -25,9 +25,7 @@ Mapping (pyhf <-> HS3):
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,33 +64,15 @@ _LUMI_BOUNDS = (0.0, 10.0)
 # ----------------------------------------------------------------------------------------
 # reading documents
 # ----------------------------------------------------------------------------------------
-def load_document(doc_or_path: Any, what: str = "HS3") -> tuple[Mapping[str, Any], str]:
-    """A JSON object from a dict or a file, and its source (the path, or ``""``).
+def load_document(
+    doc_or_path: Any, what: str = "HS3", kind: str = "an HS3 document"
+) -> tuple[Mapping[str, Any], str]:
+    """A JSON object from a dict or a file, and its source (the path, or ``""``); `what`
+    names the format and `kind` the expected document in error messages.
 
     **Raises:** `SpecError` for an unreadable file, malformed JSON or a non-object.
     """
-    if isinstance(doc_or_path, str | os.PathLike):
-        path = os.fspath(doc_or_path)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as err:
-            raise SpecError(f"cannot read {what} JSON file {path!r}: {err.strerror}") from err
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SpecError(
-                f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-            ) from err
-        if not isinstance(obj, Mapping):
-            raise SpecError(f"{path}: expected a JSON object, got a JSON {type(obj).__name__}")
-        return obj, path
-    if isinstance(doc_or_path, Mapping):
-        return doc_or_path, ""
-    raise SpecError(
-        f"expected an {what} document as a dict or a path to a JSON file, "
-        f"got {type(doc_or_path).__name__}"
-    )
+    return _spec.read_json_object(doc_or_path, what, kind)
 
 
 def is_hs3(doc: Mapping[str, Any]) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -48,31 +47,7 @@ def load_spec(spec_or_workspace: Any) -> tuple[Mapping[str, Any], str]:
 
     **Raises:** `SpecError` for an unreadable file, malformed JSON or a non-object.
     """
-    if isinstance(spec_or_workspace, str | os.PathLike):
-        path = os.fspath(spec_or_workspace)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as err:
-            raise SpecError(f"cannot read pyhf JSON file {path!r}: {err.strerror}") from err
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SpecError(
-                f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-            ) from err
-        if not isinstance(obj, Mapping):
-            raise SpecError(
-                f"{path}: expected a JSON object (a pyhf workspace or model spec), "
-                f"got a JSON {type(obj).__name__}"
-            )
-        return obj, path
-    if isinstance(spec_or_workspace, Mapping):
-        return spec_or_workspace, ""
-    raise SpecError(
-        "expected a pyhf workspace or model spec as a dict or a path to a JSON file, "
-        f"got {type(spec_or_workspace).__name__}"
-    )
+    return _spec.read_json_object(spec_or_workspace, "pyhf", "a pyhf workspace or model spec")
 
 
 def _precheck_modifier_types(root: Any, source: str) -> None:

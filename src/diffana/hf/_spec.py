@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -218,6 +220,39 @@ class Structure:
     @property
     def channel_offsets(self) -> tuple[int, ...]:
         return tuple(int(x) for x in np.cumsum((0, *self.channel_nbins))[:-1])
+
+
+def read_json_object(doc_or_path: Any, fmt: str, kind: str) -> tuple[Mapping[str, Any], str]:
+    """A JSON object from a dict or a JSON file, and its source (the path, or ``""``).
+
+    `fmt` names the format in messages (``"pyhf"``, ``"HS3"``), `kind` what the object
+    should be (``"a pyhf workspace or model spec"``).
+
+    **Raises:** `SpecError` for an unreadable file, malformed JSON or a non-object.
+    """
+    if isinstance(doc_or_path, str | os.PathLike):
+        path = os.fspath(doc_or_path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise SpecError(f"cannot read {fmt} JSON file {path!r}: {err.strerror}") from err
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError(
+                f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+            ) from err
+        if not isinstance(obj, Mapping):
+            raise SpecError(
+                f"{path}: expected a JSON object ({kind}), got a JSON {type(obj).__name__}"
+            )
+        return obj, path
+    if isinstance(doc_or_path, Mapping):
+        return doc_or_path, ""
+    raise SpecError(
+        f"expected {kind} as a dict or a path to a JSON file, got {type(doc_or_path).__name__}"
+    )
 
 
 def is_workspace(root: Mapping[str, Any]) -> bool:
