@@ -8,12 +8,15 @@ and a fit that starts at an indefinite Hessian must converge quickly to pyhf's m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pyhf
 import pytest
 
+import diffana
 import diffana.hf as hf
 import diffana.infer as infer
 import diffana.losses as losses
@@ -480,3 +483,70 @@ def test_a_fit_started_on_a_saddle_leaves_it():
     fits = jax.vmap(lambda d: infer.fixed_poi_fit(0.0, d, model))(batch)
     assert bool(jnp.all(fits.converged))
     np.testing.assert_allclose(fits.nll, float(res.nll), rtol=1e-12)
+
+
+def test_a_fit_into_a_negative_rate_of_an_empty_bin_stops_early():
+    """A bin without observed events whose background a histosys pulls below zero:
+    pyhf's Poisson term of that bin, ``lam``, falls without bound, and the minimum over
+    the box sits at its corner with a negative rate. The fit stops, not converged, as
+    soon as the objective falls below `Model.relative_nll_floor` (where it ran to the
+    corner before), and says so."""
+    spec = {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": [1.0, 2.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "background",
+                        "data": [0.5, 10.0],
+                        "modifiers": [
+                            {
+                                "name": "shape",
+                                "type": "histosys",
+                                "data": {"hi_data": [1.0, 10.5], "lo_data": [-4.5, 9.5]},
+                            }
+                        ],
+                    },
+                ],
+            }
+        ]
+    }
+    model = hf.Model.from_pyhf(spec)
+    data = jnp.asarray([0.0, 11.0, 0.0])
+    assert float(model.relative_nll_floor()) == 0.0
+    with pytest.warns(diffana.ConvergenceWarning):
+        res = infer.fixed_poi_fit(1.0, data, model)
+    assert not bool(res.converged)
+    assert int(res.n_iter) < 20
+    assert float(model.expected_data(res.pars)[0]) < 0
+
+
+def test_large_fit_runs_along_a_valley_into_a_corner_of_the_box():
+    """A pseudo-experiment of the published 1Lbb workspace (126 parameters) whose
+    minimum is at a corner of the box: two degenerate normalisations, ``mu_Top`` at its
+    lower bound 0.1 and ``mu_ST`` at its upper bound 5, reached along a slightly concave
+    valley. The fit crawled there for about 400 iterations; stopped at the first bound a
+    step meets, with a margin that shrinks while steps succeed, it converges within the
+    default 200 to pyhf's minimum (pyhf 0.7.6, numpy backend, SLSQP at tolerance 1e-10:
+    NLL 117.05177383013168)."""
+    path = (
+        Path(__file__).resolve().parents[3]
+        / "shared" / "data" / "workspaces" / "atlas_1Lbb_SUSY-2019-08_C1N2_Wh_hbb_600_300.json"
+    )  # fmt: skip
+    if not path.is_file():
+        pytest.skip(f"published workspace not found at {path}")
+    model = hf.Model.from_pyhf(str(path))
+    data = hf.workspace_data(str(path), model)
+    gen = infer.fixed_poi_fit(1.0, data, model).pars
+    toy = infer.sample_data(model, gen, 56, key=jax.random.key(1))[55]
+    res = infer.fit(toy, model, init=gen)
+    assert bool(res.converged)
+    assert float(res.nll) == pytest.approx(117.05177383013168, abs=1e-6)
+    names = list(model.par_names)
+    assert float(res.pars[names.index("mu_Top")]) == pytest.approx(0.1, abs=1e-3)
+    assert float(res.pars[names.index("mu_ST")]) == pytest.approx(5.0, abs=1e-3)

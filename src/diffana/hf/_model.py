@@ -916,6 +916,20 @@ class Model(eqx.Module):
         rates = jnp.sum(self._expected_by_sample(pars), axis=0)
         return jnp.sum(poisson_relative_nll(main, rates)) + self._constraint_relative_nll(pars, aux)
 
+    def relative_nll_floor(self) -> Array:
+        """A lower bound of :meth:`relative_nll` wherever every expected main-bin rate
+        is positive: its Poisson terms are then non-negative and each Gaussian
+        constraint at least ``log sigma``. Below it, a main bin without observed events
+        has a negative rate, where pyhf's Poisson term, ``-log P(0 | lam) = lam``, falls
+        without bound; fits stop there (:func:`diffana.infer.fit` reports them as not
+        converged) instead of following it to a corner of the parameter box.
+
+        **Returns:** a scalar.
+        """
+        if not self.structure.gauss_par.size:
+            return jnp.zeros(())
+        return jnp.sum(jnp.log(self.gauss_sigma))
+
     def nll_offset(self, data: Float[ArrayLike, " data"]) -> Array:
         """``nll(pars, data) - relative_nll(pars, data)``, the same for every `pars`:
         the saturated Poisson terms and the Gaussian normalisations. No derivatives

@@ -480,6 +480,8 @@ def value_grad_hess(x: Array, args: tuple[Any, Array]) -> tuple[Array, Array, Ar
 
 
 def _solve(model, data, x0, bounds, free, *, tol, maxiter):
+    floor = getattr(model, "relative_nll_floor", None)
+    floor = floor() if floor is not None and hasattr(model, "relative_nll") else None
     return minimize_bounded(
         value_grad_hess,
         x0,
@@ -489,6 +491,7 @@ def _solve(model, data, x0, bounds, free, *, tol, maxiter):
         (model, data),
         tol=tol,
         maxiter=maxiter,
+        floor=floor,
     )
 
 

@@ -9,8 +9,12 @@ direction (one interpolated backtracking step); the damping grows only when the 
 step fails too. Negative curvature (an indefinite Hessian, common at the start of a fit
 to data with an excess) is shifted to at least unit curvature in the scaled
 coordinates; at a saddle, where the gradient has no component along the negative
-curvature, the step follows it instead. The step is projected onto the box. The fit has
-converged when the (lightly damped) Newton decrement ``g^T H^-1 g`` over the floating,
+curvature, the step follows it instead. In large fits the shift's margin shrinks while
+such steps succeed (a long, slightly concave valley: a trust region that grows), and a
+step that would cross a bound stops at the first one it meets; small fits clip the step
+to the box. A fit stops as failed where the objective falls below a `floor` the caller
+knows it cannot reach (the likelihood of an empty bin whose rate went negative). The fit
+has converged when the (lightly damped) Newton decrement ``g^T H^-1 g`` over the floating,
 non-pinned parameters is below ``tol``; one last Newton step is then taken to polish the
 result. That step is not evaluated inside the loop: the value, gradient and Hessian at
 the result are computed once after it (unused ones cost nothing under `jit`), which
@@ -77,6 +81,11 @@ class _State(NamedTuple):
     n_iter: Array
     converged: Array
     failed: Array
+    # Margin of the step shifted past negative curvature (large systems): shrinks while
+    # such steps succeed (a trust region growing along a long, slightly concave valley)
+    # and returns to `_SHIFT_MARGIN` when a step fails.
+    margin: Array
+    shifted: Array  # the trial is a step shifted past negative curvature
 
 
 def _pack(x: Array, f: Array, g: Array, h: Array) -> Array:
@@ -234,7 +243,8 @@ def _solve_newton_cholesky(hs, rhs, shifts, floor, negative) -> tuple[Array, Arr
 
     def shifted():
         damping = shifts[1] - floor
-        top = shifts[2] - shifts[1] - 1.0  # -g
+        top = -_gershgorin(hs)[0]
+        margin = shifts[2] - shifts[1] - top
 
         def bisect(_, bracket):
             lo, hi = bracket
@@ -245,7 +255,7 @@ def _solve_newton_cholesky(hs, rhs, shifts, floor, negative) -> tuple[Array, Arr
         _, hi = jax.lax.fori_loop(
             0, _SHIFT_BISECTIONS, bisect, (jnp.zeros_like(top), jnp.maximum(top, 0.0))
         )
-        return _cholesky_solve(hs, rhs, damping + _SHIFT_MARGIN + hi + floor)
+        return _cholesky_solve(hs, rhs, damping + margin + hi + floor)
 
     y2, ok2 = jax.lax.cond(ok0, lambda: (nan, jnp.asarray(False)), shifted)
     return jnp.stack([y0, y1, y2]), jnp.stack([ok0, ok1, ok2])
@@ -408,6 +418,7 @@ def minimize_bounded(
     *,
     tol: float,
     maxiter: int,
+    floor: Array | None = None,
 ) -> SolverResult:
     """Minimise a function over the box `[lower, upper]`, moving only `free` entries;
     `value_grad_hess(x, args)` returns its value, gradient and Hessian at `x`.
@@ -415,14 +426,17 @@ def minimize_bounded(
     Entries of `x0` that are not free are kept exactly; free entries start from `x0`
     clipped into the box.
 
+    `floor`: a value the objective cannot reach where it is meaningful (e.g.
+    `Model.relative_nll_floor`); an accepted point below it stops the fit as failed.
+
     **Returns:** a :class:`SolverResult`; `converged` is `False` when `maxiter` was
-    reached, when no decreasing step could be found, or when the objective is not
-    finite.
+    reached, when no decreasing step could be found, when the objective is not
+    finite, or when it fell below `floor`.
     """
     x0 = jnp.where(free, jnp.clip(x0, lower, upper), x0)
     n = x0.shape[0]
 
-    def propose(x, g, h, lam):
+    def propose(x, g, h, lam, margin):
         """Projected Newton step from an accepted point: the undamped step when it is
         small (then also the convergence test), else the damped one."""
         pinned = ((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))
@@ -436,7 +450,8 @@ def minimize_bounded(
         # shift uses Gershgorin's lower bound on the lowest eigenvalue, which needs no
         # eigendecomposition; it is at most the number of parameters, and can exceed
         # the exact shift by as much, shortening such steps.
-        shifts = jnp.stack([jnp.zeros_like(lam), lam, lam + 1.0 - _gershgorin(hs)[0]])
+        shift = (1.0 if n <= UNROLLED_MAX else margin) - _gershgorin(hs)[0]
+        shifts = jnp.stack([jnp.zeros_like(lam), lam, lam + shift])
         ys, ok = _solve_newton_systems(hs[None], jnp.where(move, -g / d, 0.0)[None], shifts[None])
         ys, ok = ys[0], ok[0]
         steps = jnp.where(move[None, :], ys / d[None, :], 0.0)
@@ -462,7 +477,28 @@ def minimize_bounded(
         damped_ok = jnp.where(newton_ok, finite[1], ok[2] & finite[2])
         step = jnp.where(near, steps[0], jnp.where(damped_ok, damped, 0.0))
         trial = jnp.where(free, jnp.clip(x + step, lower, upper), x)
-        return trial, near & (decrement < tol), near
+        if n > UNROLLED_MAX:
+            # Large models: a step that would cross a bound stops where the first
+            # coordinate reaches it (coordinates already at a bound are clipped). Clipping
+            # every crossing coordinate bends the step: along a valley of correlated
+            # parameters that runs into a corner of the box (two degenerate
+            # normalisations pushing each other to their bounds), the bent step leaves
+            # the valley, fails the decrease test and is shortened, and the fit crawls
+            # towards the corner for hundreds of iterations. Stopped at the bound, the
+            # step stays in the valley, and the next iteration pins that coordinate.
+            room = jnp.where(step > 0, upper - x, lower - x)
+            inside = free & (x > lower) & (x < upper) & (step != 0)
+            fraction = jnp.where(inside, room / jnp.where(inside, step, 1.0), jnp.inf)
+            alpha = jnp.minimum(jnp.min(fraction), 1.0)
+            stopped = jnp.where(free, jnp.clip(x + alpha * step, lower, upper), x)
+            blocking = inside & (fraction <= alpha) & (alpha < 1.0)
+            trial = jnp.where(blocking, jnp.where(step > 0, upper, lower), stopped)
+        return trial, near & (decrement < tol), near, ~near & ~newton_ok & damped_ok
+
+    def below(f):
+        if floor is None:
+            return jnp.asarray(False)
+        return f < floor - 1e-9 * (1.0 + jnp.abs(floor))
 
     # The first iteration evaluates x0 and accepts it (f = +inf before).
     state = _State(
@@ -478,6 +514,8 @@ def minimize_bounded(
         n_iter=jnp.asarray(0, dtype=jnp.int32),
         converged=jnp.asarray(False),
         failed=jnp.asarray(False),
+        margin=jnp.asarray(_SHIFT_MARGIN, dtype=x0.dtype),
+        shifted=jnp.asarray(False),
     )
 
     def cond(s: _State) -> Array:
@@ -516,7 +554,13 @@ def minimize_bounded(
         lam = jnp.where(accept, lam_accept, lam_reject)
         point = jnp.where(accept, point_t, s.point)
         x, f, g, h = _unpack(point, n)
-        trial, final, trusted = propose(x, g, h, lam)
+        # A successful step shifted past negative curvature lets the next one go further.
+        margin = jnp.where(
+            accept,
+            jnp.where(s.shifted & (ratio > 0.5), jnp.maximum(0.25 * s.margin, 1e-3), s.margin),
+            _SHIFT_MARGIN,
+        )
+        trial, final, trusted, shifted = propose(x, g, h, lam, margin)
         trial = jnp.where(backtrack, x + shorten * delta, trial)
         # Converged: the trial is then the polishing step, evaluated (and accepted
         # where finite) by one more iteration, so that the objective and its
@@ -532,7 +576,9 @@ def minimize_bounded(
             trial_kind=kind,
             n_iter=s.n_iter + 1,
             converged=s.trial_kind == _FINAL,
-            failed=(first & ~finite_t) | (lam > _LAMBDA_FAIL),
+            failed=(first & ~finite_t) | (lam > _LAMBDA_FAIL) | below(f),
+            margin=margin,
+            shifted=shifted & ~backtrack,
         )
 
     s = jax.lax.while_loop(cond, body, state)
