@@ -98,12 +98,17 @@ def test_bench_runs_and_resumes(runner, tmp_path):
     definition.write_text(textwrap.dedent(TINY))
     out = tmp_path / "out"
     args = ["bench", str(definition), "--out", str(out), "--no-plots", "--no-referee",
-            "--no-tensorboard", "--seeds", "1"]  # fmt: skip
+            "--no-toys", "--no-tensorboard", "--seeds", "1"]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "1 runs (1 ran, 0 reused" in result.output
     summary = json.loads((out / "results.json").read_text())
     assert summary["problems"]["cli_blobs"]["runs"][0]["method"] == "bce"
+    evaluation = json.loads((out / "cli_blobs" / "bce" / "seed0" / "result.json").read_text())[
+        "evaluation"
+    ]
+    for entry in evaluation.values():  # --no-toys: no pseudo-experiment metrics
+        assert "cls" in entry and not {"cls_toys", "fair_score", "interval_width"} & set(entry)
     assert (out / "results.md").read_text().startswith("# diffana bench results")
     result_file = out / "cli_blobs" / "bce" / "seed0" / "result.json"
     before = result_file.stat().st_mtime_ns
@@ -130,7 +135,7 @@ def test_bench_on_a_one_device_mesh(runner, tmp_path):
     definition.write_text(textwrap.dedent(TINY))
     out = tmp_path / "out"
     args = ["bench", str(definition), "--out", str(out), "--no-plots", "--no-referee",
-            "--no-tensorboard", "--seeds", "1", "--devices", "1"]  # fmt: skip
+            "--no-toys", "--no-tensorboard", "--seeds", "1", "--devices", "1"]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "results.json").read_text())["meta"]["devices"] == 1
@@ -148,7 +153,8 @@ def test_bench_on_two_cpu_devices_in_a_fresh_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
         [sys.executable, "-m", "diffana.cli", "bench", str(definition), "--out", str(out),
-         "--no-plots", "--no-referee", "--no-tensorboard", "--seeds", "1", "--devices", "2"],
+         "--no-plots", "--no-referee", "--no-toys", "--no-tensorboard", "--seeds", "1",
+         "--devices", "2"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -285,7 +285,7 @@ def test_two_processes_reproduce_one(processes, tmp_path):
 
 def _bench_args(out: str) -> list[str]:
     return ["-m", "diffana.cli", "bench", "gaussian_blobs", "--quick", "--no-referee",
-            "--no-plots", "--steps", "3", "--out", out]  # fmt: skip
+            "--no-toys", "--no-plots", "--steps", "3", "--out", out]  # fmt: skip
 
 
 def _runs(out: Path) -> dict[str, dict]:

@@ -60,6 +60,11 @@ def main(compile_cache: bool) -> None:
     help="Log to TensorBoard (needs tensorboardX); default: if installed.",
 )  # fmt: skip
 @click.option("--no-referee", is_flag=True, help="Skip pyhf's numbers on the workspaces.")
+@click.option(
+    "--no-toys", is_flag=True,
+    help="Skip the pseudo-experiments (coverage, interval width, FAIR Universe score, "
+    "toy-based CLs).",
+)  # fmt: skip
 @click.option("--no-plots", is_flag=True, help="Do not write plots.")
 @click.option(
     "--devices", type=click.IntRange(min=1), default=None,
@@ -86,8 +91,8 @@ def main(compile_cache: bool) -> None:
 )  # fmt: skip
 @click.option("--list", "list_only", is_flag=True, help="List the available problems and exit.")
 def bench(
-    problems, methods, seeds, steps, out, quick, full, tensorboard, no_referee, no_plots,
-    devices, distributed, coordinator, num_processes, process_id, list_only,
+    problems, methods, seeds, steps, out, quick, full, tensorboard, no_referee, no_toys,
+    no_plots, devices, distributed, coordinator, num_processes, process_id, list_only,
 ):  # fmt: skip
     """Train and evaluate methods on shared benchmark PROBLEMS (names or .toml files).
 
@@ -167,6 +172,7 @@ def bench(
             mode=mode,
             tensorboard=tensorboard,
             referee=not no_referee,
+            toys=not no_toys,
             plots=not no_plots,
             progress=True,
             devices=devices,

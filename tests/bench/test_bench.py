@@ -182,7 +182,7 @@ def test_interrupted_benchmark_keeps_finished_runs(tiny_definitions, tmp_path, m
 
     monkeypatch.setattr(runner, "train_method", flaky)
     kwargs = {"methods": ["bce"], "out": tmp_path, "progress": False, "plots": False,
-              "tensorboard": False, "referee": False}  # fmt: skip
+              "tensorboard": False, "referee": False, "toys": False}  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         run_bench([tiny_definitions["tiny_blobs"]], **kwargs)
     assert (tmp_path / "tiny_blobs" / "bce" / "seed0" / "result.json").exists()
@@ -356,7 +356,8 @@ def test_a_problem_brings_its_own_method(tiny_definitions, tmp_path):
         run_bench([definition], methods=["magic"], out=tmp_path / "x", progress=False)
     out = tmp_path / "out"
     results = run_bench([definition], out=out, methods=["first_feature"], progress=False,
-                        tensorboard=False, seeds=1, referee=False, plots=False)  # fmt: skip
+                        tensorboard=False, seeds=1, referee=False, plots=False,
+                        toys=False)  # fmt: skip
     (run,) = results["problems"]["tiny_blobs"]["runs"]
     assert run["label"] == "first_feature@default" and run["evaluation"]["default"]["z0"] > 0
     config = json.loads((out / run["dir"] / "config.json").read_text())

@@ -20,7 +20,7 @@ def test_default_and_scan_run_as_bench_methods(write_definition, tiny_text, tmp_
         tiny_text + '\n[bench]\nscenarios = ["stat"]\n', "dimuon_stat.toml"
     )
     kwargs = {"methods": ["object_cuts_default", "object_cuts_scan"], "seeds": 1,
-              "out": tmp_path, "progress": False, "plots": False}  # fmt: skip
+              "out": tmp_path, "progress": False, "plots": False, "toys": False}  # fmt: skip
     results = run_bench([definition], **kwargs)
     runs = {r["label"]: r for r in results["problems"]["dimuon_tiny"]["runs"]}
     assert set(runs) == {"object_cuts_default", "object_cuts_scan@stat"}

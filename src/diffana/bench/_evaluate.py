@@ -200,13 +200,15 @@ def evaluate_yields(
     referee: bool = True,
     progress: Callable[[str, str], None] | None = None,
     seed: int = 0,
+    toys: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """All metrics of hard template histograms, per scenario.
 
     `progress`: called as ``progress(scenario, stage)`` when a stage starts, `stage`
     ``"fits"`` (diffana's profile-likelihood fits), ``"toys"`` (pseudo-experiments:
     coverage and toy-based CLs) or ``"referee"`` (pyhf's). `seed` keys the
-    pseudo-experiments (`COVERAGE_TOYS`, `CLS_TOYS` per mode of the problem's definition).
+    pseudo-experiments (`COVERAGE_TOYS`, `CLS_TOYS` per mode of the problem's definition);
+    with `toys` false they are skipped and their metrics left out.
 
     Bins without nominal background are taken out of the statistics first
     (`neutralise_empty_bins`). Each scenario's entry holds the metrics of `METRICS`, the
@@ -225,7 +227,9 @@ def evaluate_yields(
             except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
                 caught.append(f"extra_metrics: {err}")
             if n_empty < len(next(iter(reduced.values()))):
-                _model_metrics(problem, reduced, scenario, entry, caught, referee, progress, seed)
+                _model_metrics(
+                    problem, reduced, scenario, entry, caught, referee, progress, seed, toys
+                )
             else:
                 caught.append("no background event selected: no statistical model")
                 for m in METRICS:
@@ -335,7 +339,7 @@ def toy_metrics(problem: Problem, model: Any, asimov_b: Any, seed: int) -> dict[
 
 
 def _model_metrics(
-    problem, reduced, scenario, entry, caught, referee, progress=None, seed=0
+    problem, reduced, scenario, entry, caught, referee, progress=None, seed=0, toys=True
 ) -> None:
     if progress is not None:
         progress(scenario, "fits")
@@ -356,12 +360,13 @@ def _model_metrics(
     except (ValueError, RuntimeError) as err:
         caught.append(f"profile width: {err}")
         entry["sigma_poi_profile"] = float("nan")
-    if progress is not None:
-        progress(scenario, "toys")
-    try:
-        entry.update(toy_metrics(problem, model, asimov_b, seed))
-    except (ValueError, RuntimeError) as err:
-        caught.append(f"pseudo-experiments: {err}")
+    if toys:
+        if progress is not None:
+            progress(scenario, "toys")
+        try:
+            entry.update(toy_metrics(problem, model, asimov_b, seed))
+        except (ValueError, RuntimeError) as err:
+            caught.append(f"pseudo-experiments: {err}")
     if referee:
         if progress is not None:
             progress(scenario, "referee")

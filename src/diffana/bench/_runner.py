@@ -216,6 +216,7 @@ def run_one(
     referee: bool = True,
     mesh: Mesh | None = None,
     on_stage: Callable[[str, str | None], None] | None = None,
+    toys: bool = True,
 ) -> tuple[dict[str, Any], bool]:
     """Train, evaluate and record one run; skip it if its result already exists.
 
@@ -226,8 +227,8 @@ def run_one(
     return an empty result after training).
     `on_stage(stage, scenario)` is called when the evaluation after training enters a
     stage: ``"hard"`` (hard histograms of the test sample), then per evaluated scenario
-    ``"fits"`` (diffana's fits), ``"toys"`` (pseudo-experiments) and, with `referee`,
-    ``"referee"`` (pyhf's).
+    ``"fits"`` (diffana's fits), with `toys` ``"toys"`` (pseudo-experiments) and, with
+    `referee`, ``"referee"`` (pyhf's).
 
     **Returns:** ``(result, reused)``; `reused` tells whether a finished result with the same
     configuration was found and returned without running.
@@ -270,7 +271,7 @@ def run_one(
     test = cache.get(problem, spec.seed, "test")
     yields, counts = hard_yields(trained.pipeline, problem.templates(test))
     evaluation = evaluate_yields(
-        problem, yields, spec.eval_scenarios, referee=referee, seed=spec.seed,
+        problem, yields, spec.eval_scenarios, referee=referee, seed=spec.seed, toys=toys,
         progress=None if on_stage is None else (lambda scen, stage: on_stage(stage, scen)),
     )  # fmt: skip
     for scen, entry in evaluation.items():
@@ -330,6 +331,7 @@ def run_bench(
     mode: str = "default",
     tensorboard: bool | None = None,
     referee: bool = True,
+    toys: bool = True,
     plots: bool = True,
     progress: bool = True,
     command: str | None = None,
@@ -347,6 +349,8 @@ def run_bench(
     - `mode`: ``"quick"``, ``"default"`` or ``"full"`` (the definitions' ``[modes]``).
     - `tensorboard`: as in `diffana.train.RunTracker`.
     - `referee`: also compute pyhf's CLs and Z0 on every exported workspace.
+    - `toys`: also run the pseudo-experiments (coverage, interval width, FAIR Universe
+      score, toy-based CLs); without them those metrics are left out.
     - `plots`: write the plots.
     - `progress`: show rich progress bars on stderr.
     - `command`: the command line, recorded in the results.
@@ -437,10 +441,10 @@ def run_bench(
                 n_steps = _progress_total(problem, spec, steps)
                 label = f"{spec.problem} {spec.label} seed {spec.seed}"
                 bar.start_run(label, n_steps, compiling=(problem.name, spec.label))
-                n_stages = 1 + len(spec.eval_scenarios) * (2 if referee else 1)
+                n_stages = 1 + len(spec.eval_scenarios) * (1 + int(toys) + int(referee))
                 res, reused = run_one(
                     problem, spec, out, steps=steps, tensorboard=tensorboard, cache=cache,
-                    on_step=bar.step, referee=referee, mesh=mesh,
+                    on_step=bar.step, referee=referee, mesh=mesh, toys=toys,
                     on_stage=functools.partial(bar.stage, label, n_stages=n_stages,
                                                problem=problem.name, method=spec.method),
                 )  # fmt: skip

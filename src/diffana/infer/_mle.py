@@ -479,9 +479,8 @@ def value_grad_hess(x: Array, args: tuple[Any, Array]) -> tuple[Array, Array, Ar
     return f, g, h
 
 
-def _solve(model, data, x0, bounds, free, *, tol, maxiter):
-    floor = getattr(model, "relative_nll_floor", None)
-    floor = floor() if floor is not None and hasattr(model, "relative_nll") else None
+def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None):
+    """The solver on the model's objective; `floor`: see :func:`minimize_bounded`."""
     return minimize_bounded(
         value_grad_hess,
         x0,

@@ -26,9 +26,8 @@ from diffana.infer._mle import (
     DEFAULT_MAXITER,
     DEFAULT_TOL,
     FitResult,
-    _argmin,
+    _solve,
     as_poi_value,
-    fit_batch,
     floating,
     report_convergence,
 )
@@ -184,20 +183,37 @@ def statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0) -> Array:
 
 
 # Largest number of parameters whose toy fits run vmapped (every fit of a chunk in
-# lock-step); larger models fit one toy after the other (`fit_batch`'s `lax.map`).
+# lock-step); larger models fit one toy after the other (`lax.map`).
 VMAP_MAX_PARS = 32
 
 
+def _floor(model: Any) -> Array | None:
+    """`Model.relative_nll_floor` where the fits minimise `relative_nll`, else None."""
+    floor = getattr(model, "relative_nll_floor", None)
+    return floor() if floor is not None and hasattr(model, "relative_nll") else None
+
+
 def _fit_many(model, data, inits, bounds, masks, tol, maxiter) -> FitResult:
-    """Fits of many toys: vmapped for models up to `VMAP_MAX_PARS` parameters."""
-    if inits.shape[1] > VMAP_MAX_PARS:
-        return fit_batch(model, data, inits, bounds, masks, tol, maxiter)
+    """Fits of many toys (not differentiated): vmapped for models up to `VMAP_MAX_PARS`
+    parameters, one after the other (`lax.map`, each fit stopping when it converges)
+    for larger ones.
+
+    A toy fit stops, not converged, where its objective falls below
+    `Model.relative_nll_floor`: a Poisson fluctuation to zero in a bin whose expected
+    count additive (histosys) variations can push below zero makes the likelihood
+    unbounded there (pyhf's term of an empty bin is `lam`), and the fit would run to a
+    corner of the parameter box, up to its iteration limit. Ordinary fits keep going
+    to that corner, as pyhf's do.
+    """
     free = floating(model, masks)
+    floor = _floor(model)
 
     def one(d, x0, fr):
-        pars, nll, n_iter, converged = _argmin(model, d, x0, bounds, fr, tol, maxiter)
-        return FitResult(pars, nll, converged, n_iter, jnp.zeros_like(pars))
+        res = _solve(model, d, x0, bounds, fr, tol=tol, maxiter=maxiter, floor=floor)
+        return FitResult(res.x, res.value, res.converged, res.n_iter, jnp.zeros_like(res.x))
 
+    if inits.shape[1] > VMAP_MAX_PARS:
+        return jax.lax.map(lambda a: one(*a), (data, inits, free))
     return jax.vmap(one)(data, inits, free)
 
 
