@@ -479,8 +479,9 @@ def value_grad_hess(x: Array, args: tuple[Any, Array]) -> tuple[Array, Array, Ar
     return f, g, h
 
 
-def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None):
-    """The solver on the model's objective; `floor`: see :func:`minimize_bounded`."""
+def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None, corners=False):
+    """The solver on the model's objective; `floor`, `corners`: see
+    :func:`minimize_bounded`."""
     return minimize_bounded(
         value_grad_hess,
         x0,
@@ -491,6 +492,7 @@ def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None):
         tol=tol,
         maxiter=maxiter,
         floor=floor,
+        corners=corners,
     )
 
 
