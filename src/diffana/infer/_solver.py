@@ -16,9 +16,10 @@ that would cross a bound stops at the first one it meets. A fit stops as failed 
 the objective falls below a `floor` the caller knows it cannot reach (the likelihood of
 an empty bin whose rate went negative). The fit has converged when the (lightly
 damped) Newton decrement ``g^T H^-1 g`` over the floating, non-pinned parameters is
-below ``tol``; one last Newton step is then taken to polish the result. That step is not evaluated inside the loop: the value, gradient and Hessian at
-the result are computed once after it (unused ones cost nothing under `jit`), which
-saves an iteration's bookkeeping per fit.
+below ``tol``; one last Newton step is then taken to polish the result. That step is
+not evaluated inside the loop: the value, gradient and Hessian at the result are
+computed once after it (unused ones cost nothing under `jit`), which saves an
+iteration's bookkeeping per fit.
 
 Fits of up to `UNROLLED_MAX` parameters factorise their Newton systems with an LDL^T
 factorisation unrolled into element-wise operations: a vmapped batch of fits (a toy
