@@ -436,8 +436,9 @@ def minimize_bounded(
     shrinks while they succeed. A pseudo-experiment of the published 1Lbb workspace
     whose minimum sits in a corner of the box, along a valley of two degenerate
     normalisations, converges in 60 iterations this way instead of 400; on the
-    observed data of the published workspaces it costs iterations (a hypothesis test
-    of 3L resonance took 3.5-4.2 s instead of 2.9 s), so only toy fits ask for it.
+    observed data of the published workspaces it costs iterations (3L resonance's warm
+    hypothesis test: 3.85 s against 2.0 s in `benchmarks/bench_realws.py`), so only toy
+    fits ask for it.
 
     **Returns:** a :class:`SolverResult`; `converged` is `False` when `maxiter` was
     reached, when no decreasing step could be found, when the objective is not
