@@ -69,6 +69,8 @@ thresholds = 2
 [methods.cuts_grad]
 learning_rate = 0.05
 steps = 5
+restarts = 2
+restart_candidates = 6
 batch_size = 500
 slope = { start = 0.5, end = 0.1 }
 [methods.cuts_scan]

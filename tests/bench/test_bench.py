@@ -136,10 +136,31 @@ def test_cut_methods_record_compute(tiny_bench):
     scan = json.loads((out / "tiny_cuts" / "cuts_scan@k2" / "seed0" / "result.json").read_text())
     grad = json.loads((out / "tiny_cuts" / "cuts_grad@k2" / "seed0" / "result.json").read_text())
     assert scan["training"]["scan"] == "grid" and scan["training"]["fom_evaluations"] == 16
-    assert grad["training"]["fom_evaluations"] == 5
+    # 6 random candidates, 2 runs of 5 steps (from the open cuts and the best candidate),
+    # the hard figure of merit of both results: the better one is kept.
+    assert grad["training"]["fom_evaluations"] == 6 + 2 * 5 + 2
+    fom = grad["training"]["restart_train_fom"]
+    assert len(fom) == 2 and grad["training"]["restart_chosen"] == int(np.argmax(fom))
+    assert grad["training"]["train_fom"] == max(fom)
     assert len(scan["training"]["thresholds"]) == len(grad["training"]["thresholds"]) == 2
     for r in (scan, grad):
         assert r["training"]["train_time_s"] > 0
+
+
+def test_the_scan_rejects_selections_without_background_events(tiny_definitions):
+    from diffana.bench._methods import _cut_selection, _scan_fom
+
+    problem = load_problem(tiny_definitions["tiny_cuts"])
+    train = problem.generate(0, "train")
+    sel, ranges = _cut_selection(problem, "k2", train)
+    # Above every background event's b-tag score, below some signal events' scores.
+    top_b = np.max(np.asarray(train["background"].x)[:, 5])
+    std_b = (top_b - np.asarray(sel.shift)[5]) / np.asarray(sel.scale)[5]
+    keeps_signal = np.asarray(train["signal"].x)[:, 5] > top_b
+    assert keeps_signal.any()
+    candidates = np.asarray([[ranges[0, 0], ranges[1, 1]], [std_b + 1e-9, ranges[1, 1]]])
+    z0 = _scan_fom(problem, "k2", sel, train)(candidates)
+    assert np.isfinite(z0[0]) and np.isnan(z0[1])
 
 
 def test_resume_skips_finished_runs_and_redoes_changed_ones(

@@ -248,3 +248,17 @@ def test_factory_must_build_a_problem(tmp_path):
         load_problem(write(tmp_path, text))
     with pytest.raises(ValueError, match="without ':'"):
         register_problem("a:b", _Plugin)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradient_cuts_spend_no_more_evaluations_than_the_scan(mode):
+    from diffana.bench import method_settings
+
+    problem = load_problem("cut_scan", mode=mode)
+    grad = method_settings(problem, "cuts_grad")
+    scan = method_settings(problem, "cuts_scan")
+    restarts = grad.get("restarts", 1)
+    spent = grad["steps"] * restarts
+    if restarts > 1:  # the random candidates and the final comparison of the runs
+        spent += grad["restart_candidates"] + restarts
+    assert spent <= scan["budget"]

@@ -23,7 +23,14 @@ from diffana.problems import Problem, Sample
 from diffana.train import RunTracker, TrainedAnalysis, run_training, scan_thresholds
 from diffana.train._pipelines import CutSelection, KDEBins, Network, SoftmaxBins, standardisation
 
-__all__ = ["HF_LOSSES", "TrainedAnalysis", "hf_loss", "method_settings", "train_method"]
+__all__ = [
+    "HF_LOSSES",
+    "TrainedAnalysis",
+    "hf_loss",
+    "method_settings",
+    "scan_grid_points",
+    "train_method",
+]
 
 #: Losses computed on the HistFactory model built from the soft histograms.
 HF_LOSSES = ("cls", "discovery", "poi_uncertainty")
@@ -178,6 +185,26 @@ def _cut_selection(problem: Problem, scenario: str, train, init_keep: float = 0.
     return sel, ranges
 
 
+def scan_grid_points(cfg: Mapping[str, Any], n_cuts: int) -> int:
+    """Points per threshold of ``cuts_scan``'s grid: as many as its ``budget`` allows, at
+    least ``grid_points`` (default 10). Where even that grid exceeds the budget, the scan
+    draws ``budget`` random points instead (`diffana.train.scan_thresholds`), so the scan
+    always spends its whole budget: one threshold on a 10-point grid would be a weak
+    baseline next to a gradient run of hundreds of steps.
+
+    >>> scan_grid_points({"grid_points": 10, "budget": 2000}, 1), scan_grid_points(
+    ...     {"grid_points": 10, "budget": 2000}, 2), scan_grid_points({"budget": 2000}, 4)
+    (2000, 44, 10)
+    """
+    budget, minimum = int(cfg.get("budget", 1000)), int(cfg.get("grid_points", 10))
+    n = max(round(budget ** (1.0 / n_cuts)), 1)
+    while n > 1 and n**n_cuts > budget:
+        n -= 1
+    while (n + 1) ** n_cuts <= budget:
+        n += 1
+    return max(n, minimum)
+
+
 def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Callable:
     """Expected discovery Z0 of hard cuts, vectorised over candidate thresholds.
 
@@ -185,6 +212,11 @@ def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Call
     standardised feature (sign-flipped for ``"<"``), so that a candidate's yields are a
     boolean mask times the weights (a matrix product), and the HistFactory fits of all
     candidates in a chunk run vmapped.
+
+    A selection that keeps no background Monte Carlo event is invalid (NaN): its expected
+    background is zero, the evaluation takes such a bin out of the statistics
+    (`diffana.bench.neutralise_empty_bins`), and on the training sample it would claim
+    a significance that comes from the simulation's statistics alone.
     """
     sign = np.asarray([1.0 if c.direction.startswith(">") else -1.0 for c in sel.cuts])
     columns = {}
@@ -213,9 +245,79 @@ def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Call
             model = hf.Model.from_pyhf(problem.workspace(y, scenario), modifier_settings=settings)
             return -losses.discovery_loss(model)
 
-        return jax.vmap(one)(yields)
+        background = sum(yields[(b, "nominal")][:, 0] for b in problem.background_samples)
+        return jnp.where(background > 0, jax.vmap(one)(yields), jnp.nan)
 
     return lambda cand: np.asarray(z0(jnp.asarray(cand)))
+
+
+def _chunked(fom: Callable, candidates: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """`fom` of every candidate, `chunk` at a time (the last chunk padded, so that one
+    compiled program serves all); NaN (invalid) becomes -inf."""
+    out = []
+    for start in range(0, len(candidates), chunk):
+        c = candidates[start : start + chunk]
+        pad = np.concatenate([c, np.repeat(c[-1:], chunk - len(c), axis=0)])
+        out.append(np.asarray(fom(pad), dtype=np.float64)[: len(c)])
+    values = np.concatenate(out) if out else np.empty(0)
+    return np.where(np.isfinite(values), values, -np.inf)
+
+
+def _train_cuts_with_restarts(
+    problem: Problem, cfg, scenario: str, seed: int, train, loss_fn, key, common
+) -> TrainedAnalysis:
+    """Gradient-optimised cuts from several starts; the best by the hard figure of merit.
+
+    A cut-flow's figure of merit has local optima: a run from the open selection can
+    settle on a cut that a better selection does not need. So ``restart_candidates``
+    random threshold sets in the scan's box (`diffana.baselines.candidate_ranges`) are
+    evaluated with hard cuts on the training sample, and the gradient runs from the open
+    selection and from the best ``restarts - 1`` of them. The result is the run whose final
+    thresholds have the highest hard figure of merit on the training sample (the test
+    sample is not looked at). Figure-of-merit evaluations: the candidates, every run's
+    steps and the final comparison.
+    """
+    restarts, n_cand = int(cfg["restarts"]), int(cfg.get("restart_candidates", 0))
+    sel, ranges = _cut_selection(problem, scenario, train)
+    fom = _scan_fom(problem, scenario, sel, train)
+    rng = np.random.default_rng(seed)
+    cand = ranges[:, 0] + rng.uniform(size=(n_cand, len(ranges))) * (ranges[:, 1] - ranges[:, 0])
+    best = np.argsort(-_chunked(fom, cand), kind="stable")[: restarts - 1]
+    starts = [np.asarray(sel.thresholds)] + [cand[i] for i in best]
+    steps, callback = int(common["steps"]), common["callback"]
+    runs = []
+    for r, t0 in enumerate(starts):
+        on_step = None if callback is None else functools.partial(
+            lambda off, i, loss: callback(off + i, loss), r * steps
+        )  # fmt: skip
+        runs.append(run_training(
+            loss_fn, CutSelection(t0, sel.cuts, sel.shift, sel.scale), train,
+            key=jax.random.fold_in(key, r), relax=_relax_setting(cfg, sel),
+            **{**common, "tracker": None, "callback": on_step},
+        ))  # fmt: skip
+    final = _chunked(fom, np.stack([np.asarray(r.pipeline.thresholds) for r in runs]))
+    pick = int(np.argmax(final))
+    res = runs[pick]
+    tracker = common["tracker"]
+    if tracker is not None:
+        relax_name = sel.relax_name
+        for i in range(steps):
+            tracker.log(
+                i, loss=res.history["loss"][i], fom=res.history["fom"][i],
+                learning_rate=res.history["learning_rate"][i],
+                **{relax_name: res.history["relax"][i]},
+            )  # fmt: skip
+        tracker.flush()
+    info = _fit_info(res, cfg)
+    info.update(
+        train_time_s=sum(r.train_time for r in runs),
+        fom_evaluations=n_cand + restarts * steps + restarts,
+        restart_train_fom=[float(v) for v in final],
+        restart_chosen=pick,
+        train_fom=float(final[pick]),
+        thresholds=np.asarray(res.pipeline.physical_thresholds()).tolist(),
+    )
+    return TrainedAnalysis(res.pipeline, info, res.history)
 
 
 def train_method(
@@ -279,7 +381,8 @@ def train_method(
             compile_time = time.perf_counter() - t0
             res = scan_thresholds(
                 fom, ranges,
-                grid_points=int(cfg.get("grid_points", 10)), budget=int(cfg.get("budget", 1000)),
+                grid_points=scan_grid_points(cfg, len(sel.cuts)),
+                budget=int(cfg.get("budget", 1000)),
                 seed=seed, chunk=chunk,
                 progress=None if callback is None else (lambda d, n: callback(d - 1, math.nan)),
             )  # fmt: skip
@@ -301,6 +404,11 @@ def train_method(
         return TrainedAnalysis(pipe, info, {"fom": res.history})
 
     loss_kind = cfg["loss"]
+    if method == "cuts_grad" and int(cfg.get("restarts", 1)) > 1:
+        return _train_cuts_with_restarts(
+            problem, cfg, scenario, seed, train, hf_loss(problem, scenario, loss_kind),
+            k_fit, common,
+        )  # fmt: skip
     if method == "cuts_grad":
         pipe, _ = _cut_selection(problem, scenario, train)
     else:

@@ -23,7 +23,7 @@ import diffana
 from diffana import parallel
 from diffana.bench._errors import BenchError
 from diffana.bench._evaluate import evaluate_yields, hard_yields, template_key_str
-from diffana.bench._methods import method_settings, train_method
+from diffana.bench._methods import method_settings, scan_grid_points, train_method
 from diffana.hf import to_hs3
 from diffana.problems import Problem, load_problem
 from diffana.train import RunTracker, atomic_write_json
@@ -464,9 +464,10 @@ def run_bench(
 def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:
     cfg = method_settings(problem, spec.method, steps)
     if spec.method != "cuts_scan":
-        return int(cfg.get("steps", 0))
+        restarts = int(cfg.get("restarts", 1)) if spec.method == "cuts_grad" else 1
+        return int(cfg.get("steps", 0)) * restarts
     n_cuts = len(problem.cuts(spec.train_scenario or spec.eval_scenarios[0]) or ())
-    grid = int(cfg.get("grid_points", 10)) ** n_cuts
+    grid = scan_grid_points(cfg, n_cuts) ** n_cuts
     budget = int(cfg.get("budget", 1000))
     return grid if grid <= budget else budget
 

@@ -221,9 +221,17 @@ _TRAINED_FIELDS = {
     "description": Field("str"),
 }
 
+#: Gradient-optimised cuts may restart from the best points of a random scan.
+_CUTS_GRAD_FIELDS = {
+    **_TRAINED_FIELDS,
+    "restarts": Field("int", minimum=1),
+    "restart_candidates": Field("int", minimum=0),
+}
+
 #: ``{method: {key: Field}}``: the settings each method accepts in ``[methods.<method>]``.
 METHOD_FIELDS: dict[str, dict[str, Field]] = {
-    m: (_SCAN_FIELDS if m == "cuts_scan" else _TRAINED_FIELDS) for m in METHOD_NAMES
+    m: {"cuts_scan": _SCAN_FIELDS, "cuts_grad": _CUTS_GRAD_FIELDS}.get(m, _TRAINED_FIELDS)
+    for m in METHOD_NAMES
 }
 
 
