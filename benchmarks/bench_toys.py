@@ -25,6 +25,8 @@ workspaces from `../shared/data/workspaces` (skipped when absent).
 Usage:
 
     python benchmarks/bench_toys.py [--ntoys 10000] [--ntoys-large 1000] [--json out.json]
+    python benchmarks/bench_toys.py --only sbottom --ntoys-large 2000 \
+        --pyhf-ntoys-large 100 --pyhf-backends jax     # agreement with pyhf on sbottom
 """
 
 from __future__ import annotations
@@ -193,12 +195,31 @@ def time_pyhf(spec, observed, ntoys: int, backend: str) -> dict:
     }
 
 
+BACKENDS = ("numpy", "jax")
+_NOT_RUN = {"ntoys": 0, "seconds": math.nan, "per_toy_ms": math.nan, "failed_attempts": []}
+
+
 def _failures(row: dict) -> list:
     return [
         (backend, f["seed"], f["error"][:60])
-        for backend in ("numpy", "jax")
+        for backend in BACKENDS
         for f in row[f"pyhf_{backend}"]["failed_attempts"]
     ]
+
+
+def agreement(ours: dict, theirs: dict) -> str:
+    """CLs+b and CLb of both, and their difference in combined binomial standard
+    deviations (pooled p)."""
+    if "tail_probs" not in theirs:
+        return "not run" if not theirs["failed_attempts"] else "pyhf failed"
+    n1, n2 = ours["ntoys"], theirs["ntoys"]
+    parts = []
+    pairs = zip(ours["tail_probs"], theirs["tail_probs"], strict=True)
+    for label, (p1, p2) in zip(("CLs+b", "CLb"), pairs, strict=True):
+        p = (n1 * p1 + n2 * p2) / (n1 + n2)
+        sd = math.sqrt(max(p * (1 - p), 1e-12) * (1 / n1 + 1 / n2))
+        parts.append(f"{label} {p1:.4f} vs {p2:.4f} ({(p1 - p2) / sd:+.2f} sd)")
+    return ", ".join(parts)
 
 
 def machine() -> dict:
@@ -226,6 +247,9 @@ def main() -> None:
     parser.add_argument("--pyhf-ntoys", type=int, default=200)
     parser.add_argument("--pyhf-ntoys-large", type=int, default=10)
     parser.add_argument("--only", nargs="*", default=None, help="model names to run")
+    parser.add_argument(
+        "--pyhf-backends", default="numpy,jax", help="comma-separated pyhf backends to run"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -246,7 +270,11 @@ def main() -> None:
         first_ntoys = chunk if large else ntoys
         row["diffana"] = time_diffana(model, observed, ntoys, chunk, first_ntoys)
         print(name, "diffana", row["diffana"], file=sys.stderr, flush=True)
-        for backend in ("numpy", "jax"):
+        for backend in BACKENDS:
+            if backend not in args.pyhf_backends.split(","):
+                row[f"pyhf_{backend}"] = _NOT_RUN
+                row[f"ratio_{backend}"] = math.nan
+                continue
             row[f"pyhf_{backend}"] = time_pyhf(spec, observed, n_pyhf, backend)
             row[f"ratio_{backend}"] = (
                 row[f"pyhf_{backend}"]["per_toy_ms"] / row["diffana"]["per_toy_ms"]
@@ -270,6 +298,12 @@ def main() -> None:
             f"{row['ratio_numpy']:.0f}x | {row['ratio_jax']:.0f}x |"
             + (" pyhf failed: " + str(fails) if (fails := _failures(row)) else "")
         )
+    print()
+    print("Agreement of the tail probabilities (CLs+b, CLb) with pyhf's toys, in combined")
+    print("binomial standard deviations sqrt(p (1 - p) (1/n_diffana + 1/n_pyhf)):")
+    for name, row in info["models"].items():
+        for backend in BACKENDS:
+            print(f"  {name}, pyhf {backend}: {agreement(row['diffana'], row[f'pyhf_{backend}'])}")
     if args.json:
         args.json.write_text(json.dumps(info, indent=1) + "\n")
 

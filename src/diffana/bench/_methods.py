@@ -228,27 +228,34 @@ def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Call
                 for i, c in enumerate(sel.cuts)]  # fmt: skip
         columns[key] = jnp.asarray(np.stack(cols, axis=1))
         weights[key] = jnp.asarray(np.asarray(s.w))
-    settings = problem.modifier_settings(scenario)
     sign_j = jnp.asarray(sign)
+    z0 = _scan_z0(problem, scenario)
+    return lambda cand: np.asarray(z0(jnp.asarray(cand) * sign_j[None, :], columns, weights))
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_z0(problem: Problem, scenario: str) -> Callable:
+    # One jitted function per problem and scenario, the events passed as arguments: every
+    # scan and restart search of a benchmark with the same sample sizes and chunk shares
+    # one compilation.
+    settings = problem.modifier_settings(scenario)
+
+    def one(y):
+        model = hf.Model.from_pyhf(problem.workspace(y, scenario), modifier_settings=settings)
+        return -losses.discovery_loss(model)
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
-    def z0(candidates):
-        t = candidates * sign_j[None, :]
+    def z0(t, columns, weights):
         yields = {}
         for key, cols in columns.items():
             mask = jnp.ones((t.shape[0], cols.shape[0]), dtype=bool)
             for i in range(t.shape[1]):
                 mask = mask & (cols[None, :, i] > t[:, i, None])
             yields[key] = (mask.astype(jnp.float64) @ weights[key])[:, None]
-
-        def one(y):
-            model = hf.Model.from_pyhf(problem.workspace(y, scenario), modifier_settings=settings)
-            return -losses.discovery_loss(model)
-
         background = sum(yields[(b, "nominal")][:, 0] for b in problem.background_samples)
         return jnp.where(background > 0, jax.vmap(one)(yields), jnp.nan)
 
-    return lambda cand: np.asarray(z0(jnp.asarray(cand)))
+    return z0
 
 
 def _chunked(fom: Callable, candidates: np.ndarray, chunk: int = 256) -> np.ndarray:
