@@ -321,8 +321,8 @@ comparisons come from
 diffana bench inferno3d --full
 ```
 
-(10 seeds per method, 2000 steps, all scenarios), whose report places them next to the
-table.
+(10 seeds per method, the training budgets of `toy_problems/inferno3d.toml`, benchmarks
+0, 2 and 4), whose report places them next to the table.
 """),
     code(
         SETUP
