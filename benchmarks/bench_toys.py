@@ -252,6 +252,8 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if unknown := set(args.pyhf_backends.split(",")) - set(BACKENDS):
+        parser.error(f"--pyhf-backends: unknown {sorted(unknown)}; known: {BACKENDS}")
 
     shim_pyhf_percentile()
     import pyhf

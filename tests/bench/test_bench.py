@@ -27,6 +27,7 @@ from diffana.bench import (
     run_one,
 )
 from diffana.bench._evaluate import neutralise_empty_bins
+from diffana.errors import ProblemDefinitionError
 from diffana.problems import Sample, load_problem
 from diffana.train import read_metrics
 
@@ -145,6 +146,35 @@ def test_cut_methods_record_compute(tiny_bench):
     assert len(scan["training"]["thresholds"]) == len(grad["training"]["thresholds"]) == 2
     for r in (scan, grad):
         assert r["training"]["train_time_s"] > 0
+
+
+def test_restarted_cuts_keep_the_thresholds_of_their_hard_figure_of_merit(
+    tiny_bench, tiny_definitions
+):
+    from diffana.bench._methods import _cut_selection, _scan_fom
+
+    _, out = tiny_bench
+    grad = json.loads((out / "tiny_cuts" / "cuts_grad@k2" / "seed0" / "result.json").read_text())
+    problem = load_problem(tiny_definitions["tiny_cuts"])
+    train = problem.generate(0, "train")
+    sel, _ = _cut_selection(problem, "k2", train)
+    idx = [c.feature for c in sel.cuts]
+    phys = np.asarray(grad["training"]["thresholds"])
+    std = (phys - np.asarray(sel.shift)[idx]) / np.asarray(sel.scale)[idx]
+    z0 = _scan_fom(problem, "k2", sel, train)(std[None, :])
+    assert z0[0] == pytest.approx(grad["training"]["train_fom"], rel=1e-9)
+
+
+@pytest.mark.parametrize("edit", ["restart_candidates = 6", 'restart_candidates = 6\nloss = "cls"'])
+def test_restarts_need_candidates_and_the_discovery_loss(tiny_definitions, tmp_path, edit):
+    text = tiny_definitions["tiny_cuts"].read_text()
+    bad = text.replace("restarts = 2\nrestart_candidates = 6", "restarts = 9\n" + edit)
+    if "cls" in edit:
+        bad = bad.replace("restarts = 9", "restarts = 2")
+    path = tmp_path / "tiny_cuts.toml"
+    path.write_text(bad)
+    with pytest.raises(ProblemDefinitionError, match="restarts > 1 needs"):
+        method_settings(load_problem(path), "cuts_grad")
 
 
 def test_the_scan_rejects_selections_without_background_events(tiny_definitions):

@@ -69,6 +69,17 @@ def method_settings(problem: Problem, method: str, steps: int | None = None) -> 
     cfg.setdefault("standardise", True)
     if steps is not None and method != "cuts_scan":
         cfg["steps"] = int(steps)
+    restarts = int(cfg.get("restarts", 1))
+    if (
+        method == "cuts_grad"
+        and restarts > 1
+        and (cfg["loss"] != "discovery" or int(cfg.get("restart_candidates", 0)) < restarts - 1)
+    ):
+        raise ProblemDefinitionError(
+            f"{problem.definition.path}: [methods.cuts_grad].restarts > 1 needs loss = "
+            "'discovery' (the runs are compared by their hard discovery Z0) and "
+            "restart_candidates >= restarts - 1"
+        )
     if method != "cuts_scan":
         for key in ("steps", "batch_size"):
             if not isinstance(cfg.get(key), int) or cfg[key] < (0 if key == "steps" else 1):
@@ -189,14 +200,17 @@ def scan_grid_points(cfg: Mapping[str, Any], n_cuts: int) -> int:
     """Points per threshold of ``cuts_scan``'s grid: as many as its ``budget`` allows, at
     least ``grid_points`` (default 10). Where even that grid exceeds the budget, the scan
     draws ``budget`` random points instead (`diffana.train.scan_thresholds`), so the scan
-    always spends its whole budget: one threshold on a 10-point grid would be a weak
-    baseline next to a gradient run of hundreds of steps.
+    spends all or nearly all of its budget (1936 of 2000 points for two thresholds): one
+    threshold on a 10-point grid would be a weak baseline next to a gradient run of
+    hundreds of steps.
 
     >>> scan_grid_points({"grid_points": 10, "budget": 2000}, 1), scan_grid_points(
     ...     {"grid_points": 10, "budget": 2000}, 2), scan_grid_points({"budget": 2000}, 4)
     (2000, 44, 10)
     """
     budget, minimum = int(cfg.get("budget", 1000)), int(cfg.get("grid_points", 10))
+    if n_cuts < 1:
+        return minimum
     n = max(round(budget ** (1.0 / n_cuts)), 1)
     while n > 1 and n**n_cuts > budget:
         n -= 1
@@ -205,8 +219,12 @@ def scan_grid_points(cfg: Mapping[str, Any], n_cuts: int) -> int:
     return max(n, minimum)
 
 
-def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Callable:
-    """Expected discovery Z0 of hard cuts, vectorised over candidate thresholds.
+def _scan_fom(
+    problem: Problem, scenario: str, sel: CutSelection, train, chunk: int = 256
+) -> Callable:
+    """Expected discovery Z0 of hard cuts, vectorised over candidate thresholds:
+    ``fom(candidates (n, cuts)) -> (n,)``, evaluated `chunk` candidates at a time (the
+    last chunk padded, so that every call runs one compiled program).
 
     The baseline gets its fastest form: every cut is turned into ``x' > t'`` on the
     standardised feature (sign-flipped for ``"<"``), so that a candidate's yields are a
@@ -228,16 +246,25 @@ def _scan_fom(problem: Problem, scenario: str, sel: CutSelection, train) -> Call
                 for i, c in enumerate(sel.cuts)]  # fmt: skip
         columns[key] = jnp.asarray(np.stack(cols, axis=1))
         weights[key] = jnp.asarray(np.asarray(s.w))
-    sign_j = jnp.asarray(sign)
     z0 = _scan_z0(problem, scenario)
-    return lambda cand: np.asarray(z0(jnp.asarray(cand) * sign_j[None, :], columns, weights))
+
+    def fom(candidates):
+        candidates = np.asarray(candidates, dtype=np.float64) * sign[None, :]
+        out = []
+        for start in range(0, len(candidates), chunk):
+            c = candidates[start : start + chunk]
+            pad = np.concatenate([c, np.repeat(c[-1:], chunk - len(c), axis=0)])
+            out.append(np.asarray(z0(jnp.asarray(pad), columns, weights))[: len(c)])
+        return np.concatenate(out) if out else np.empty(0)
+
+    return fom
 
 
 @functools.lru_cache(maxsize=64)
 def _scan_z0(problem: Problem, scenario: str) -> Callable:
-    # One jitted function per problem and scenario, the events passed as arguments: every
-    # scan and restart search of a benchmark with the same sample sizes and chunk shares
-    # one compilation.
+    # One jitted function per problem and scenario, the events passed as arguments: the
+    # scans and restart searches of a benchmark with the same sample sizes and chunk size
+    # share one compilation.
     settings = problem.modifier_settings(scenario)
 
     def one(y):
@@ -258,15 +285,9 @@ def _scan_z0(problem: Problem, scenario: str) -> Callable:
     return z0
 
 
-def _chunked(fom: Callable, candidates: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """`fom` of every candidate, `chunk` at a time (the last chunk padded, so that one
-    compiled program serves all); NaN (invalid) becomes -inf."""
-    out = []
-    for start in range(0, len(candidates), chunk):
-        c = candidates[start : start + chunk]
-        pad = np.concatenate([c, np.repeat(c[-1:], chunk - len(c), axis=0)])
-        out.append(np.asarray(fom(pad), dtype=np.float64)[: len(c)])
-    values = np.concatenate(out) if out else np.empty(0)
+def _valid(values: np.ndarray) -> np.ndarray:
+    """Figures of merit with NaN (invalid selections) as -inf."""
+    values = np.asarray(values, dtype=np.float64)
     return np.where(np.isfinite(values), values, -np.inf)
 
 
@@ -275,14 +296,15 @@ def _train_cuts_with_restarts(
 ) -> TrainedAnalysis:
     """Gradient-optimised cuts from several starts; the best by the hard figure of merit.
 
-    A cut-flow's figure of merit has local optima: a run from the open selection can
-    settle on a cut that a better selection does not need. So ``restart_candidates``
-    random threshold sets in the scan's box (`diffana.baselines.candidate_ranges`) are
-    evaluated with hard cuts on the training sample, and the gradient runs from the open
-    selection and from the best ``restarts - 1`` of them. The result is the run whose final
-    thresholds have the highest hard figure of merit on the training sample (the test
-    sample is not looked at). Figure-of-merit evaluations: the candidates, every run's
-    steps and the final comparison.
+    A run from the open selection can settle on thresholds that a better selection does
+    not need. So ``restart_candidates`` random threshold sets in the scan's box
+    (`diffana.baselines.candidate_ranges`; drawn as ``cuts_scan`` draws its random points
+    for the same seed) are evaluated with hard cuts on the training sample, and the
+    gradient runs from the open selection and from the best ``restarts - 1`` valid ones
+    (selections that keep background events). The result is the run whose final
+    thresholds have the highest hard discovery Z0 on the training sample (the test
+    sample is not looked at), recorded as ``train_fom``. Figure-of-merit evaluations: the
+    candidates, every run's steps and the final comparison.
     """
     t_start = time.perf_counter()
     restarts, n_cand = int(cfg["restarts"]), int(cfg.get("restart_candidates", 0))
@@ -290,7 +312,8 @@ def _train_cuts_with_restarts(
     fom = _scan_fom(problem, scenario, sel, train)
     rng = np.random.default_rng(seed)
     cand = ranges[:, 0] + rng.uniform(size=(n_cand, len(ranges))) * (ranges[:, 1] - ranges[:, 0])
-    best = np.argsort(-_chunked(fom, cand), kind="stable")[: restarts - 1]
+    values = _valid(fom(cand))
+    best = [i for i in np.argsort(-values, kind="stable")[: restarts - 1] if values[i] > -np.inf]
     starts = [np.asarray(sel.thresholds)] + [cand[i] for i in best]
     steps, callback = int(common["steps"]), common["callback"]
     runs = []
@@ -303,7 +326,7 @@ def _train_cuts_with_restarts(
             key=jax.random.fold_in(key, r), relax=_relax_setting(cfg, sel),
             **{**common, "tracker": None, "callback": on_step},
         ))  # fmt: skip
-    final = _chunked(fom, np.stack([np.asarray(r.pipeline.thresholds) for r in runs]))
+    final = _valid(fom(np.stack([np.asarray(r.pipeline.thresholds) for r in runs])))
     pick = int(np.argmax(final))
     res = runs[pick]
     tracker = common["tracker"]
@@ -317,9 +340,15 @@ def _train_cuts_with_restarts(
             )  # fmt: skip
         tracker.flush()
     info = _fit_info(res, cfg)
+    warned: Counter = Counter()
+    for r in runs:
+        warned.update(r.warnings)
     info.update(
         train_time_s=time.perf_counter() - t_start,
-        fom_evaluations=n_cand + restarts * steps + restarts,
+        compile_time_s=runs[0].compile_time,
+        skipped_steps=sum(r.skipped_steps for r in runs),
+        fit_warnings=dict(warned),
+        fom_evaluations=n_cand + len(runs) * steps + len(runs),
         restart_train_fom=[float(v) for v in final],
         restart_chosen=pick,
         train_fom=float(final[pick]),
@@ -383,8 +412,8 @@ def train_method(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             t0 = time.perf_counter()
-            fom = _scan_fom(problem, scenario, sel, train)
             chunk = int(cfg.get("batch", 256))
+            fom = _scan_fom(problem, scenario, sel, train, chunk)
             fom(np.repeat(ranges.mean(axis=1)[None, :], chunk, axis=0))  # compile: timed too
             compile_time = time.perf_counter() - t0
             res = scan_thresholds(

@@ -41,8 +41,10 @@ __all__ = [
 #: The shared benchmarks run by ``diffana bench`` without arguments.
 DEFAULT_PROBLEMS = ("gaussian_blobs", "inferno3d", "cut_scan")
 
-#: Schema of a run's ``result.json``.
-RUN_SCHEMA = "diffana.bench.run/1"
+#: Schema of a run's ``result.json``. Version 2: ``cuts_scan`` spends its budget on the
+#: finest grid that fits and rejects selections without background events, so runs of
+#: version 1 are redone rather than resumed.
+RUN_SCHEMA = "diffana.bench.run/2"
 
 
 @dataclasses.dataclass(frozen=True)
