@@ -29,6 +29,7 @@ from diffana.infer._teststat import (
     better,
     check_poi_in_bounds,
     fits_in_sequence,
+    hypotest_returns,
     safe_sqrt,
 )
 
@@ -276,17 +277,10 @@ def hypotest(
     clsb, clb, cls, clsb_exp, cls_exp = _pvalues_jit(
         fits, mu, test_stat=test_stat, calc_base_dist=calc_base_dist
     )
-
-    is_q0 = test_stat == "q0"
-    out = [clsb if is_q0 else cls]
-    if return_tail_probs:
-        out.append(jnp.stack([clb]) if is_q0 else jnp.stack([clsb, clb]))
-    band = clsb_exp if is_q0 else cls_exp
-    if return_expected:
-        out.append(band[2])
-    if return_expected_set:
-        out.append(band)
-    return tuple(out) if len(out) > 1 else out[0]
+    return hypotest_returns(
+        test_stat, clsb, clb, cls, clsb_exp, cls_exp,
+        return_tail_probs, return_expected, return_expected_set,
+    )  # fmt: skip
 
 
 class DiscoveryResult(NamedTuple):

@@ -509,3 +509,29 @@ def asimov_data(
     if return_fitted_pars:
         return out, pars
     return out
+
+
+def hypotest_returns(
+    test_stat: str,
+    clsb,
+    clb,
+    cls,
+    band_clsb,
+    band_cls,
+    return_tail_probs: bool,
+    return_expected: bool,
+    return_expected_set: bool,
+):
+    """What `diffana.infer.hypotest` returns, as pyhf orders it: CLs (``q0``: p0), then
+    with the flags the tail probabilities ``[CLs+b, CLb]`` (``q0``: ``[p0]``), the median
+    expected value and the expected band (``q0``: of p0, otherwise of CLs)."""
+    is_q0 = test_stat == "q0"
+    out = [clsb if is_q0 else cls]
+    if return_tail_probs:
+        out.append(jnp.stack([clb]) if is_q0 else jnp.stack([clsb, clb]))
+    band = band_clsb if is_q0 else band_cls
+    if return_expected:
+        out.append(band[2])
+    if return_expected_set:
+        out.append(band)
+    return tuple(out) if len(out) > 1 else out[0]

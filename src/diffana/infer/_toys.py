@@ -31,7 +31,7 @@ from diffana.infer._mle import (
     floating,
     report_convergence,
 )
-from diffana.infer._teststat import _Setup, check_poi_in_bounds
+from diffana.infer._teststat import _Setup, check_poi_in_bounds, hypotest_returns
 
 __all__ = ["ToyDistributions", "sample_data", "toy_distributions"]
 
@@ -488,13 +488,7 @@ def toy_hypotest(
     clsb, clb, cls, band_clsb, band_cls = _toy_pvalues(
         dists.signal_plus_background, dists.background_only, dists.observed
     )
-    is_q0 = test_stat == "q0"
-    out = [clsb if is_q0 else cls]
-    if return_tail_probs:
-        out.append(jnp.stack([clb]) if is_q0 else jnp.stack([clsb, clb]))
-    band = band_clsb if is_q0 else band_cls
-    if return_expected:
-        out.append(band[2])
-    if return_expected_set:
-        out.append(band)
-    return tuple(out) if len(out) > 1 else out[0]
+    return hypotest_returns(
+        test_stat, clsb, clb, cls, band_clsb, band_cls,
+        return_tail_probs, return_expected, return_expected_set,
+    )  # fmt: skip
