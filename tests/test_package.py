@@ -102,6 +102,29 @@ def test_unknown_compiler_options_are_dropped(monkeypatch):
         _config.compiler_options.cache_clear()
 
 
+def test_entry_points_give_one_result_at_the_top_level_and_inside_transformations():
+    """A fit compiles with the entry options when called directly and with the outer
+    program's inside `jit`, `vmap` and `grad` (JAX refuses options on a nested `jit`);
+    the best-fit point is the same either way."""
+    import jax
+
+    from diffana import _config, hf, infer
+
+    opts = _config.entry_compiler_options()
+    if jax.default_backend() == "cpu" and jax.__version_info__ >= (0, 10):
+        assert opts == _config._ENTRY_CPU_OPTIONS  # the probe must not fail silently
+    model = hf.correlated_background([2.0, 5.0], [50.0, 40.0], [55.0, 42.0], [45.0, 38.0])
+    data = model.expected_data(model.init) + jnp.asarray([3.0, -2.0, 0.0])
+    direct = infer.fit(data, model).pars
+    with infer.runtime_convergence_checks(False):
+        jitted = jax.jit(lambda d: infer.fit(d, model).pars)(data)
+        batched = jax.vmap(lambda d: infer.fit(d, model).pars)(data[None])[0]
+        nll_grad = jax.grad(lambda d: infer.fit(d, model).nll)(data)
+    np.testing.assert_allclose(jitted, direct, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(batched, direct, rtol=1e-9, atol=1e-12)
+    assert np.all(np.isfinite(nll_grad))
+
+
 def test_float32_input_warns_naming_argument():
     with pytest.warns(diffana.PrecisionWarning, match="'yields'"):
         diffana.check_float64(jnp.zeros(2, dtype=jnp.float32), "yields", "Model")

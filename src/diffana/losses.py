@@ -28,7 +28,7 @@ import optax
 from jax.scipy.special import log_ndtr
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana._config import check_float64
+from diffana._config import check_float64, entry_jit
 from diffana.infer._fisher import poi_uncertainty
 from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, report_convergence
 from diffana.infer._teststat import _Setup, safe_sqrt
@@ -52,7 +52,7 @@ def _asimov_q(setup: _Setup, generate_mu, test_mu):
     return q, free.pars[setup.poi_index], cond.converged & free.converged
 
 
-@eqx.filter_jit
+@entry_jit
 def _cls_jit(mu_test, model, data, init, bounds, *, fixed, tol, maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     q_a, mu_hat, converged = _asimov_q(setup, jnp.asarray(0.0, dtype=jnp.float64), mu_test)
@@ -88,7 +88,7 @@ def cls_loss(model: Any, mu_test: Float[ArrayLike, ""] = 1.0) -> Float[Array, ""
     return report_convergence(converged, model, where, value)
 
 
-@eqx.filter_jit
+@entry_jit
 def _z0_jit(model, data, init, bounds, *, fixed, tol, maxiter, background_floor=0.0):
     model = floor_background(model, background_floor)
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)

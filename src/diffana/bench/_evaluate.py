@@ -17,6 +17,7 @@ import scipy.optimize
 import scipy.stats
 
 from diffana import hf, infer
+from diffana._config import entry_jit
 from diffana.problems import Problem, Sample, TemplateKey
 from diffana.problems._workspace import to_json_compatible
 
@@ -244,7 +245,7 @@ def evaluate_yields(
     return out
 
 
-@eqx.filter_jit
+@entry_jit
 def _statistics(model, asimov_b, asimov_sb, pars, init):
     cls = infer.hypotest(1.0, asimov_b, model, test_stat="qtilde", init=init)
     z0 = infer.discovery(asimov_sb, model, init=init).z0
@@ -311,7 +312,7 @@ def robust_statistics(model, workspace, asimov_b, asimov_sb, pars) -> tuple[floa
     return cls, z0, values[0][2]
 
 
-@eqx.filter_jit
+@entry_jit
 def _profile_nll(mu, model, data):
     return infer.fixed_poi_fit(mu, data, model).nll
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtr
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana._config import require_float64
+from diffana._config import entry_jit, require_float64
 from diffana.infer._mle import (
     AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
@@ -110,7 +109,7 @@ def _fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
     )
 
 
-@eqx.filter_jit
+@entry_jit
 def _fits_jit(mu, asimov_mu, model, data, init, bounds, *, fixed, tol, maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     return _fits(setup, mu, asimov_mu)
@@ -146,7 +145,7 @@ def _pvalues(t: Array, sqrt_qa: Array) -> tuple[Array, Array, Array]:
     return jnp.exp(log_clsb), jnp.exp(log_clb), jnp.exp(log_clsb - log_clb)
 
 
-@eqx.filter_jit
+@entry_jit
 def _pvalues_jit(fits: _Asymptotics, mu, *, test_stat, calc_base_dist):
     q, q_a = _clip_statistics(fits, mu, test_stat)
     sqrt_qa = safe_sqrt(q_a)
@@ -328,7 +327,7 @@ def discovery(
     return _discovery_from_fits(fits)
 
 
-@eqx.filter_jit
+@entry_jit
 def _discovery_from_fits(fits: _Asymptotics) -> DiscoveryResult:
     q0, q0_a = _clip_statistics(fits, 0.0, "q0")
     z0 = safe_sqrt(q0)

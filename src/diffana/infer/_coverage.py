@@ -15,6 +15,7 @@ import numpy as np
 from jax.scipy.special import ndtri
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from diffana._config import entry_jit
 from diffana.errors import ConvergenceWarning
 from diffana.infer._mle import (
     DEFAULT_MAXITER,
@@ -160,7 +161,7 @@ def interval_core(setup: _Setup, data: Array, z: Array, maxiter: int = ROOT_MAXI
     )
 
 
-@eqx.filter_jit
+@entry_jit
 def _interval_jit(z, model, data, init, bounds, *, fixed, tol, maxiter, root_maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     return interval_core(setup, data, z, root_maxiter)
@@ -326,7 +327,7 @@ class CoverageResult(NamedTuple):
     converged: Bool[Array, "k ntoys"]
 
 
-@eqx.filter_jit
+@entry_jit
 def _generating_pars(values, model, data, init, bounds, *, fixed, tol, maxiter):
     """Parameters the toys of each true value are drawn at: the conditional fits of
     `data` (or, without data, `init` with the POI set)."""

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from diffana._config import require_float64
+from diffana._config import entry_jit, require_float64
 from diffana.errors import ConvergenceWarning
 from diffana.infer._asymptotics import N_SIGMA, _pvalues, _test_statistic_value
 from diffana.infer._mle import (
@@ -292,7 +292,7 @@ def _warn_unbracketed(result: UpperLimitResult, setup: _Setup, level: float, whe
     return True
 
 
-@eqx.filter_jit
+@entry_jit
 def _upper_limit_jit(
     model,
     data,

@@ -15,7 +15,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from diffana._config import check_float64
+from diffana._config import check_float64, entry_jit
 from diffana.errors import ConvergenceWarning, DataError
 from diffana.infer._solver import minimize_bounded, newton_solve_free
 
@@ -630,7 +630,7 @@ def _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainti
     return FitResult(pars=pars, nll=nll, converged=converged, n_iter=n_iter, uncertainties=unc)
 
 
-@eqx.filter_jit
+@entry_jit
 def _fit_jit(model, data, init, bounds, *, fixed, tol, maxiter, return_uncertainties):
     res = _fit_impl(model, data, init, bounds, fixed, tol, maxiter, return_uncertainties)
     # inside, fits carry the objective; users get the NLL itself

@@ -6,13 +6,13 @@ import copy
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from diffana._config import entry_jit
 from diffana.infer._mle import (
     AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
@@ -301,7 +301,7 @@ def _on_data(setup: _Setup, data: Array) -> _Setup:
 _TMU_SCHEDULE = ((OBSERVED, AT_INIT, FLOATING), (OBSERVED, AT_INIT, 0), (OBSERVED, AT_FREE, 0))
 
 
-@eqx.filter_jit
+@entry_jit
 def _tmu_fits_jit(mu, model, data, init, bounds, *, fixed, tol, maxiter):
     """The two fits behind every test statistic (one compilation for all of them)."""
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
@@ -309,7 +309,7 @@ def _tmu_fits_jit(mu, model, data, init, bounds, *, fixed, tol, maxiter):
     return t, cond.pars, free.pars, cond.converged & free.converged
 
 
-@eqx.filter_jit
+@entry_jit
 def _clip(kind, t, mu, mu_hat):
     if kind == "qmu":
         return jnp.where(mu_hat > mu, 0.0, t)
@@ -459,7 +459,7 @@ def _asimov_pars(setup: _Setup, poi_value, data: Array | None):
     return res.pars, res.converged
 
 
-@eqx.filter_jit
+@entry_jit
 def _asimov_jit(poi_value, model, data, init, bounds, *, include_auxdata, fixed, tol, maxiter):
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     pars, converged = _asimov_pars(setup, poi_value, data)

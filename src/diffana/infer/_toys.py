@@ -22,6 +22,7 @@ import numpy as np
 from jax.scipy.special import ndtr
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from diffana._config import entry_jit
 from diffana.infer._mle import (
     DEFAULT_MAXITER,
     DEFAULT_TOL,
@@ -247,7 +248,7 @@ def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
     return stat, res.converged[:m] & res.converged[m:]
 
 
-@eqx.filter_jit
+@entry_jit
 def _observed_jit(
     mu_null, mu_alt, stat_mu, is_q0, model, data, init, bounds, *, fixed, tol, maxiter
 ):
