@@ -12,7 +12,11 @@ about 10, 30, 100, 236, 300 and 1000 parameters (`--generated`). For each worksp
   folder and the second run's times are reported. pyhf-jax's first calls are timed the
   same way in their own fresh process;
 * warm `fit` and `hypotest`: the median of `--repeats` calls after a warm-up, diffana
-  and pyhf-jax alternated in this process, and the ratio pyhf / diffana;
+  and pyhf-jax alternated in this process, and the ratio pyhf / diffana. Then again
+  with each library's calls in a row ("in a row"): alternated, every call starts with
+  the processor's caches holding the other library's data, which costs a 2 ms diffana
+  fit about 1 ms (sbottom) and a 30 ms pyhf fit little; in a row, both run as in a scan
+  over mu or a loop over datasets;
 * agreement: |CLs_obs diffana - pyhf|, its maximum over the expected band, and the
   difference of the NLL at the global minimum (pyhf's fit returns twice the NLL);
 * for the 1Lbb workspace: first call (fresh process) and warm time of
@@ -294,6 +298,8 @@ def warm(ident: str, ws: dict, args: argparse.Namespace) -> dict:
                     times[name].append(t)
     for name, ts in times.items():
         row[f"{name}_warm_s"] = statistics.median(ts)
+    for name, fn in calls.items():  # each call repeated in a row
+        row[f"{name}_row_s"] = statistics.median(timed(fn)[0] for _ in range(args.repeats))
 
     fit, (cls, band) = results["diffana_fit"], results["diffana_hypotest"]
     row.update(
@@ -314,6 +320,7 @@ def warm(ident: str, ws: dict, args: argparse.Namespace) -> dict:
         )
         for what in ("fit", "hypotest"):
             row[f"{what}_ratio"] = row[f"pyhf_{what}_warm_s"] / row[f"diffana_{what}_warm_s"]
+            row[f"{what}_row_ratio"] = row[f"pyhf_{what}_row_s"] / row[f"diffana_{what}_row_s"]
 
     if ident == f"real:{GRAD_WORKSPACE}":
         yields = d_yields(ws, model)
@@ -376,6 +383,15 @@ def print_table(rows: list[dict]) -> None:
         for key in ("first", "first_cache_cold", "first_cached", "first_grad", "pyhf_first"):
             if "error" in r.get(key, {}):
                 print(f"    {key}: {r[key]['error']}")
+        if "diffana_fit_row_s" in r:
+            print(
+                f"    in a row: fit {_f(r.get('diffana_fit_row_s'), 1e3, '.1f')}"
+                f" / {_f(r.get('pyhf_fit_row_s'), 1e3, '.1f')} ms"
+                f" ({_f(r.get('fit_row_ratio'), 1, '.1f')}x), hypotest"
+                f" {_f(r.get('diffana_hypotest_row_s'), 1e3, '.1f')}"
+                f" / {_f(r.get('pyhf_hypotest_row_s'), 1e3, '.1f')} ms"
+                f" ({_f(r.get('hypotest_row_ratio'), 1, '.1f')}x)"
+            )
         if "grad_warm_s" in r:
             g1 = r.get("first_grad", {}).get("grad_s")
             print(
@@ -384,7 +400,8 @@ def print_table(rows: list[dict]) -> None:
                 f" (fresh process), finite: {r['grad_finite']}"
             )
     print(
-        "warm: median ms of one call after a warm-up; x: pyhf-jax / diffana. First call:"
+        "warm: median ms of one call after a warm-up, diffana and pyhf alternated (in a row:"
+        " each repeated); x: pyhf-jax / diffana. First call:"
         " seconds in a fresh process, compilation included; cached: the same with JAX's"
         " persistent compilation cache filled by a previous process; build: Model.from_pyhf."
         " dCLs: |diffana - pyhf| at mu = 1 (observed; max over the expected band); dNLL:"
