@@ -90,7 +90,7 @@ _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT
 # XLA's CPU backend emits element-wise fusions either with its newer MLIR fusion
 # emitters (the default) or with its classic elemental emitters. For the loops of a fit
 # or a hypothesis test the newer ones compile about twice as slowly, for run times
-# within about 15% either way (docs/performance.md, "Compilation options").
+# within about 20% either way (docs/performance.md, "Published workspaces").
 _ENTRY_CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
@@ -108,10 +108,10 @@ def entry_compiler_options() -> dict[str, object]:
     """XLA compiler options of diffana's statistical entry points (:func:`entry_jit`).
 
     On a CPU the classic element-wise emitters (``xla_cpu_use_fusion_emitters=False``):
-    the first call of a fit of a published workspace (67-625 parameters) then compiles
-    in 1.1-1.3 s instead of 2.0-2.5 s, and its warm calls run within about 15% of the
-    default's. `{}` on other backends and where this version of XLA does not know the
-    option (checked once).
+    the first call of a fit of a published workspace (67-625 parameters) then takes
+    2.0-3.0 s instead of 2.4-3.6 s in `benchmarks/bench_realws.py`, and its warm calls
+    run within about 20% of the default's. `{}` on other backends and where this
+    version of XLA does not know the option (checked once).
     """
     if jax.default_backend() != "cpu":
         return {}
