@@ -29,7 +29,7 @@ first computation.
 
 Compilation: :func:`compiler_options` gives the XLA options diffana passes to the
 `jax.jit` of its own batched fits (and recommends for yours). The statistical entry
-points (fits, hypothesis tests, limits, intervals, pseudo-experiments) are compiled with
+points (fits, hypothesis tests, limits, intervals; not the batches of toy fits) use
 :func:`entry_compiler_options`, which halve their compilation on a CPU (see
 :func:`entry_jit`); no global XLA setting is changed. :func:`enable_compilation_cache`
 switches on JAX's persistent compilation cache, so that a second process does not
