@@ -63,8 +63,9 @@ def test_logpdf_agrees_with_pyhf(published):
         for _ in range(2):
             step = rng.normal(0.0, 0.3, model.npars) * np.where(model.init == 0.0, 1.0, 0.05)
             points.append(np.clip(np.asarray(model.init) + step, lower, upper))
+        logpdf = jax.jit(pmodel.logpdf)  # one compilation instead of many eager operations
         for pars in points:
-            ref = float(pmodel.logpdf(jnp.asarray(pars), pdata)[0])
+            ref = float(logpdf(jnp.asarray(pars), pdata)[0])
             got = float(model.logpdf(pars, data))
             assert got == pytest.approx(ref, rel=1e-12, abs=1e-12), name
     finally:
