@@ -39,6 +39,7 @@ compile again what a first one compiled (the `diffana` command does this by defa
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import sys
@@ -132,6 +133,41 @@ def _at_top_level() -> bool:
         return False
 
 
+# Set while an entry point (:func:`entry_jit`) called under `jax.vmap` runs: JAX traces
+# some parts of a program (the derivative rules of fits) apart from the transformations
+# around them, where the tracing context alone would not tell.
+_VECTORISED = contextvars.ContextVar("diffana_vectorised", default=False)
+
+
+def _batch_trace_active() -> bool:
+    """Whether JAX's current trace runs under a batching trace (internal; where it is
+    missing, the answer is "no")."""
+    try:
+        from jax._src import core
+        from jax._src.interpreters import batching
+
+        trace = core.trace_ctx.trace
+        while trace is not None:
+            if isinstance(trace, batching.BatchTrace):
+                return True
+            trace = getattr(trace, "parent_trace", None)
+    except Exception:  # a jax without these internals
+        return False
+    return False
+
+
+def under_vmap() -> bool:
+    """Whether the caller runs under `jax.vmap` (or `jacfwd`, `hessian`: a batching
+    transformation), at any depth, inside `jit` too.
+
+    Fits choose their algorithm by it (:func:`diffana.infer._mle.vectorised_fits`): a
+    batch of small models is fastest with element-wise work, a single fit with fewer,
+    larger operations, which also compile faster. Read from JAX's tracing context
+    (internal; where it is missing, the answer is "no": a choice of speed, never of
+    result)."""
+    return _VECTORISED.get() or _batch_trace_active()
+
+
 def entry_jit(fn: Callable) -> Callable:
     """`equinox.filter_jit(fn)`, compiled with :func:`entry_compiler_options` when called
     at the top level.
@@ -140,19 +176,30 @@ def entry_jit(fn: Callable) -> Callable:
     compilation is what a user waits for. Called inside `jax.jit`, `jax.grad` or
     `jax.vmap` the function is one part of the outer program and compiles with it,
     under the outer options. The options are looked up at the first call, not at import,
-    so importing diffana does not start a backend.
+    so importing diffana does not start a backend. Calls under `jax.vmap`
+    (:func:`under_vmap`) have a cache of their own, as `fn` traces differently there.
     """
-    plain = eqx.filter_jit(fn)
-    optioned: list[Callable] = []
+    variants: dict[tuple[bool, bool], Callable] = {}
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        if not _at_top_level():
-            return plain(*args, **kwargs)
-        if not optioned:
-            options = entry_compiler_options()
-            optioned.append(eqx.filter_jit(fn, compiler_options=options) if options else plain)
-        return optioned[0](*args, **kwargs)
+        vectorised = under_vmap()
+        key = (_at_top_level(), vectorised)
+        jitted = variants.get(key)
+        if jitted is None:
+            options = entry_compiler_options() if key[0] else {}
+
+            # a function of its own: equinox shares the traces of one function's jits
+            def variant(*a, **k):
+                return fn(*a, **k)
+
+            jitted = eqx.filter_jit(variant, compiler_options=options)
+            variants[key] = jitted
+        token = _VECTORISED.set(vectorised)
+        try:
+            return jitted(*args, **kwargs)
+        finally:
+            _VECTORISED.reset(token)
 
     return call
 

@@ -11,11 +11,11 @@ from jaxtyping import Array, ArrayLike, Float
 
 from diffana._config import entry_jit, require_float64
 from diffana.infer._mle import (
-    AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
     as_poi_value,
     report_convergence,
+    vectorised_fits,
 )
 from diffana.infer._teststat import (
     ASIMOV,
@@ -65,7 +65,7 @@ _HYPOTEST_GENERATORS = (2, 4)
 
 
 def _fits_in_sequence(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
-    """:func:`_fits` for a large model (:func:`fits_in_sequence`)."""
+    """:func:`_fits` one fit after the other (:func:`fits_in_sequence`)."""
     poi = setup.poi_index
     seq = fits_in_sequence(
         setup, _HYPOTEST_SCHEDULE, jnp.stack([mu, asimov_mu]), _HYPOTEST_GENERATORS
@@ -88,7 +88,7 @@ def _fits(setup: _Setup, mu, asimov_mu) -> _Asymptotics:
     closed form where it applies (:meth:`_Setup.asimov_free_fit`). `mu` and `asimov_mu`
     are arrays, so one compilation serves every test statistic.
     """
-    if setup.npars > AUTODIFF_HESSIAN_MAX:
+    if not vectorised_fits(setup.npars):
         return _fits_in_sequence(setup, mu, asimov_mu)
     data = setup.data
     poi = setup.poi_index

@@ -18,11 +18,11 @@ from diffana._config import entry_jit, require_float64
 from diffana.errors import ConvergenceWarning
 from diffana.infer._asymptotics import N_SIGMA, _pvalues, _test_statistic_value
 from diffana.infer._mle import (
-    AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
     _is_traced,
     report_convergence,
+    vectorised_fits,
 )
 from diffana.infer._teststat import (
     ASIMOV,
@@ -239,7 +239,7 @@ def upper_limit(
     return report_convergence(converged, model, where, result)
 
 
-# The fits behind a large model's limits (`fits_in_sequence`): the free fit, the
+# The fits behind a limit outside a batch of small models (`fits_in_sequence`): the free fit, the
 # background-only fit (mu = 0) from two starts, and the free fit on the Asimov data.
 _LIMIT_SCHEDULE = (
     (OBSERVED, AT_INIT, FLOATING),
@@ -311,7 +311,7 @@ def _upper_limit_jit(
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     fit_maxiter = maxiter
     poi = setup.poi_index
-    if setup.npars > AUTODIFF_HESSIAN_MAX:
+    if not vectorised_fits(setup.npars):
         # the background-only fit from two starts (see `fits_in_sequence`)
         seq = fits_in_sequence(setup, _LIMIT_SCHEDULE, jnp.zeros(1), (1, 2))
         data_a = seq.data_asimov

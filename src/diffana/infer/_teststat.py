@@ -14,7 +14,6 @@ from jaxtyping import Array, ArrayLike, Float
 
 from diffana._config import entry_jit
 from diffana.infer._mle import (
-    AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
     FitResult,
@@ -33,6 +32,7 @@ from diffana.infer._mle import (
     resolve_bounds,
     resolve_fixed,
     resolve_init,
+    vectorised_fits,
 )
 
 __all__ = [
@@ -193,7 +193,8 @@ def fits_in_sequence(
 ) -> SequenceFits:
     """The fits of `schedule` one after the other, in one solver loop (`lax.scan`).
 
-    Meant for large models, where several conditional fits need different starts:
+    How fits run outside a batch of small models (:func:`diffana.infer._mle.vectorised_fits`),
+    where several conditional fits need different starts:
 
     - A model with hundreds of parameters can have more than one minimum at fixed POI
       (a theory-scale parameter of ATLAS's 3L resonance workspace has two, 0.02 apart
@@ -203,7 +204,7 @@ def fits_in_sequence(
     - A fit on the Asimov data starts at the point that generated them, the better of
       the fits `generators` (rows of the schedule); a free fit there starts at its exact
       minimum where that lies inside the bounds (one Newton step confirms it).
-    - Large models are fitted one after the other anyway, so a sequence costs no
+    - Fits outside a batch run one after the other anyway, so a sequence costs no
       parallelism, and its one solver loop compiles once where separate batches each
       compile their own.
 
@@ -271,7 +272,7 @@ def check_poi_in_bounds(poi_value: Array, setup: _Setup, where: str) -> None:
 
 def _tmu_like(setup: _Setup, mu, data: Array):
     """`2 (nll(mu, theta_hathat) - nll(mu_hat, theta_hat))`, clipped at zero."""
-    if setup.npars > AUTODIFF_HESSIAN_MAX:
+    if not vectorised_fits(setup.npars):
         # the conditional fit from two starts (see `fits_in_sequence`)
         seq = fits_in_sequence(_on_data(setup, data), _TMU_SCHEDULE, jnp.stack([mu]))
         take = seq.nll[2] < seq.nll[1]
@@ -296,7 +297,7 @@ def _on_data(setup: _Setup, data: Array) -> _Setup:
     return other
 
 
-# The fits of a test statistic for a large model: free, conditional from the initial
+# The fits of a test statistic outside a batch of small models: free, conditional from the initial
 # values, conditional from the free fit's result.
 _TMU_SCHEDULE = ((OBSERVED, AT_INIT, FLOATING), (OBSERVED, AT_INIT, 0), (OBSERVED, AT_FREE, 0))
 
