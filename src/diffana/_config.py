@@ -189,7 +189,9 @@ def entry_jit(fn: Callable) -> Callable:
         if jitted is None:
             options = entry_compiler_options() if key[0] else {}
 
-            # a function of its own: equinox shares the traces of one function's jits
+            # a function of its own (equinox shares the traces of one function's jits),
+            # under `fn`'s name
+            @functools.wraps(fn)
             def variant(*a, **k):
                 return fn(*a, **k)
 
