@@ -14,6 +14,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from diffana._config import entry_jit
 from diffana.infer._mle import (
+    AUTODIFF_HESSIAN_MAX,
     DEFAULT_MAXITER,
     DEFAULT_TOL,
     FitResult,
@@ -210,12 +211,19 @@ def fits_in_sequence(
 
     Rows that need the free fit's or the generating fits' results must come after them;
     without `generators` there are no Asimov rows (and `gen`, `data_asimov` are `None`).
+
+    A model of up to `AUTODIFF_HESSIAN_MAX` parameters skips the second starts (the
+    conditional fits on the observed data from the free fit's result): their rows keep
+    `nll = inf` and `converged = True`, so :func:`better` takes the first start, as a
+    vmapped batch of such fits does (:meth:`_Setup.batch`). Its fits cost more in
+    per-operation overhead than in arithmetic, and a few parameters rarely give a
+    second minimum.
     """
     model, data, poi = setup.model, setup.data, setup.poi_index
     fixed = jnp.asarray(setup.fixed)
     is_poi = jnp.arange(setup.npars) == poi
     poi_values = jnp.asarray(poi_values, dtype=jnp.float64)
-    rows = jnp.asarray(schedule, dtype=jnp.int32)
+    rows = np.asarray(schedule, dtype=np.int32)
     k = rows.shape[0]
 
     def asimov(pars_done, nll_done):
@@ -239,12 +247,18 @@ def fits_in_sequence(
         carry = (pars_done.at[i].set(pars), nll_done.at[i].set(nll), conv_done.at[i].set(converged))
         return carry, None
 
+    second_starts = setup.npars > AUTODIFF_HESSIAN_MAX
+    run = [
+        i
+        for i, (on, start, poi_at) in enumerate(schedule)
+        if second_starts or not (on == OBSERVED and start == AT_FREE and poi_at != FLOATING)
+    ]
     carry = (
         jnp.broadcast_to(setup.init, (k, setup.npars)),
         jnp.full((k,), jnp.inf, dtype=jnp.float64),
-        jnp.zeros((k,), dtype=bool),
+        jnp.ones((k,), dtype=bool),
     )
-    xs = jnp.concatenate([jnp.arange(k, dtype=jnp.int32)[:, None], rows], axis=1)
+    xs = jnp.asarray(np.concatenate([np.asarray(run)[:, None], rows[run]], axis=1), jnp.int32)
     (pars, nll, converged), _ = jax.lax.scan(step, carry, xs)
     if generators is None:
         return SequenceFits(pars, nll, converged, None, None)
