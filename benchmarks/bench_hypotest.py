@@ -24,6 +24,8 @@ it does not cover, all measured alternately in one run (warm-up, then the median
    a Python loop over the jitted single-item function (per item). The `vmap` is timed
    twice: jitted with JAX's defaults, and with `compiler_options=diffana.compiler_options()`
    (on a CPU: no YNNPACK fusions for reductions).
+   The first call of each neos function (`cls`, `full`, `cls_vmap`: compilation
+   included, in this order in a fresh process) is reported too.
 4. **The Newton systems of a batched fit.** One iteration's three scaled systems
    (Newton, damped, shifted) for `3 x --batch` random 3x3 Hessians, as a vmapped fit
    solves them: diffana's unrolled LDL^T against LAPACK's eigendecomposition (what the
@@ -112,11 +114,15 @@ def without_convergence_callback():
     return infer.runtime_convergence_checks(False)
 
 
-def _warm(fns):
+def _warm(fns, first_calls: dict | None = None):
+    """Call each function once (compiling it); its time in seconds goes to `first_calls`."""
     import jax
 
-    for f in fns.values():
+    for k, f in fns.items():
+        t0 = time.perf_counter()
         jax.block_until_ready(f())
+        if first_calls is not None:
+            first_calls[k] = time.perf_counter() - t0
     return fns
 
 
@@ -358,7 +364,8 @@ def run(args) -> dict:
     reps, rounds, batch = args.repeats, args.rounds, args.batch
 
     # ---- 1. neos model: diffana vs relaxed ------------------------------------------------
-    fns = _warm(neos_functions(batch)[0])
+    res["neos_first_call_s"] = {}
+    fns = _warm(neos_functions(batch)[0], res["neos_first_call_s"])
     with without_convergence_callback():
         fns_nocb = _warm(neos_functions(batch)[0])
     fns.update({f"{k}_nocb": f for k, f in fns_nocb.items()})
@@ -464,6 +471,12 @@ def report(res) -> None:
         print(f"   {label:25s} {d:10.1f} us{ratio}")
     if r:
         print(f"   {'relaxed hypotest':25s} {r:10.1f} us")
+    first = res.get("neos_first_call_s", {})
+    if first:
+        print(
+            "   first calls (compilation included): "
+            + ", ".join(f"{k} {first[k]:.2f} s" for k in ("cls", "full", "cls_vmap") if k in first)
+        )
     _print_ops(res["neos_cls_nocb_xla_ops"], res["neos_cls_nocb_vg_us"], "cls_loss*")
     for sfx in ("", "_nocb"):
         loop = res[f"neos_cls_loop{sfx}_us_per_item"]
