@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -20,6 +21,8 @@ from diffana.infer._mle import (
     FitResult,
     _argmin,
     _fit_impl,
+    _fit_tangents,
+    _zeros_for_none,
     as_data,
     as_poi_value,
     asimov_argmin,
@@ -219,51 +222,144 @@ def fits_in_sequence(
     per-operation overhead than in arithmetic, and a few parameters rarely give a
     second minimum.
     """
-    model, data, poi = setup.model, setup.data, setup.poi_index
-    fixed = jnp.asarray(setup.fixed)
-    is_poi = jnp.arange(setup.npars) == poi
-    poi_values = jnp.asarray(poi_values, dtype=jnp.float64)
+    schedule = tuple(tuple(int(v) for v in row) for row in schedule)
+    generators = None if generators is None else tuple(int(g) for g in generators)
+    pars, nll, converged = _sequence(
+        setup.model,
+        setup.data,
+        setup.init,
+        setup.bounds,
+        jnp.asarray(setup.fixed),
+        jnp.asarray(poi_values, dtype=jnp.float64),
+        setup.tol,
+        setup.maxiter,
+        schedule=schedule,
+        generators=generators,
+    )
+    if generators is None:
+        return SequenceFits(pars, nll, converged, None, None)
+    gen, data_asimov = _asimov_of(setup.model, pars, nll, generators)
+    return SequenceFits(pars, nll, converged, gen, data_asimov)
+
+
+def _asimov_of(model, pars: Array, nll: Array, generators: tuple[int, int]):
+    """The better of the generating fits and the Asimov data (with auxdata) it generates."""
+    _, gen = better(nll, pars, *generators)
+    return gen, model.expected_data(gen, include_auxdata=True)
+
+
+def _second_start(row: tuple[int, int, int]) -> bool:
+    on, start, poi_at = row
+    return on == OBSERVED and start == AT_FREE and poi_at != FLOATING
+
+
+def _start(init: Array, fixed: Array, pars: Array) -> Array:
+    """:meth:`_Setup.start_from` on arrays."""
+    pars = jax.lax.stop_gradient(pars)
+    return jnp.where(fixed | ~jnp.isfinite(pars), init, pars)
+
+
+@eqx.filter_custom_jvp
+def _sequence(model, data, init, bounds, fixed, poi_values, tol, maxiter, *, schedule, generators):
+    """The fits of :func:`fits_in_sequence`: `(pars (k, npars), nll (k,), converged (k,))`.
+
+    Differentiated outside the solver loop (:func:`_sequence_jvp`): a loop's derivative
+    would run every fit's tangent in a loop of its own, backwards too.
+    """
+    npars = init.shape[0]
+    poi = int(model.poi_index)
+    is_poi = jnp.arange(npars) == poi
     rows = np.asarray(schedule, dtype=np.int32)
     k = rows.shape[0]
-
-    def asimov(pars_done, nll_done):
-        if generators is None:
-            return setup.init, data
-        _, gen = better(nll_done, pars_done, *generators)
-        return gen, model.expected_data(gen, include_auxdata=True)
 
     def step(carry, xs):
         pars_done, nll_done, conv_done = carry
         i, (on, start, poi_at) = xs[0], xs[1:]
-        gen, data_asimov = asimov(pars_done, nll_done)
-        d = data if generators is None else jnp.where(on == ASIMOV, data_asimov, data)
-        starts = jnp.stack([setup.init, setup.start_from(pars_done[0]), setup.start_from(gen)])
+        d = data
+        gen = init
+        if generators is not None:
+            gen, data_asimov = _asimov_of(model, pars_done, nll_done, generators)
+            d = jnp.where(on == ASIMOV, data_asimov, data)
+        starts = jnp.stack([init, _start(init, fixed, pars_done[0]), _start(init, fixed, gen)])
         pinned = poi_at != FLOATING
         x0 = jnp.where(is_poi & pinned, poi_values[jnp.maximum(poi_at, 0)], starts[start])
         free = floating(model, fixed | (is_poi & pinned))
-        pars, nll, _, converged = _argmin(
-            model, d, x0, setup.bounds, free, setup.tol, setup.maxiter
-        )
+        pars, nll, _, converged = _argmin(model, d, x0, bounds, free, tol, maxiter)
         carry = (pars_done.at[i].set(pars), nll_done.at[i].set(nll), conv_done.at[i].set(converged))
         return carry, None
 
-    second_starts = setup.npars > AUTODIFF_HESSIAN_MAX
-    run = [
-        i
-        for i, (on, start, poi_at) in enumerate(schedule)
-        if second_starts or not (on == OBSERVED and start == AT_FREE and poi_at != FLOATING)
-    ]
+    second_starts = npars > AUTODIFF_HESSIAN_MAX
+    run = [i for i, row in enumerate(schedule) if second_starts or not _second_start(row)]
     carry = (
-        jnp.broadcast_to(setup.init, (k, setup.npars)),
+        jnp.broadcast_to(init, (k, npars)),
         jnp.full((k,), jnp.inf, dtype=jnp.float64),
         jnp.ones((k,), dtype=bool),
     )
     xs = jnp.asarray(np.concatenate([np.asarray(run)[:, None], rows[run]], axis=1), jnp.int32)
     (pars, nll, converged), _ = jax.lax.scan(step, carry, xs)
-    if generators is None:
-        return SequenceFits(pars, nll, converged, None, None)
-    gen, data_asimov = asimov(pars, nll)
-    return SequenceFits(pars, nll, converged, gen, data_asimov)
+    return pars, nll, converged
+
+
+def _expected_data_jvp(model, t_model, pars: Array, t_pars: Array) -> tuple[Array, Array]:
+    """`model.expected_data(pars, include_auxdata=True)` and its tangent."""
+    m_diff, m_static, t_m = _zeros_for_none(model, t_model)
+
+    def expected(md, p):
+        return eqx.combine(md, m_static).expected_data(p, include_auxdata=True)
+
+    return jax.jvp(expected, (m_diff, pars), (t_m, t_pars))
+
+
+@_sequence.def_jvp
+def _sequence_jvp(primals, tangents, *, schedule, generators):
+    """Tangents of each fit of the sequence by :func:`diffana.infer._mle._fit_tangents`, row
+    by row in straight-line code: the inputs of a row (its data, start and POI value)
+    follow from the results of the rows before it, and a result nobody differentiates
+    (a fitted point whose only use is its NLL) costs nothing once `jit` removes it."""
+    model, data, init, bounds, fixed, poi_values = primals[:6]
+    t_model, t_data, t_init, t_bounds, _, t_poi = tangents[:6]
+    pars, nll, converged = _sequence(*primals, schedule=schedule, generators=generators)
+    npars = init.shape[0]
+    poi = int(model.poi_index)
+    is_poi = jnp.arange(npars) == poi
+    zero = jnp.zeros_like(init)
+    t_init = zero if t_init is None else t_init
+    t_poi = jnp.zeros_like(poi_values) if t_poi is None else t_poi
+    t_pars: list[Array | None] = [None] * len(schedule)
+    t_nll: list[Array | None] = [None] * len(schedule)
+    gen = t_gen = data_asimov = t_data_asimov = None
+
+    def start_tangent(p):
+        return jnp.where(fixed | ~jnp.isfinite(p), t_init, 0.0)
+
+    for i, row in enumerate(schedule):
+        on, start, poi_at = row
+        if npars <= AUTODIFF_HESSIAN_MAX and _second_start(row):
+            t_pars[i], t_nll[i] = zero, jnp.zeros(())
+            continue
+        if (on == ASIMOV or start == AT_GEN) and gen is None:
+            take_b = nll[generators[1]] < nll[generators[0]]
+            gen = jnp.where(take_b, pars[generators[1]], pars[generators[0]])
+            t_gen = jnp.where(take_b, t_pars[generators[1]], t_pars[generators[0]])
+            data_asimov, t_data_asimov = _expected_data_jvp(model, t_model, gen, t_gen)
+        d, t_d = (data_asimov, t_data_asimov) if on == ASIMOV else (data, t_data)
+        if start == AT_INIT:
+            x0, t_x0 = init, t_init
+        elif start == AT_FREE:
+            x0, t_x0 = _start(init, fixed, pars[0]), start_tangent(pars[0])
+        else:
+            x0, t_x0 = _start(init, fixed, gen), start_tangent(gen)
+        free_mask = fixed
+        if poi_at != FLOATING:
+            x0 = jnp.where(is_poi, poi_values[poi_at], x0)
+            t_x0 = jnp.where(is_poi, t_poi[poi_at], t_x0)
+            free_mask = fixed | is_poi
+        free = floating(model, free_mask)
+        t_pars[i], t_nll[i] = _fit_tangents(
+            (model, d, x0, bounds, free), (t_model, t_d, t_x0, t_bounds), pars[i], None
+        )
+    t_out = (jnp.stack(t_pars), jnp.stack(t_nll), None)
+    return (pars, nll, converged), t_out
 
 
 def check_poi_in_bounds(poi_value: Array, setup: _Setup, where: str) -> None:
