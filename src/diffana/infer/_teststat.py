@@ -312,54 +312,77 @@ def _expected_data_jvp(model, t_model, pars: Array, t_pars: Array) -> tuple[Arra
 
 @_sequence.def_jvp
 def _sequence_jvp(primals, tangents, *, schedule, generators):
-    """Tangents of each fit of the sequence by :func:`diffana.infer._mle._fit_tangents`, row
-    by row in straight-line code: the inputs of a row (its data, start and POI value)
-    follow from the results of the rows before it, and a result nobody differentiates
-    (a fitted point whose only use is its NLL) costs nothing once `jit` removes it."""
+    """Tangents of the fits of the sequence by :func:`diffana.infer._mle._fit_tangents`,
+    outside the solver loop, in two stages: the rows on the observed data, then those
+    that need the Asimov-generating fit (its tangent comes from the first stage).
+    Skipped second starts get zero tangents."""
     model, data, init, bounds, fixed, poi_values = primals[:6]
     t_model, t_data, t_init, t_bounds, _, t_poi = tangents[:6]
     pars, nll, converged = _sequence(*primals, schedule=schedule, generators=generators)
     npars = init.shape[0]
-    poi = int(model.poi_index)
-    is_poi = jnp.arange(npars) == poi
-    zero = jnp.zeros_like(init)
-    t_init = zero if t_init is None else t_init
+    is_poi = jnp.arange(npars) == int(model.poi_index)
+    t_init = jnp.zeros_like(init) if t_init is None else t_init
     t_poi = jnp.zeros_like(poi_values) if t_poi is None else t_poi
-    t_pars: list[Array | None] = [None] * len(schedule)
-    t_nll: list[Array | None] = [None] * len(schedule)
-    gen = t_gen = data_asimov = t_data_asimov = None
+    t_data = jnp.zeros_like(data) if t_data is None else t_data
+    t_pars = [jnp.zeros_like(init)] * len(schedule)
+    t_nll = [jnp.zeros_like(nll[0])] * len(schedule)
 
-    def start_tangent(p):
-        return jnp.where(fixed | ~jnp.isfinite(p), t_init, 0.0)
+    def start_of(p):
+        return _start(init, fixed, p), jnp.where(fixed | ~jnp.isfinite(p), t_init, 0.0)
 
-    for i, row in enumerate(schedule):
-        on, start, poi_at = row
-        if npars <= AUTODIFF_HESSIAN_MAX and _second_start(row):
-            t_pars[i], t_nll[i] = zero, jnp.zeros(())
-            continue
-        if (on == ASIMOV or start == AT_GEN) and gen is None:
-            take_b = nll[generators[1]] < nll[generators[0]]
-            gen = jnp.where(take_b, pars[generators[1]], pars[generators[0]])
-            t_gen = jnp.where(take_b, t_pars[generators[1]], t_pars[generators[0]])
-            data_asimov, t_data_asimov = _expected_data_jvp(model, t_model, gen, t_gen)
-        d, t_d = (data_asimov, t_data_asimov) if on == ASIMOV else (data, t_data)
-        if start == AT_INIT:
-            x0, t_x0 = init, t_init
-        elif start == AT_FREE:
-            x0, t_x0 = _start(init, fixed, pars[0]), start_tangent(pars[0])
-        else:
-            x0, t_x0 = _start(init, fixed, gen), start_tangent(gen)
+    def inputs(row, d, t_d, gen):
+        """A row's data, start and free parameters, with their tangents."""
+        _, start, poi_at = row
+        x0, t_x0 = (
+            (init, t_init) if start == AT_INIT else start_of(pars[0] if start == AT_FREE else gen)
+        )
         free_mask = fixed
         if poi_at != FLOATING:
             x0 = jnp.where(is_poi, poi_values[poi_at], x0)
             t_x0 = jnp.where(is_poi, t_poi[poi_at], t_x0)
             free_mask = fixed | is_poi
-        free = floating(model, free_mask)
-        t_pars[i], t_nll[i] = _fit_tangents(
-            (model, d, x0, bounds, free), (t_model, t_d, t_x0, t_bounds), pars[i], None
-        )
-    t_out = (jnp.stack(t_pars), jnp.stack(t_nll), None)
-    return (pars, nll, converged), t_out
+        return d, t_d, x0, t_x0, floating(model, free_mask)
+
+    def one(d, t_d, x0, t_x0, free, x):
+        return _fit_tangents((model, d, x0, bounds, free), (t_model, t_d, t_x0, t_bounds), x, None)
+
+    def stage(rows, per_row):
+        """Tangents of the fits `rows` into `t_pars` and `t_nll`: row by row for a small
+        model (a tangent nobody uses then costs nothing once `jit` removes it, and small
+        operations cost per operation), vmapped over the rows for a large one (one copy
+        of the derivative code to compile)."""
+        if npars <= AUTODIFF_HESSIAN_MAX:
+            for i, inputs_i in zip(rows, per_row, strict=True):
+                t_pars[i], t_nll[i] = one(*inputs_i, pars[i])
+            return
+        stacked = [jnp.stack(column) for column in zip(*per_row, strict=True)]
+        tx, tn = jax.vmap(one)(*stacked, pars[np.asarray(rows)])
+        for j, i in enumerate(rows):
+            t_pars[i], t_nll[i] = tx[j], tn[j]
+
+    skipped = {
+        i for i, row in enumerate(schedule) if npars <= AUTODIFF_HESSIAN_MAX and _second_start(row)
+    }
+    late = {i for i, (on, start, _) in enumerate(schedule) if on == ASIMOV or start == AT_GEN}
+    first = [i for i in range(len(schedule)) if i not in skipped | late]
+    if first:
+        stage(first, [inputs(schedule[i], data, t_data, None) for i in first])
+    second = sorted(late - skipped)
+    if second:
+        take_b = nll[generators[1]] < nll[generators[0]]
+        gen = jnp.where(take_b, pars[generators[1]], pars[generators[0]])
+        t_gen = jnp.where(take_b, t_pars[generators[1]], t_pars[generators[0]])
+        data_a, t_data_a = _expected_data_jvp(model, t_model, gen, t_gen)
+        per_row = [
+            inputs(
+                schedule[i],
+                *((data_a, t_data_a) if schedule[i][0] == ASIMOV else (data, t_data)),
+                gen,
+            )
+            for i in second
+        ]
+        stage(second, per_row)
+    return (pars, nll, converged), (jnp.stack(t_pars), jnp.stack(t_nll), None)
 
 
 def check_poi_in_bounds(poi_value: Array, setup: _Setup, where: str) -> None:
