@@ -125,6 +125,32 @@ def test_entry_points_give_one_result_at_the_top_level_and_inside_transformation
     assert np.all(np.isfinite(nll_grad))
 
 
+def test_under_vmap_sees_a_batching_trace_at_any_depth():
+    """Fits choose their algorithm by `under_vmap` (vmapped batches of small models, or
+    fits one after the other): it must see `vmap` through `jit` and `grad`, and only
+    `vmap`."""
+    import jax
+
+    from diffana import _config
+
+    seen = []
+
+    def probe(x):
+        seen.append(_config.under_vmap())
+        return x * 2.0
+
+    x = jnp.ones(2)
+    probe(1.0)
+    jax.jit(probe)(1.5)
+    jax.grad(probe)(2.0)
+    assert seen == [False, False, False]
+    jax.vmap(probe)(x)
+    jax.jit(jax.vmap(jax.grad(probe)))(x)
+    jax.vmap(jax.jit(probe))(x + 1.0)
+    jax.jacfwd(lambda v: probe(v) ** 2)(x)
+    assert seen[3:] == [True, True, True, True]
+
+
 def test_float32_input_warns_naming_argument():
     with pytest.warns(diffana.PrecisionWarning, match="'yields'"):
         diffana.check_float64(jnp.zeros(2, dtype=jnp.float32), "yields", "Model")

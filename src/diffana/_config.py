@@ -133,9 +133,9 @@ def _at_top_level() -> bool:
         return False
 
 
-# Set while an entry point (:func:`entry_jit`) called under `jax.vmap` runs: JAX traces
-# some parts of a program (the derivative rules of fits) apart from the transformations
-# around them, where the tracing context alone would not tell.
+# While an entry point (:func:`entry_jit`) runs: whether it was called under `jax.vmap`.
+# JAX traces some parts of a program (the derivative rules of fits) apart from the
+# transformations around them, where the tracing context alone would not tell.
 _VECTORISED = contextvars.ContextVar("diffana_vectorised", default=False)
 
 

@@ -475,7 +475,8 @@ def vectorised_fits(npars: int) -> bool:
       (`diffana.hf.Model.nll_derivatives`: a few matrix products, where forward over
       reverse costs a gradient per parameter) and the fits run one after the other
       (:func:`diffana.infer._teststat.fits_in_sequence`). A single hypothesis test of a
-      small model then compiles in about half the time, and runs as fast.
+      small model then compiles in about a third of the time, and runs as fast or
+      faster (docs/performance.md, "First calls and warm calls").
 
     Both reach the same minima; the choice is one of speed.
     """
