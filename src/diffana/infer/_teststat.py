@@ -133,9 +133,7 @@ class _Setup:
         """A starting point at fitted `pars`: the fixed parameters keep their values in
         `self.init`, and non-finite `pars` (a failed fit) fall back to it. No gradient
         flows through it (a fit's result does not depend on its start)."""
-        pars = jax.lax.stop_gradient(pars)
-        keep = jnp.asarray(self.fixed) | ~jnp.isfinite(pars)
-        return jnp.where(keep, self.init, pars)
+        return _start(self.init, jnp.asarray(self.fixed), pars)
 
     def batch(self, data: Array, poi_values, inits=None) -> list[FitResult]:
         """Fits in one vmapped solver: entry `i` fixes the POI at `poi_values[i]` (or
@@ -254,7 +252,8 @@ def _second_start(row: tuple[int, int, int]) -> bool:
 
 
 def _start(init: Array, fixed: Array, pars: Array) -> Array:
-    """:meth:`_Setup.start_from` on arrays."""
+    """:meth:`_Setup.start_from` on arrays: `pars` (no gradient), with `init` where
+    `fixed` or where `pars` is not finite."""
     pars = jax.lax.stop_gradient(pars)
     return jnp.where(fixed | ~jnp.isfinite(pars), init, pars)
 
