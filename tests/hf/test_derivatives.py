@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import diffana.hf as hf
+from diffana.hf import _derivatives
 from diffana.hf._derivatives import layout, poisson_relative_nll
 
 
@@ -108,6 +109,30 @@ def test_closed_form_derivatives_equal_automatic_differentiation(settings):
         np.testing.assert_allclose(
             value + model.nll_offset(data), model.nll(pars, data), rtol=1e-12
         )
+        np.testing.assert_allclose(grad, jax.grad(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(hess, jax.hessian(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
+
+
+@pytest.fixture
+def sparse_layouts(monkeypatch):
+    """Every layout built while it is active takes the sparse products of the Hessian."""
+    monkeypatch.setattr(_derivatives, "_SPARSE_COST", 0)
+    layout.cache_clear()
+    yield
+    layout.cache_clear()
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_sparse_hessian_products_equal_automatic_differentiation(settings, sparse_layouts):
+    # the large published workspaces take the sparse products; this model is forced to
+    ws = _workspace()
+    model = hf.Model.from_pyhf(ws, modifier_settings=settings)
+    data = hf.workspace_data(ws, model)
+    lay = layout(model.structure)
+    assert lay.uu_pairs is not None and lay.cross_pairs is not None
+    derivatives = jax.jit(lambda m, p, d: m.nll_derivatives(p, d))
+    for pars in _points(model, seed=7):
+        _, grad, hess = derivatives(model, jnp.asarray(pars), data)
         np.testing.assert_allclose(grad, jax.grad(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(hess, jax.hessian(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
 
