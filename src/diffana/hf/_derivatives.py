@@ -137,8 +137,6 @@ class Layout:
     cross_pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
     # flat index ``bin * npars + parameter`` of each entry in the Jacobian of the rates
     jac_dest: np.ndarray
-    # (rows, bins): 1 where a row (sample, bin) is in the bin
-    row_bins: np.ndarray
 
 
 @functools.lru_cache(maxsize=256)
@@ -175,7 +173,6 @@ def layout(st: Any) -> Layout:
             support |= st.hs_lo_gather.reshape(n_hs, nrows) != st.nraw
             cross_pairs = _sparse_cross(support, st.hs_par, rows_a, pars_a, npars)
     jac_dest = (rows_a % nbins) * npars + pars_a
-    row_bins = np.tile(np.eye(nbins), (len(st.samples), 1))
     return Layout(
         rows_a,
         src_a,
@@ -185,7 +182,6 @@ def layout(st: Any) -> Layout:
         uu_pairs,
         cross_pairs,
         jac_dest,
-        row_bins,
     )
 
 
@@ -327,8 +323,7 @@ def value_grad_hess(
     u_e = d1_src[lay.sources] / f_e
     rate_safe_rows = a_flat * ms_flat  # A M, with zero factors replaced (exact in A M u)
     # d rate_b / d pars: the factors' part entry by entry (A M u summed over samples),
-    # the histosys part from dA (M dA summed over samples, a product with the static
-    # 0/1 matrix of which row is in which bin)
+    # the histosys part from dA (M dA summed over samples, as a product)
     jac = (
         jnp.zeros(nbins * npars, pars.dtype)
         .at[lay.jac_dest]
@@ -336,7 +331,9 @@ def value_grad_hess(
         .reshape(nbins, npars)
     )
     if n_hs:
-        jac_hs = (d_add * m_flat[None, :]) @ lay.row_bins  # (n_hs, nbins)
+        jac_hs = jnp.einsum(
+            "hsb,sb->hb", d_add.reshape(n_hs, nsamp, nbins), m_flat.reshape(nsamp, nbins)
+        )
         jac = jac + _columns(jac_hs.T, lay.hs_leading, st.hs_par, npars)
     if lay.uu_pairs is None or lay.cross_pairs is None:
         u = (
