@@ -21,7 +21,11 @@ twice in one product. With ``u = d log M / d theta`` (sparse: a row per sample a
 and ``dA = d A / d theta``, the rate's Hessian is
 ``M d2A + M (dA u^T + u dA^T) + A M (u u^T - diag(u^2) + diag(f'' / f))``, so the
 Hessian of the NLL is a handful of matrix products whose number does not grow with the
-number of modifiers, and whose cost is ``parameters^2 x samples x bins``. A factor that
+number of modifiers, and whose cost is ``parameters^2 x samples x bins``. Where each row
+holds few factors among many parameters (3L resonance: about 6 of 625), the two largest
+products, ``u^T diag(a) u`` and ``dA diag(b) u``, are summed instead over the pairs of
+entries that share a row (a static list in the :class:`Layout`), whose number is the
+cost. A factor that
 is exactly zero (a normfactor at 0) is replaced by a tiny number in ``u`` and in the
 product it multiplies: the products ``M u`` and ``M u u^T`` (off the diagonal) are then
 exact, and the diagonal is assembled separately.
