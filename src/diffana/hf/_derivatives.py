@@ -190,10 +190,13 @@ def layout(st: Any) -> Layout:
 
 
 # A sparse product replaces a dense one when its pairs number less than the dense
-# product's multiply-adds divided by this: on a CPU a scattered pair costs 1.5-5 ns,
-# a multiply-add of a dense product 0.02-0.07 ns (`benchmarks/bench_realws.py`:
-# sparse on the 3L resonance and compressed-electroweakino workspaces, dense on the
-# others).
+# product's multiply-adds divided by this. Measured on a 2-core CPU, the derivatives
+# of the published workspaces per evaluation, sparse against dense: 3L resonance (31k
+# pairs against 160M multiply-adds) 1.5-2.0 against 6.3-9.8 ms, compressed
+# electroweakinos (131k against 20M) 1.0-1.5 against 1.1-1.6 ms, 1Lbb (444k against
+# 2.2M) 6.0-7.2 against 0.5-0.7 ms, sbottom (9k against 0.36M) 0.22 against 0.07 ms:
+# a scattered pair, its gathers included, costs about as much as 50-150 multiply-adds
+# of a dense product. The first two take the sparse products, the others the dense.
 _SPARSE_COST = 50
 
 
@@ -355,10 +358,7 @@ def value_grad_hess(
     else:
         # distinct entries of a row belong to distinct parameters: off the diagonal
         row, e1, e2, dest = lay.uu_pairs
-        # the factors computed once: XLA would otherwise fuse their computation
-        # (transcendental functions, products) into the scatter, once for every pair
-        a_rows_, u_e_ = jax.lax.optimization_barrier((a_rows, u_e))
-        hess = hess + _scatter_square(a_rows_[row] * u_e_[e1] * u_e_[e2], dest, npars)
+        hess = hess + _scatter_square(a_rows[row] * u_e[e1] * u_e[e2], dest, npars)
     diag = (
         jnp.zeros(npars, pars.dtype)
         .at[lay.pars_of]
@@ -371,8 +371,7 @@ def value_grad_hess(
             cross = _hessian_rows(cross, lay.hs_leading, st.hs_par, npars)
         else:
             row, at, e, dest = lay.cross_pairs
-            d_add_, b_rows_, u_e_ = jax.lax.optimization_barrier((jnp.ravel(d_add), b_rows, u_e))
-            cross = _scatter_square(d_add_[at] * b_rows_[row] * u_e_[e], dest, npars)
+            cross = _scatter_square(jnp.ravel(d_add)[at] * b_rows[row] * u_e[e], dest, npars)
         hess = hess + cross + cross.T
         d2 = d2_add @ (w_rows * m_flat)
         diag = diag + (
