@@ -47,10 +47,13 @@ def measure(batch: int) -> dict:
     return {**res, "diffana": diffana.__file__}
 
 
-def run_tree(tree: Path, batch: int) -> dict:
+def measure_in_tree(tree: Path, script: str, args: list[str]) -> dict:
+    """Run `script --measure *args` in a fresh interpreter importing diffana from `tree`;
+    its last line of output, a JSON object with the imported `diffana` file, checked to
+    lie in `tree`."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     out = subprocess.run(
-        [sys.executable, __file__, "--measure", "--batch", str(batch)],
+        [sys.executable, script, "--measure", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -60,6 +63,10 @@ def run_tree(tree: Path, batch: int) -> dict:
     if not Path(res["diffana"]).resolve().is_relative_to(tree):
         raise RuntimeError(f"imported diffana from {res['diffana']}, not from {tree}")
     return res
+
+
+def run_tree(tree: Path, batch: int) -> dict:
+    return measure_in_tree(tree, __file__, ["--batch", str(batch)])
 
 
 def main(argv=None) -> int:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,14 +56,11 @@ def measure(keys: list[str], fits: int, tests: int) -> dict:
 
 
 def run_tree(tree: Path, keys: list[str], fits: int, tests: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree / "src"))
-    cmd = [sys.executable, __file__, "--measure", "--only", ",".join(keys)]
-    cmd += ["--fits", str(fits), "--tests", str(tests)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    if not Path(res["diffana"]).resolve().is_relative_to(tree):
-        raise RuntimeError(f"imported diffana from {res['diffana']}, not from {tree}")
-    return res
+    sys.path.insert(0, str(HERE))
+    from bench_ab import measure_in_tree
+
+    args = ["--only", ",".join(keys), "--fits", str(fits), "--tests", str(tests)]
+    return measure_in_tree(tree, __file__, args)
 
 
 def main(argv=None) -> int:

@@ -190,8 +190,8 @@ def layout(st: Any) -> Layout:
 
 
 # A sparse product replaces a dense one when its pairs number less than the dense
-# product's multiply-adds divided by this. Measured on a 2-core CPU, the derivatives
-# of the published workspaces per evaluation, sparse against dense: 3L resonance (31k
+# product's multiply-adds divided by this. Measured on a 2-core CPU (`nll_derivatives`
+# timed in a jitted loop, each form forced), per evaluation, sparse against dense: 3L resonance (31k
 # pairs against 160M multiply-adds) 1.5-2.0 against 6.3-9.8 ms, compressed
 # electroweakinos (131k against 20M) 1.0-1.5 against 1.1-1.6 ms, 1Lbb (444k against
 # 2.2M) 6.0-7.2 against 0.5-0.7 ms, sbottom (9k against 0.36M) 0.22 against 0.07 ms:
@@ -362,7 +362,7 @@ def value_grad_hess(
     diag = (
         jnp.zeros(npars, pars.dtype)
         .at[lay.pars_of]
-        .add((w_rows * rate_safe_rows)[lay.rows] * d2_src[lay.sources] / f_e)
+        .add(a_rows[lay.rows] * d2_src[lay.sources] / f_e)
     )
     if n_hs:
         b_rows = w_rows * ms_flat
