@@ -27,6 +27,8 @@ Usage:
     python benchmarks/bench_toys.py [--ntoys 10000] [--ntoys-large 1000] [--json out.json]
     python benchmarks/bench_toys.py --only sbottom --ntoys-large 2000 \
         --pyhf-ntoys-large 100 --pyhf-backends jax     # agreement with pyhf on sbottom
+    python benchmarks/bench_toys.py --only sbottom --ntoys-large 2000 \
+        --pyhf-ntoys-large 200 --pyhf-backends jax --pyhf-warmup   # warm pyhf-jax
 """
 
 from __future__ import annotations
@@ -146,7 +148,10 @@ def time_diffana(model, observed, ntoys: int, chunk: int, first_ntoys: int) -> d
     }
 
 
-def time_pyhf(spec, observed, ntoys: int, backend: str) -> dict:
+def time_pyhf(spec, observed, ntoys: int, backend: str, warmup: bool = False) -> dict:
+    """pyhf's toy-based `hypotest`, timed. With `warmup`, one untimed toy first: its fits
+    compile pyhf's jitted objective (jax backend), which the timed toys then reuse, as
+    diffana's warm timing reuses its compiled chunk."""
     import pyhf
 
     pyhf.set_backend(backend)
@@ -157,6 +162,19 @@ def time_pyhf(spec, observed, ntoys: int, backend: str) -> dict:
     else:
         model = pyhf.Model(spec)
         data = list(observed) + model.config.auxdata
+    warmup_s = math.nan
+    if warmup:
+        np.random.seed(1000)  # noqa: NPY002 (pyhf samples with numpy's global generator)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                pyhf.infer.hypotest(
+                    1.0, data, model, calctype="toybased", ntoys=1, track_progress=False
+                )
+            except Exception as err:  # a failed fit of the warm-up toy: compiled anyway
+                print(f"# pyhf warm-up toy failed: {err!r}"[:200], file=sys.stderr)
+        warmup_s = time.perf_counter() - start
     failures = []
     for seed in range(3):  # pyhf's fits of a toy may fail; record it and try other toys
         np.random.seed(seed)  # noqa: NPY002 (pyhf samples with numpy's global generator)
@@ -186,6 +204,7 @@ def time_pyhf(spec, observed, ntoys: int, backend: str) -> dict:
             "cls": float(cls),
             "tail_probs": [float(t) for t in tails],
             "failed_attempts": failures,
+            "warmup_s": warmup_s,
         }
     return {
         "ntoys": ntoys,
@@ -250,6 +269,11 @@ def main() -> None:
     parser.add_argument(
         "--pyhf-backends", default="numpy,jax", help="comma-separated pyhf backends to run"
     )
+    parser.add_argument(
+        "--pyhf-warmup",
+        action="store_true",
+        help="run one untimed pyhf toy first (compiles pyhf-jax's objective), then time",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if unknown := set(args.pyhf_backends.split(",")) - set(BACKENDS):
@@ -277,7 +301,9 @@ def main() -> None:
                 row[f"pyhf_{backend}"] = _NOT_RUN
                 row[f"ratio_{backend}"] = math.nan
                 continue
-            row[f"pyhf_{backend}"] = time_pyhf(spec, observed, n_pyhf, backend)
+            row[f"pyhf_{backend}"] = time_pyhf(
+                spec, observed, n_pyhf, backend, warmup=args.pyhf_warmup
+            )
             row[f"ratio_{backend}"] = (
                 row[f"pyhf_{backend}"]["per_toy_ms"] / row["diffana"]["per_toy_ms"]
             )

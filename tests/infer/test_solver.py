@@ -20,6 +20,7 @@ import diffana.hf as hf
 import diffana.infer as infer
 import diffana.losses as losses
 from diffana.infer import _solver
+from diffana.infer._mle import floating
 
 SHIFTS = jnp.asarray([0.0, 0.5, 10.0])
 
@@ -529,12 +530,11 @@ def test_a_toy_fit_into_a_negative_rate_of_an_empty_bin_stops_early():
 
     init = model.init.at[model.poi_index].set(1.0)
     fixed = jnp.asarray(model.fixed).at[model.poi_index].set(True)
-    toy = _toys._fit_many(
-        model, data[None], init[None], model.bounds, fixed[None], jnp.asarray(1e-10), 200
-    )
-    assert not bool(toy.converged[0])
-    assert int(toy.n_iter[0]) < int(res.n_iter)
-    assert float(toy.nll[0]) < 0.0
+    free = floating(model, fixed)
+    toy = _toys.toy_fit(model, data, init, model.bounds, free, jnp.asarray(1e-10), 200)
+    assert not bool(toy.converged)
+    assert int(toy.n_iter) < int(res.n_iter)
+    assert float(toy.value) < 0.0
 
 
 def test_large_toy_fit_runs_along_a_valley_into_a_corner_of_the_box():
@@ -557,13 +557,11 @@ def test_large_toy_fit_runs_along_a_valley_into_a_corner_of_the_box():
     data = hf.workspace_data(str(path), model)
     gen = infer.fixed_poi_fit(1.0, data, model).pars
     toy = infer.sample_data(model, gen, 56, key=jax.random.key(1))[55]
-    res = _toys._fit_many(
-        model, toy[None], gen[None], model.bounds, jnp.asarray(model.fixed)[None],
-        jnp.asarray(1e-10), 200,
-    )  # fmt: skip
-    assert bool(res.converged[0])
-    nll = float(res.nll[0] + model.nll_offset(toy))
+    free = floating(model, jnp.asarray(model.fixed))
+    res = _toys.toy_fit(model, toy, gen, model.bounds, free, jnp.asarray(1e-10), 200)
+    assert bool(res.converged)
+    nll = float(res.value + model.nll_offset(toy))
     assert nll == pytest.approx(117.05177383013168, abs=1e-6)
     names = list(model.par_names)
-    assert float(res.pars[0, names.index("mu_Top")]) == pytest.approx(0.1, abs=1e-3)
-    assert float(res.pars[0, names.index("mu_ST")]) == pytest.approx(5.0, abs=1e-3)
+    assert float(res.x[names.index("mu_Top")]) == pytest.approx(0.1, abs=1e-3)
+    assert float(res.x[names.index("mu_ST")]) == pytest.approx(5.0, abs=1e-3)

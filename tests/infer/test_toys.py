@@ -249,6 +249,27 @@ def test_toys_are_deterministic_for_a_key(low_count):
     assert float(a.observed) >= 0.0
 
 
+def test_toy_statistics_equal_those_of_separate_fits(low_count):
+    """The toy fits (the free fit started where the conditional one ended, no polishing
+    step) give the test statistics of ordinary fits of the same pseudo-datasets, each
+    started at the model's initial values."""
+    model, data = low_count
+    key = jax.random.key(1)
+    kwargs = {"ntoys": CHUNK + 10, "chunk_size": CHUNK}
+    dists = infer.toy_distributions(1.0, data, model, key=key, **kwargs)
+    gen = infer.fixed_poi_fit(1.0, data, model).pars
+    toys = infer.sample_data(model, gen, 12, key=jax.random.split(key)[0])
+    expected = []
+    for toy in toys:
+        cond = infer.fixed_poi_fit(1.0, toy, model)
+        free = infer.fit(toy, model)
+        q = 2.0 * float(cond.nll - free.nll)
+        expected.append(0.0 if float(free.pars[model.poi_index]) > 1.0 else max(q, 0.0))
+    got = np.asarray(dists.signal_plus_background[:12])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8)
+    assert np.count_nonzero(got) >= 6  # most of these toys test something
+
+
 def test_hypotest_layout_and_progress_bar(low_count, capsys):
     model, data = low_count
     out = infer.hypotest(

@@ -507,8 +507,8 @@ def value_grad_hess(x: Array, args: tuple[Any, Array]) -> tuple[Array, Array, Ar
     return f, g, h
 
 
-def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None, corners=False):
-    """The solver on the model's objective; `floor`, `corners`: see
+def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None, corners=False, polish=True):
+    """The solver on the model's objective; `floor`, `corners`, `polish`: see
     :func:`minimize_bounded`."""
     return minimize_bounded(
         value_grad_hess,
@@ -521,6 +521,7 @@ def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None, corners=F
         maxiter=maxiter,
         floor=floor,
         corners=corners,
+        polish=polish,
     )
 
 

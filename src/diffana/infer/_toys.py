@@ -26,7 +26,6 @@ from diffana._config import entry_jit
 from diffana.infer._mle import (
     DEFAULT_MAXITER,
     DEFAULT_TOL,
-    FitResult,
     _solve,
     as_poi_value,
     floating,
@@ -194,12 +193,10 @@ def _floor(model: Any) -> Array | None:
     return floor() if floor is not None and hasattr(model, "relative_nll") else None
 
 
-def _fit_many(model, data, inits, bounds, masks, tol, maxiter) -> FitResult:
-    """Fits of many toys (not differentiated): vmapped for models up to `VMAP_MAX_PARS`
-    parameters, one after the other (`lax.map`, each fit stopping when it converges)
-    for larger ones.
+def toy_fit(model, data, x0, bounds, free, tol, maxiter):
+    """One fit of a toy (not differentiated), a :class:`SolverResult`.
 
-    A toy fit stops, not converged, where its objective falls below
+    It stops, not converged, where its objective falls below
     `Model.relative_nll_floor`: a Poisson fluctuation to zero in a bin whose expected
     count additive (histosys) variations can push below zero makes the likelihood
     unbounded there (pyhf's term of an empty bin is `lam`), and the fit would run to a
@@ -207,45 +204,56 @@ def _fit_many(model, data, inits, bounds, masks, tol, maxiter) -> FitResult:
     to that corner, as pyhf's do. Large models' toy fits also stop each step at the first
     bound it meets (`corners`, :func:`diffana.infer._solver.minimize_bounded`): toys
     whose minimum sits in a corner of the box reach it in tens of iterations, not
-    hundreds.
+    hundreds. Toys need only the minimum's value: no polishing step (`polish`).
     """
-    free = floating(model, masks)
-    floor = _floor(model)
+    return _solve(
+        model, data, x0, bounds, free, tol=tol, maxiter=maxiter, floor=_floor(model),
+        corners=True, polish=False,
+    )  # fmt: skip
 
-    def one(d, x0, fr):
-        res = _solve(model, d, x0, bounds, fr, tol=tol, maxiter=maxiter, floor=floor, corners=True)
-        return FitResult(res.x, res.value, res.converged, res.n_iter, jnp.zeros_like(res.x))
 
-    if inits.shape[1] > VMAP_MAX_PARS:
-        return jax.lax.map(lambda a: one(*a), (data, inits, free))
-    return jax.vmap(one)(data, inits, free)
+def _fit_pair(model, data, cond_init, free, bounds, poi, tol, maxiter):
+    """The conditional fit of one toy (POI fixed, from `cond_init`), then the free fit
+    starting at its result: `(cond_nll, free_nll, mu_hat, converged)`.
+
+    Starting the free fit where the conditional one ended makes its minimum at most the
+    conditional one (the test statistic is never negative by a local minimum), and it
+    needs about half the iterations of a fit from the generating parameters (sbottom:
+    4.7 against 10.0). Both fits are one solver loop run twice (`lax.scan`), so the
+    compiled program holds the loop once."""
+    cond_free = free.at[poi].set(False)
+
+    def phase(x0, use_free):
+        res = toy_fit(model, data, x0, bounds, jnp.where(use_free, free, cond_free), tol, maxiter)
+        return res.x, (res.value, res.converged)
+
+    x, (nll, conv) = jax.lax.scan(phase, cond_init, jnp.asarray([False, True]))
+    return nll[0], nll[1], x[poi], conv[0] & conv[1]
 
 
 def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
     """Test statistics of the datasets `data` `(m, n)`, fits starting at `starts`
-    `(m, npars)`: `(stat (m,), converged (m,))`. Fixed parameters keep `setup.init`."""
+    `(m, npars)`: `(stat (m,), converged (m,))`. Fixed parameters keep `setup.init`.
+
+    Each toy's conditional fit starts at `starts` with the POI at `mu`, its free fit
+    where the conditional one ended (:func:`_fit_pair`). Toys are fitted vmapped for
+    models up to `VMAP_MAX_PARS` parameters, one after the other (`lax.map`, each fit
+    stopping when it converges) for larger ones; see :func:`toy_fit` for the floor
+    and the steps that stop at a bound."""
     poi = setup.poi_index
     fixed = jnp.asarray(setup.fixed)
     starts = jnp.where(fixed, setup.init, starts)
-    m = data.shape[0]
     cond_init = starts.at[:, poi].set(mu)
-    masks = jnp.concatenate(
-        [
-            jnp.broadcast_to(fixed.at[poi].set(True), starts.shape),
-            jnp.broadcast_to(fixed, starts.shape),
-        ]
-    )
-    res = _fit_many(
-        setup.model,
-        jnp.concatenate([data, data]),
-        jnp.concatenate([cond_init, starts]),
-        setup.bounds,
-        masks,
-        setup.tol,
-        setup.maxiter,
-    )
-    stat = statistic_from_fits(res.nll[:m], res.nll[m:], res.pars[m:, poi], mu, is_q0)
-    return stat, res.converged[:m] & res.converged[m:]
+    free = floating(setup.model, fixed)
+
+    def one(d, x0):
+        return _fit_pair(setup.model, d, x0, free, setup.bounds, poi, setup.tol, setup.maxiter)
+
+    if starts.shape[1] > VMAP_MAX_PARS:
+        cond_nll, free_nll, mu_hat, conv = jax.lax.map(lambda a: one(*a), (data, cond_init))
+    else:
+        cond_nll, free_nll, mu_hat, conv = jax.vmap(one)(data, cond_init)
+    return statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0), conv
 
 
 @entry_jit
