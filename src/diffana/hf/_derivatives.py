@@ -149,18 +149,18 @@ def layout(st: Any) -> Layout:
     nbins, npars = st.nbins, st.npars
     one = npars + st.ns_par.size
     par_of_source = np.concatenate([np.arange(npars), st.ns_par, [-1]]).astype(np.int64)
-    chan_of_bin = np.repeat(np.arange(len(st.channels)), st.channel_nbins)
-    rows, sources = [], []
+    # channel-wide factors: one entry per bin of the channel (channels hold consecutive
+    # bins), built without a Python loop over (modifier, sample, channel)
+    chan_nbins = np.asarray(st.channel_nbins, dtype=np.int64)
+    chan_start = np.concatenate([[0], np.cumsum(chan_nbins)[:-1]]).astype(np.int64)
     ck, cs, cc = np.nonzero(st.channel_fac_idx != one)
-    for k, s, c in zip(ck, cs, cc, strict=True):
-        bins = np.flatnonzero(chan_of_bin == c)
-        rows.append(s * nbins + bins)
-        sources.append(np.full(bins.size, st.channel_fac_idx[k, s, c]))
+    counts = chan_nbins[cc]
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    chan_rows = np.repeat(cs * nbins + chan_start[cc], counts) + within
+    chan_src = np.repeat(st.channel_fac_idx[ck, cs, cc], counts)
     bk, bs, bb = np.nonzero(st.bin_fac_idx != one)
-    rows.append(bs * nbins + bb)
-    sources.append(st.bin_fac_idx[bk, bs, bb])
-    rows_a = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
-    src_a = np.concatenate(sources).astype(np.int64) if sources else np.zeros(0, np.int64)
+    rows_a = np.concatenate([chan_rows, bs * nbins + bb]).astype(np.int64)
+    src_a = np.concatenate([chan_src, st.bin_fac_idx[bk, bs, bb]]).astype(np.int64)
     order = np.lexsort((src_a, rows_a))
     rows_a, src_a = rows_a[order], src_a[order]
     pars_a = par_of_source[src_a]

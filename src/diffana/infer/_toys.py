@@ -182,9 +182,20 @@ def statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0) -> Array:
     return jnp.where(is_q0, jnp.where(mu_hat < 0, 0.0, t), jnp.where(mu_hat > mu, 0.0, t))
 
 
-# Largest number of parameters whose toy fits run vmapped (every fit of a chunk in
-# lock-step); larger models fit one toy after the other (`lax.map`).
+# Largest number of parameters whose toy fits run vmapped on a CPU (every fit of a chunk
+# in lock-step); larger models fit one toy after the other (`lax.map`). On sbottom (67
+# parameters) the vmapped fits took 44-48 ms per toy against 7-8 ms one after the other:
+# the batched closed-form Hessian and factorisations cost more per toy on a CPU than
+# the unbatched ones, and every fit of a chunk runs as long as the slowest.
 VMAP_MAX_PARS = 32
+
+
+def vmapped_toys(npars: int) -> bool:
+    """Whether the toy fits of a model with `npars` parameters run vmapped: small models
+    on a CPU (`VMAP_MAX_PARS`), every model on an accelerator, where one fit after the
+    other would launch each operation of each iteration once per toy, and a vmapped
+    chunk launches it once for all its toys (not measured on a GPU yet)."""
+    return npars <= VMAP_MAX_PARS or jax.default_backend() != "cpu"
 
 
 def _floor(model: Any) -> Array | None:
@@ -236,10 +247,10 @@ def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
     `(m, npars)`: `(stat (m,), converged (m,))`. Fixed parameters keep `setup.init`.
 
     Each toy's conditional fit starts at `starts` with the POI at `mu`, its free fit
-    where the conditional one ended (:func:`_fit_pair`). Toys are fitted vmapped for
-    models up to `VMAP_MAX_PARS` parameters, one after the other (`lax.map`, each fit
-    stopping when it converges) for larger ones; see :func:`toy_fit` for the floor
-    and the steps that stop at a bound."""
+    where the conditional one ended (:func:`_fit_pair`). Toys are fitted vmapped where
+    :func:`vmapped_toys` says so, else one after the other (`lax.map`, each fit stopping
+    when it converges); see :func:`toy_fit` for the floor and the steps that stop at a
+    bound."""
     poi = setup.poi_index
     fixed = jnp.asarray(setup.fixed)
     starts = jnp.where(fixed, setup.init, starts)
@@ -249,10 +260,10 @@ def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
     def one(d, x0):
         return _fit_pair(setup.model, d, x0, free, setup.bounds, poi, setup.tol, setup.maxiter)
 
-    if starts.shape[1] > VMAP_MAX_PARS:
-        cond_nll, free_nll, mu_hat, conv = jax.lax.map(lambda a: one(*a), (data, cond_init))
-    else:
+    if vmapped_toys(starts.shape[1]):
         cond_nll, free_nll, mu_hat, conv = jax.vmap(one)(data, cond_init)
+    else:
+        cond_nll, free_nll, mu_hat, conv = jax.lax.map(lambda a: one(*a), (data, cond_init))
     return statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0), conv
 
 
