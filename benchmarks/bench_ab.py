@@ -65,6 +65,15 @@ def measure_in_tree(tree: Path, script: str, args: list[str]) -> dict:
     return res
 
 
+def check_trees(parser: argparse.ArgumentParser, a: Path | None, b: Path | None) -> None:
+    """The two source trees of an A/B run, or the parser's error."""
+    if a is None or b is None:
+        parser.error("give two source trees (folders holding src/diffana)")
+    for tree in (a, b):
+        if not (tree / "src" / "diffana").is_dir():
+            parser.error(f"{tree}: no src/diffana folder; expected a diffana checkout")
+
+
 def run_tree(tree: Path, batch: int) -> dict:
     return measure_in_tree(tree, __file__, ["--batch", str(batch)])
 
@@ -80,11 +89,7 @@ def main(argv=None) -> int:
     if args.measure:
         print(json.dumps(measure(args.batch)))
         return 0
-    if args.a is None or args.b is None:
-        parser.error("give two source trees (folders holding src/diffana)")
-    for tree in (args.a, args.b):
-        if not (tree / "src" / "diffana").is_dir():
-            parser.error(f"{tree}: no src/diffana folder; expected a diffana checkout")
+    check_trees(parser, args.a, args.b)
     results: dict[str, list] = {"A": [], "B": []}
     for i in range(args.runs):
         for name, tree in (("A", args.a), ("B", args.b)):

@@ -83,11 +83,9 @@ def main(argv=None) -> int:
     if args.measure:
         print(json.dumps(measure(keys, args.fits, args.tests)))
         return 0
-    if args.a is None or args.b is None:
-        parser.error("give two source trees (folders holding src/diffana)")
-    for tree in (args.a, args.b):
-        if not (tree / "src" / "diffana").is_dir():
-            parser.error(f"{tree}: no src/diffana folder; expected a diffana checkout")
+    from bench_ab import check_trees
+
+    check_trees(parser, args.a, args.b)
     missing = [k for k in keys if not (br.WORKSPACES / br.REAL[k]).is_file()]
     if missing:
         raise SystemExit(f"workspaces not found in {br.WORKSPACES}: {missing}")
