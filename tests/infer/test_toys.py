@@ -270,6 +270,53 @@ def test_toy_statistics_equal_those_of_separate_fits(low_count):
     assert np.count_nonzero(got) >= 6  # most of these toys test something
 
 
+def test_toys_fitted_on_several_threads_equal_those_fitted_on_one(low_count, monkeypatch):
+    """Large models' chunks of toys run on several threads at once on a CPU; the toys and
+    their statistics are those of the chunks run one after the other. The model is
+    small, with its toys fitted one after the other as a large model's are."""
+    from diffana.infer import _toys
+
+    model, data = low_count
+    monkeypatch.setattr(_toys, "VMAP_MAX_PARS", 0)
+    pools = []
+
+    class CountingPool(_toys.ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(_toys, "ThreadPoolExecutor", CountingPool)
+    kwargs = {"ntoys": 37, "chunk_size": 13, "key": jax.random.key(5)}  # chunks 13, 13, 11
+    monkeypatch.setenv("DIFFANA_TOY_THREADS", "1")
+    one = infer.toy_distributions(1.0, data, model, **kwargs)
+    assert pools == []
+    monkeypatch.setenv("DIFFANA_TOY_THREADS", "3")
+    three = infer.toy_distributions(1.0, data, model, **kwargs)
+    assert pools == [3]
+    for x, y in zip(one, three, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert np.count_nonzero(np.asarray(one.signal_plus_background)) >= 10
+
+
+def test_toy_threads_and_chunks(monkeypatch):
+    from diffana.infer import _toys
+
+    assert _toys.toy_threads(4) == 1  # vmapped chunks: one thread
+    big = _toys.VMAP_MAX_PARS + 1
+    monkeypatch.delenv("DIFFANA_TOY_THREADS", raising=False)
+    assert _toys.toy_threads(big) == _toys.usable_cores()
+    monkeypatch.setenv("DIFFANA_TOY_THREADS", "2")
+    assert _toys.toy_threads(big) == 2
+    for bad in ("0", "two"):
+        monkeypatch.setenv("DIFFANA_TOY_THREADS", bad)
+        with pytest.raises(ValueError, match="DIFFANA_TOY_THREADS must be a positive integer"):
+            _toys.toy_threads(big)
+    assert _toys.chunk_length(1000, 2048, 2) == 500
+    assert _toys.chunk_length(1000, 256, 2) == 256
+    assert _toys.chunk_length(3, 2048, 8) == 1
+    assert _toys.chunk_length(10, 2048, 1) == 10
+
+
 def test_hypotest_layout_and_progress_bar(low_count, capsys):
     model, data = low_count
     out = infer.hypotest(

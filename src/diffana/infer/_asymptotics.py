@@ -220,8 +220,9 @@ def hypotest(
       background-only toys, pyhf's order). Not differentiable, not jittable.
     - `ntoys`: toys per hypothesis (toys only; default 2000, pyhf's).
     - `key`: a JAX random key, `jax.random.key(seed)` (toys only; required).
-    - `chunk_size`: toys per hypothesis fitted in one compiled call (toys only;
-      default 2048).
+    - `chunk_size`: most toys per hypothesis fitted in one compiled call (toys only;
+      default 2048). On a CPU, toys of models above 32 parameters are fitted on every
+      core at once (`DIFFANA_TOY_THREADS` threads if set).
     - `progress`: show a progress bar on stderr (toys only).
 
     **Returns:** CLs `()` alone, or a tuple `(CLs, tail_probs, expected, expected_set)`

@@ -12,7 +12,10 @@ split into chunks, and a fixed key gives the same numbers on the same machine.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -198,6 +201,46 @@ def vmapped_toys(npars: int) -> bool:
     return npars <= VMAP_MAX_PARS or jax.default_backend() != "cpu"
 
 
+THREADS_ENV_VAR = "DIFFANA_TOY_THREADS"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
+
+
+def toy_threads(npars: int) -> int:
+    """Threads that run the chunks of toys of a model with `npars` parameters at once.
+
+    A chunk whose toys are fitted one after the other (:func:`vmapped_toys` false: large
+    models on a CPU) runs on one core, so the chunks are spread over every usable core,
+    one thread each (`DIFFANA_TOY_THREADS` overrides the count). Vmapped chunks keep one
+    thread: XLA's CPU runtime runs their large batched operations on its own thread
+    pool, and two such programs executing at once from two threads can wait on each
+    other forever (seen with batched Cholesky factorisations of 1024 matrices; jax
+    0.10.2)."""
+    if vmapped_toys(npars):
+        return 1
+    value = os.environ.get(THREADS_ENV_VAR, "").strip()
+    if not value:
+        return usable_cores()
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"{THREADS_ENV_VAR} must be a positive integer; got {value!r}")
+    return threads
+
+
+def chunk_length(ntoys: int, chunk_size: int, threads: int) -> int:
+    """Toys per compiled call: at most `chunk_size` and `ntoys`, and small enough that
+    each of `threads` threads gets a chunk."""
+    return max(min(chunk_size, math.ceil(ntoys / threads)), 1)
+
+
 def _floor(model: Any) -> Array | None:
     """`Model.relative_nll_floor` where the fits minimise `relative_nll`, else None."""
     floor = getattr(model, "relative_nll_floor", None)
@@ -321,15 +364,33 @@ def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callab
         yield lambda n: bar.update(task, advance=n)
 
 
-def run_chunks(fn: Callable[[Array], tuple], ntoys: int, chunk: int, advance) -> list[np.ndarray]:
+def run_chunks(
+    fn: Callable[[Array], tuple], ntoys: int, chunk: int, advance, threads: int = 1
+) -> list[np.ndarray]:
     """Call `fn(offset)` for offsets `0, chunk, ...` below `ntoys` (one compiled
     function, a padded last chunk) and concatenate its outputs along their last axis,
-    trimmed to `ntoys`."""
+    trimmed to `ntoys`.
+
+    With `threads > 1` the calls run on that many threads at once (a compiled call
+    releases Python's lock while it runs; the first calls compile `fn` once between
+    them). The outputs are the same: toy `i` is drawn from its own key whatever the
+    chunk it lands in."""
+
+    def call(offset: int):
+        return jax.device_get(fn(jnp.asarray(offset, dtype=jnp.uint32)))
+
+    offsets = range(0, ntoys, chunk)
     pieces = []
-    for offset in range(0, ntoys, chunk):
-        out = jax.device_get(fn(jnp.asarray(offset, dtype=jnp.uint32)))
-        pieces.append(out)
-        advance(min(chunk, ntoys - offset))
+    if threads > 1 and len(offsets) > 1:
+        with ThreadPoolExecutor(max_workers=min(threads, len(offsets))) as pool:
+            futures = [pool.submit(call, offset) for offset in offsets]
+            for offset, future in zip(offsets, futures, strict=True):
+                pieces.append(future.result())
+                advance(min(chunk, ntoys - offset))
+    else:
+        for offset in offsets:
+            pieces.append(call(offset))
+            advance(min(chunk, ntoys - offset))
     return [np.concatenate(parts, axis=-1)[..., :ntoys] for parts in zip(*pieces, strict=True)]
 
 
@@ -384,8 +445,10 @@ def toy_distributions(
     at the hypothesis (pyhf's and the LHC Higgs combination's choice), `ntoys`
     pseudo-datasets are drawn there (:func:`sample_data`: main bins and auxdata), and
     each is fitted twice (POI fixed at `poi_value`, POI free). The fits run vmapped
-    (small models) or one after the other (large ones) in chunks of `chunk_size` toys
-    of each hypothesis: one compilation, bounded memory for any `ntoys`.
+    (small models) or one after the other (large ones) in chunks of at most
+    `chunk_size` toys of each hypothesis: one compilation, bounded memory for any
+    `ntoys`. On a CPU the chunks of a large model run on every core at once, one thread
+    each (:func:`toy_threads`; `DIFFANA_TOY_THREADS` sets the number).
 
     **Arguments:**
 
@@ -397,7 +460,7 @@ def toy_distributions(
       `jax.random.split(key)`.
     - `test_stat`: `"qtilde"` (default), `"q"` or `"q0"`.
     - `init`, `fixed`, `bounds`: as in :func:`diffana.infer.fit`.
-    - `chunk_size`: toys per hypothesis fitted in one compiled call.
+    - `chunk_size`: most toys per hypothesis fitted in one compiled call.
     - `progress`: show a progress bar on stderr.
     - `tol`, `maxiter`: passed to the fits.
 
@@ -421,9 +484,11 @@ def _distributions(
         raise ValueError(f"{where}: test_stat must be one of {_TEST_STATS}; got {test_stat!r}")
     ntoys = check_ntoys(ntoys, where)
     key = check_key(key, where)
-    chunk = min(check_chunk(chunk_size, where), ntoys)
+    chunk_size = check_chunk(chunk_size, where)
     check_sampleable(model, where)
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
+    threads = toy_threads(len(setup.fixed))
+    chunk = chunk_length(ntoys, chunk_size, threads)
     poi_value = as_poi_value(poi_value, where)
     check_poi_in_bounds(poi_value, setup, where)
     mu_null, mu_alt, stat_mu = _hypotheses(poi_value, test_stat)
@@ -445,7 +510,7 @@ def _distributions(
         )  # fmt: skip
 
     with progress_bar(progress, ntoys, "toys (both hypotheses)") as advance:
-        stats, conv = run_chunks(one_chunk, ntoys, chunk, advance)
+        stats, conv = run_chunks(one_chunk, ntoys, chunk, advance, threads)
     report_convergence(conv, model, where + " (toy fits)", None)
     return ToyDistributions(
         signal_plus_background=jnp.asarray(stats[0]),
