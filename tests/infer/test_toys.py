@@ -286,7 +286,8 @@ def test_toys_fitted_on_several_threads_equal_those_fitted_on_one(low_count, mon
             super().__init__(max_workers=max_workers)
 
     monkeypatch.setattr(_toys, "ThreadPoolExecutor", CountingPool)
-    kwargs = {"ntoys": 37, "chunk_size": 13, "key": jax.random.key(5)}  # chunks 13, 13, 11
+    # chunks of 13 toys, the last one with 2 padded toys (not fitted)
+    kwargs = {"ntoys": 37, "chunk_size": 13, "key": jax.random.key(5)}
     monkeypatch.setenv("DIFFANA_TOY_THREADS", "1")
     one = infer.toy_distributions(1.0, data, model, **kwargs)
     assert pools == []
@@ -311,10 +312,12 @@ def test_toy_threads_and_chunks(monkeypatch):
         monkeypatch.setenv("DIFFANA_TOY_THREADS", bad)
         with pytest.raises(ValueError, match="DIFFANA_TOY_THREADS must be a positive integer"):
             _toys.toy_threads(big)
-    assert _toys.chunk_length(1000, 2048, 2) == 500
-    assert _toys.chunk_length(1000, 256, 2) == 256
-    assert _toys.chunk_length(3, 2048, 8) == 1
-    assert _toys.chunk_length(10, 2048, 1) == 10
+    # vmapped chunks: up to chunk_size; one after the other: a length fixed for any ntoys
+    assert _toys.chunk_length(10, 2048, vmapped=True) == 10
+    assert _toys.chunk_length(5000, 2048, vmapped=True) == 2048
+    for ntoys in (3, 250, 1000):
+        assert _toys.chunk_length(ntoys, 2048, vmapped=False) == _toys.SEQUENTIAL_CHUNK
+    assert _toys.chunk_length(1000, 8, vmapped=False) == 8
 
 
 def test_hypotest_layout_and_progress_bar(low_count, capsys):

@@ -12,7 +12,6 @@ split into chunks, and a fixed key gives the same numbers on the same machine.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -235,10 +234,17 @@ def toy_threads(npars: int) -> int:
     return threads
 
 
-def chunk_length(ntoys: int, chunk_size: int, threads: int) -> int:
-    """Toys per compiled call: at most `chunk_size` and `ntoys`, and small enough that
-    each of `threads` threads gets a chunk."""
-    return max(min(chunk_size, math.ceil(ntoys / threads)), 1)
+# Toys per compiled call where a chunk's toys are fitted one after the other: a fixed
+# length (one compilation for every `ntoys`), short enough to share the toys out over
+# the threads; the padded toys of a last chunk are skipped, not fitted.
+SEQUENTIAL_CHUNK = 32
+
+
+def chunk_length(ntoys: int, chunk_size: int, vmapped: bool) -> int:
+    """Toys per compiled call: for vmapped fits `chunk_size`, or `ntoys` if fewer (a
+    padded toy of a vmapped chunk costs as much as any other); for fits one after the
+    other `SEQUENTIAL_CHUNK`, or `chunk_size` if smaller."""
+    return min(chunk_size, ntoys) if vmapped else min(chunk_size, SEQUENTIAL_CHUNK)
 
 
 def _floor(model: Any) -> Array | None:
@@ -285,9 +291,11 @@ def _fit_pair(model, data, cond_init, free, bounds, poi, tol, maxiter):
     return nll[0], nll[1], x[poi], conv[0] & conv[1]
 
 
-def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
+def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0, valid=None):
     """Test statistics of the datasets `data` `(m, n)`, fits starting at `starts`
     `(m, npars)`: `(stat (m,), converged (m,))`. Fixed parameters keep `setup.init`.
+    Toys where `valid` `(m,)` is false (padding) get zeros, and are not fitted where the
+    fits run one after the other.
 
     Each toy's conditional fit starts at `starts` with the POI at `mu`, its free fit
     where the conditional one ended (:func:`_fit_pair`). Toys are fitted vmapped where
@@ -303,11 +311,20 @@ def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0):
     def one(d, x0):
         return _fit_pair(setup.model, d, x0, free, setup.bounds, poi, setup.tol, setup.maxiter)
 
+    if valid is None:
+        valid = jnp.ones(data.shape[0], bool)
     if vmapped_toys(starts.shape[1]):
         cond_nll, free_nll, mu_hat, conv = jax.vmap(one)(data, cond_init)
     else:
-        cond_nll, free_nll, mu_hat, conv = jax.lax.map(lambda a: one(*a), (data, cond_init))
-    return statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0), conv
+
+        def one_or_skip(args):
+            d, x0, use = args
+            skip = (jnp.zeros(()), jnp.zeros(()), mu, jnp.ones((), bool))
+            return jax.lax.cond(use, lambda: one(d, x0), lambda: skip)
+
+        cond_nll, free_nll, mu_hat, conv = jax.lax.map(one_or_skip, (data, cond_init, valid))
+    stat = statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0)
+    return jnp.where(valid, stat, 0.0), conv | ~valid
 
 
 @entry_jit
@@ -325,14 +342,19 @@ def _observed_jit(
 
 @eqx.filter_jit
 def _chunk_jit(
-    offset, keys, gen, stat_mu, is_q0, model, init, bounds, *, size, fixed, tol, maxiter
-):
-    """Test statistics of toys `offset + arange(size)` of both hypotheses, `(2, size)`."""
+    offset, ntoys, keys, gen, stat_mu, is_q0, model, init, bounds, *, size, fixed, tol,
+    maxiter,
+):  # fmt: skip
+    """Test statistics of toys `offset + arange(size)` of both hypotheses, `(2, size)`;
+    toys from `ntoys` on are padding."""
     setup = _Setup.core(model, None, init, bounds, fixed, tol, maxiter)
     idx = offset + jnp.arange(size, dtype=jnp.uint32)
     data = jax.vmap(lambda k, p: _sample_indices(k, model, p, idx))(keys, gen)  # (2, size, n)
     starts = jnp.repeat(gen, size, axis=0)
-    stat, conv = toy_statistics(setup, data.reshape(2 * size, -1), starts, stat_mu, is_q0)
+    valid = jnp.tile(idx < ntoys, 2)
+    stat, conv = toy_statistics(
+        setup, data.reshape(2 * size, -1), starts, stat_mu, is_q0, valid
+    )  # fmt: skip
     return stat.reshape(2, size), conv.reshape(2, size)
 
 
@@ -488,7 +510,7 @@ def _distributions(
     check_sampleable(model, where)
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     threads = toy_threads(len(setup.fixed))
-    chunk = chunk_length(ntoys, chunk_size, threads)
+    chunk = chunk_length(ntoys, chunk_size, vmapped_toys(len(setup.fixed)))
     poi_value = as_poi_value(poi_value, where)
     check_poi_in_bounds(poi_value, setup, where)
     mu_null, mu_alt, stat_mu = _hypotheses(poi_value, test_stat)
@@ -502,10 +524,11 @@ def _distributions(
     observed, gen = report_convergence(converged, model, where, (observed, gen))
     keys = jax.random.split(key)
     model_, _, init_, bounds_ = setup.args()
+    n_total = jnp.asarray(ntoys, dtype=jnp.uint32)
 
     def one_chunk(offset):
         return _chunk_jit(
-            offset, keys, gen, stat_mu, is_q0, model_, init_, bounds_,
+            offset, n_total, keys, gen, stat_mu, is_q0, model_, init_, bounds_,
             size=chunk, **options,
         )  # fmt: skip
 
