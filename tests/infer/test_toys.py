@@ -428,6 +428,26 @@ def test_coverage_of_the_68_percent_interval(high_count):
     assert abs(float(with_data.coverage[0]) - 0.6827) < 3 * sigma
 
 
+def test_coverage_toys_fitted_one_after_the_other_on_threads(high_count, monkeypatch):
+    """Large models' coverage toys are fitted one after the other, on several threads at
+    once, and padded toys are skipped; their intervals are those of the vmapped fits."""
+    from diffana.infer import _toys
+
+    model, data = high_count
+    kwargs = {"key": jax.random.key(3), "data": data}
+    vmapped = infer.coverage(model, [1.0], 20, chunk_size=10, **kwargs)
+    monkeypatch.setattr(_toys, "VMAP_MAX_PARS", 0)
+    monkeypatch.setenv("DIFFANA_TOY_THREADS", "2")
+    # chunks of 7 toys (another compilation than the vmapped one), one toy padded
+    threaded = infer.coverage(model, [1.0], 20, chunk_size=7, **kwargs)
+    assert bool(np.all(threaded.converged))
+    for field in ("lower", "upper"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(threaded, field)), np.asarray(getattr(vmapped, field)), atol=1e-7
+        )
+    assert float(threaded.coverage[0]) == float(vmapped.coverage[0])
+
+
 def test_fair_universe_score_as_published():
     n = 1000
     sigma68 = math.sqrt(0.6827 * 0.3173 / n)

@@ -34,8 +34,11 @@ from diffana.infer._toys import (
     check_key,
     check_ntoys,
     check_sampleable,
+    chunk_length,
     progress_bar,
     run_chunks,
+    toy_threads,
+    vmapped_toys,
 )
 
 __all__ = [
@@ -145,17 +148,23 @@ def _interval_end(setup: _Setup, data, free, sigma, side, z, maxiter) -> tuple[A
     return jnp.where(s.ok, s.x, jnp.nan), s.ok
 
 
-def interval_core(setup: _Setup, data: Array, z: Array, maxiter: int = ROOT_MAXITER) -> PoiInterval:
-    """:func:`poi_interval` on validated inputs (pure; jits and vmaps over `data`)."""
+def interval_core(
+    setup: _Setup, data: Array, z: Array, maxiter: int = ROOT_MAXITER, sequential: bool = False
+) -> PoiInterval:
+    """:func:`poi_interval` on validated inputs (pure; jits and vmaps over `data`). The
+    two ends are searched for vmapped, or one after the other with `sequential`."""
     poi = setup.poi_index
     (free,) = setup.batch(data, [None])
     hessian = value_grad_hess(free.pars, (setup.model, data))[2]
     unit = jnp.zeros_like(free.pars).at[poi].set(1.0)
     variance = newton_solve_free(hessian, unit, floating(setup.model, setup.fixed))[poi]
     sigma = safe_sqrt(variance)
-    ends, ok = jax.vmap(lambda side: _interval_end(setup, data, free, sigma, side, z, maxiter))(
-        jnp.asarray([-1.0, 1.0])
-    )
+    sides = jnp.asarray([-1.0, 1.0])
+
+    def end(side):
+        return _interval_end(setup, data, free, sigma, side, z, maxiter)
+
+    ends, ok = jax.lax.map(end, sides) if sequential else jax.vmap(end)(sides)
     return PoiInterval(
         lower=ends[0], upper=ends[1], mu_hat=free.pars[poi], converged=jnp.all(ok) & free.converged
     )
@@ -341,11 +350,30 @@ def _generating_pars(values, model, data, init, bounds, *, fixed, tol, maxiter):
 
 
 @eqx.filter_jit
-def _coverage_chunk(offset, key, gen, z, model, init, bounds, *, size, fixed, tol, maxiter):
+def _coverage_chunk(
+    offset, ntoys, key, gen, z, model, init, bounds, *, size, fixed, tol, maxiter
+):  # fmt: skip
+    """Intervals of toys `offset + arange(size)`, `(size,)` each; toys from `ntoys` on
+    are padding. Vmapped or one after the other as the toys of a hypothesis test are
+    (:func:`diffana.infer._toys.vmapped_toys`); then padded toys are not fitted."""
     setup = _Setup.core(model, None, init, bounds, fixed, tol, maxiter)
-    toys = _sample_indices(key, model, gen, offset + jnp.arange(size, dtype=jnp.uint32))
-    res = jax.vmap(lambda d: interval_core(setup, d, z))(toys)
-    return res.lower, res.upper, res.converged
+    idx = offset + jnp.arange(size, dtype=jnp.uint32)
+    toys = _sample_indices(key, model, gen, idx)
+    if vmapped_toys(gen.shape[0]):
+        res = jax.vmap(lambda d: interval_core(setup, d, z))(toys)
+        return res.lower, res.upper, res.converged
+
+    def one_or_skip(args):
+        d, use = args
+        nan = jnp.full((), jnp.nan)
+
+        def one():
+            res = interval_core(setup, d, z, sequential=True)
+            return res.lower, res.upper, res.converged
+
+        return jax.lax.cond(use, one, lambda: (nan, nan, jnp.zeros((), bool)))
+
+    return jax.lax.map(one_or_skip, (toys, idx < ntoys))
 
 
 def coverage(
@@ -371,8 +399,10 @@ def coverage(
     :func:`diffana.infer.sample_data`) are drawn with the POI at `mu` and the nuisance
     parameters at `init` (their nominal values), or, when `data` is given, at their
     conditional maximum-likelihood estimates on `data` at `mu` (as the toy hypothesis
-    test). Each toy's interval is computed, vmapped over chunks of `chunk_size` toys
-    (one compilation). Works on any hard-evaluated analysis: a `diffana.hf.Model`
+    test). Each toy's interval is computed in chunks of at most `chunk_size` toys (one
+    compilation), vmapped, or, for models above 32 parameters on a CPU, one toy after
+    the other with the chunks on every core at once (as the toys of
+    :func:`diffana.infer.hypotest`). Works on any hard-evaluated analysis: a `diffana.hf.Model`
     (e.g. built from a bench analysis' histograms) and, optionally, its observed data.
 
     **Arguments:**
@@ -386,7 +416,7 @@ def coverage(
       is computed against this level.
     - `data`: observed data to profile the nuisance parameters on, or `None`.
     - `init`, `fixed`, `bounds`: as in :func:`diffana.infer.fit`.
-    - `chunk_size`: toys per compiled call; `progress`: a progress bar on stderr.
+    - `chunk_size`: most toys per compiled call; `progress`: a progress bar on stderr.
     - `tol`, `maxiter`: passed to the fits.
 
     **Returns:** a :class:`CoverageResult`. Toys whose fits or root searches failed are
@@ -396,9 +426,11 @@ def coverage(
     level = _check_level(level, where)
     ntoys = check_ntoys(ntoys, where)
     key = check_key(key, where)
-    chunk = min(check_chunk(chunk_size, where), ntoys)
+    chunk_size = check_chunk(chunk_size, where)
     check_sampleable(model, where)
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
+    npars = len(setup.fixed)
+    chunk, threads = chunk_length(ntoys, chunk_size, vmapped_toys(npars)), toy_threads(npars)
     values = np.atleast_1d(np.asarray(poi_values, dtype=np.float64))
     if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
         raise ValueError(f"{where}: poi_values must be a non-empty 1-d array of finite numbers")
@@ -414,6 +446,7 @@ def coverage(
     gen = report_convergence(np.asarray(gen_ok), model, where, gen)
     z = _z_of_level(level)
     model_, _, init_, bounds_ = setup.args()
+    n_total = jnp.asarray(ntoys, dtype=jnp.uint32)
     lowers, uppers, oks = [], [], []
     with progress_bar(progress, values.size * ntoys, "coverage toys") as advance:
         for j in range(values.size):
@@ -421,10 +454,11 @@ def coverage(
 
             def one_chunk(offset, key_j=key_j, gen_j=gen[j]):
                 return _coverage_chunk(
-                    offset, key_j, gen_j, z, model_, init_, bounds_, size=chunk, **options
-                )
+                    offset, n_total, key_j, gen_j, z, model_, init_, bounds_, size=chunk,
+                    **options,
+                )  # fmt: skip
 
-            lo, up, ok = run_chunks(one_chunk, ntoys, chunk, advance)
+            lo, up, ok = run_chunks(one_chunk, ntoys, chunk, advance, threads)
             lowers.append(lo)
             uppers.append(up)
             oks.append(ok)
