@@ -270,6 +270,12 @@ def test_toy_statistics_equal_those_of_separate_fits(low_count):
     assert np.count_nonzero(got) >= 6  # most of these toys test something
 
 
+CPU_ONLY = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="toys run on threads on a CPU only"
+)
+
+
+@CPU_ONLY
 def test_toys_fitted_on_several_threads_equal_those_fitted_on_one(low_count, monkeypatch):
     """Large models' chunks of toys run on several threads at once on a CPU; the toys and
     their statistics are those of the chunks run one after the other. The model is
@@ -302,22 +308,51 @@ def test_toys_fitted_on_several_threads_equal_those_fitted_on_one(low_count, mon
 def test_toy_threads_and_chunks(monkeypatch):
     from diffana.infer import _toys
 
-    assert _toys.toy_threads(4) == 1  # vmapped chunks: one thread
-    big = _toys.VMAP_MAX_PARS + 1
     monkeypatch.delenv("DIFFANA_TOY_THREADS", raising=False)
-    assert _toys.toy_threads(big) == _toys.usable_cores()
+    assert _toys.toy_threads(True, "here") == 1  # vmapped chunks: one thread
+    assert _toys.toy_threads(False, "here") == _toys.usable_cores()
     monkeypatch.setenv("DIFFANA_TOY_THREADS", "2")
-    assert _toys.toy_threads(big) == 2
+    assert _toys.toy_threads(False, "here") == 2
     for bad in ("0", "two"):
         monkeypatch.setenv("DIFFANA_TOY_THREADS", bad)
-        with pytest.raises(ValueError, match="DIFFANA_TOY_THREADS must be a positive integer"):
-            _toys.toy_threads(big)
+        for vmapped in (False, True):  # refused even where it would not be used
+            with pytest.raises(ValueError, match="here: the environment variable DIFFANA_TOY"):
+                _toys.toy_threads(vmapped, "here")
     # vmapped chunks: up to chunk_size; one after the other: a length fixed for any ntoys
     assert _toys.chunk_length(10, 2048, vmapped=True) == 10
     assert _toys.chunk_length(5000, 2048, vmapped=True) == 2048
     for ntoys in (3, 250, 1000):
         assert _toys.chunk_length(ntoys, 2048, vmapped=False) == _toys.SEQUENTIAL_CHUNK
     assert _toys.chunk_length(1000, 8, vmapped=False) == 8
+
+
+def test_threaded_calls_keep_order_precision_and_stop_on_errors():
+    import threading
+    import time
+
+    from diffana.infer import _toys
+
+    done = []
+    with jax.enable_x64(False):  # a per-thread setting, carried to the workers
+        out = _toys.run_calls(
+            [lambda i=i: (i, jnp.asarray(1.0).dtype) for i in range(5)], 2, done.append
+        )
+    assert out == [(i, jnp.float32) for i in range(5)] and done == list(range(5))
+    started = []
+    lock = threading.Lock()
+
+    def call(i):
+        with lock:
+            started.append(i)
+        if i == 0:
+            raise RuntimeError("chunk 0 failed")
+        time.sleep(0.05)
+
+    calls = [lambda i=i: call(i) for i in range(40)]
+    with pytest.raises(RuntimeError, match="chunk 0 failed"):
+        _toys.run_calls(calls, 2, lambda i: None)
+    time.sleep(0.5)  # 20 more calls would start by now without the cancellation
+    assert len(started) <= 4
 
 
 def test_hypotest_layout_and_progress_bar(low_count, capsys):
@@ -428,6 +463,7 @@ def test_coverage_of_the_68_percent_interval(high_count):
     assert abs(float(with_data.coverage[0]) - 0.6827) < 3 * sigma
 
 
+@CPU_ONLY
 def test_coverage_toys_fitted_one_after_the_other_on_threads(high_count, monkeypatch):
     """Large models' coverage toys are fitted one after the other, on several threads at
     once, and padded toys are skipped; their intervals are those of the vmapped fits."""
@@ -435,17 +471,17 @@ def test_coverage_toys_fitted_one_after_the_other_on_threads(high_count, monkeyp
 
     model, data = high_count
     kwargs = {"key": jax.random.key(3), "data": data}
-    vmapped = infer.coverage(model, [1.0], 20, chunk_size=10, **kwargs)
+    vmapped = infer.coverage(model, [1.0, 1.5], 20, chunk_size=10, **kwargs)
     monkeypatch.setattr(_toys, "VMAP_MAX_PARS", 0)
     monkeypatch.setenv("DIFFANA_TOY_THREADS", "2")
-    # chunks of 7 toys (another compilation than the vmapped one), one toy padded
-    threaded = infer.coverage(model, [1.0], 20, chunk_size=7, **kwargs)
-    assert bool(np.all(threaded.converged))
+    # chunks of 7 toys, one toy padded, the chunks of both true values in one queue
+    threaded = infer.coverage(model, [1.0, 1.5], 20, chunk_size=7, **kwargs)
+    assert threaded.lower.shape == (2, 20) and bool(np.all(threaded.converged))
     for field in ("lower", "upper"):
         np.testing.assert_allclose(
             np.asarray(getattr(threaded, field)), np.asarray(getattr(vmapped, field)), atol=1e-7
         )
-    assert float(threaded.coverage[0]) == float(vmapped.coverage[0])
+    np.testing.assert_array_equal(np.asarray(threaded.coverage), np.asarray(vmapped.coverage))
 
 
 def test_fair_universe_score_as_published():

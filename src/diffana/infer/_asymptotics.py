@@ -221,8 +221,9 @@ def hypotest(
     - `ntoys`: toys per hypothesis (toys only; default 2000, pyhf's).
     - `key`: a JAX random key, `jax.random.key(seed)` (toys only; required).
     - `chunk_size`: most toys per hypothesis fitted in one compiled call (toys only;
-      default 2048). On a CPU, toys of models above 32 parameters are fitted on every
-      core at once (`DIFFANA_TOY_THREADS` threads if set).
+      default 2048). On a CPU, toys of models above 32 parameters are fitted in
+      chunks of 32 toys, one thread per core at once (`DIFFANA_TOY_THREADS` threads if
+      set).
     - `progress`: show a progress bar on stderr (toys only).
 
     **Returns:** CLs `()` alone, or a tuple `(CLs, tail_probs, expected, expected_set)`

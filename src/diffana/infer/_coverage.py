@@ -34,9 +34,11 @@ from diffana.infer._toys import (
     check_key,
     check_ntoys,
     check_sampleable,
+    chunk_calls,
     chunk_length,
+    concatenate_chunks,
     progress_bar,
-    run_chunks,
+    run_calls,
     toy_threads,
     vmapped_toys,
 )
@@ -152,7 +154,7 @@ def interval_core(
     setup: _Setup, data: Array, z: Array, maxiter: int = ROOT_MAXITER, sequential: bool = False
 ) -> PoiInterval:
     """:func:`poi_interval` on validated inputs (pure; jits and vmaps over `data`). The
-    two ends are searched for vmapped, or one after the other with `sequential`."""
+    two ends are searched vmapped, or one after the other with `sequential`."""
     poi = setup.poi_index
     (free,) = setup.batch(data, [None])
     hessian = value_grad_hess(free.pars, (setup.model, data))[2]
@@ -351,15 +353,15 @@ def _generating_pars(values, model, data, init, bounds, *, fixed, tol, maxiter):
 
 @eqx.filter_jit
 def _coverage_chunk(
-    offset, ntoys, key, gen, z, model, init, bounds, *, size, fixed, tol, maxiter
+    offset, ntoys, key, gen, z, model, init, bounds, *, size, vmapped, fixed, tol, maxiter
 ):  # fmt: skip
     """Intervals of toys `offset + arange(size)`, `(size,)` each; toys from `ntoys` on
-    are padding. Vmapped or one after the other as the toys of a hypothesis test are
-    (:func:`diffana.infer._toys.vmapped_toys`); then padded toys are not fitted."""
+    are padding. `vmapped` (static): the toys' intervals are vmapped, else computed one
+    after the other (both ends too), padded toys skipped."""
     setup = _Setup.core(model, None, init, bounds, fixed, tol, maxiter)
     idx = offset + jnp.arange(size, dtype=jnp.uint32)
     toys = _sample_indices(key, model, gen, idx)
-    if vmapped_toys(gen.shape[0]):
+    if vmapped:
         res = jax.vmap(lambda d: interval_core(setup, d, z))(toys)
         return res.lower, res.upper, res.converged
 
@@ -401,9 +403,10 @@ def coverage(
     conditional maximum-likelihood estimates on `data` at `mu` (as the toy hypothesis
     test). Each toy's interval is computed in chunks of at most `chunk_size` toys (one
     compilation), vmapped, or, for models above 32 parameters on a CPU, one toy after
-    the other with the chunks on every core at once (as the toys of
-    :func:`diffana.infer.hypotest`). Works on any hard-evaluated analysis: a `diffana.hf.Model`
-    (e.g. built from a bench analysis' histograms) and, optionally, its observed data.
+    the other in chunks of 32 toys, one thread per core at once (as the toys of
+    :func:`diffana.infer.hypotest`). Works on any hard-evaluated analysis: a
+    `diffana.hf.Model` (e.g. built from a bench analysis' histograms) and, optionally,
+    its observed data.
 
     **Arguments:**
 
@@ -429,8 +432,8 @@ def coverage(
     chunk_size = check_chunk(chunk_size, where)
     check_sampleable(model, where)
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
-    npars = len(setup.fixed)
-    chunk, threads = chunk_length(ntoys, chunk_size, vmapped_toys(npars)), toy_threads(npars)
+    vmapped = vmapped_toys(len(setup.fixed))
+    chunk, threads = chunk_length(ntoys, chunk_size, vmapped), toy_threads(vmapped, where)
     values = np.atleast_1d(np.asarray(poi_values, dtype=np.float64))
     if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
         raise ValueError(f"{where}: poi_values must be a non-empty 1-d array of finite numbers")
@@ -447,22 +450,32 @@ def coverage(
     z = _z_of_level(level)
     model_, _, init_, bounds_ = setup.args()
     n_total = jnp.asarray(ntoys, dtype=jnp.uint32)
-    lowers, uppers, oks = [], [], []
+    calls = []  # the chunks of every true value, in one queue for the threads
+    for j in range(values.size):
+        key_j = jax.random.fold_in(key, j)
+
+        def one_chunk(offset, key_j=key_j, gen_j=gen[j]):
+            return _coverage_chunk(
+                offset, n_total, key_j, gen_j, z, model_, init_, bounds_, size=chunk,
+                vmapped=vmapped, **options,
+            )  # fmt: skip
+
+        calls += chunk_calls(one_chunk, ntoys, chunk)
+    per_value = len(calls) // values.size
     with progress_bar(progress, values.size * ntoys, "coverage toys") as advance:
-        for j in range(values.size):
-            key_j = jax.random.fold_in(key, j)
-
-            def one_chunk(offset, key_j=key_j, gen_j=gen[j]):
-                return _coverage_chunk(
-                    offset, n_total, key_j, gen_j, z, model_, init_, bounds_, size=chunk,
-                    **options,
-                )  # fmt: skip
-
-            lo, up, ok = run_chunks(one_chunk, ntoys, chunk, advance, threads)
-            lowers.append(lo)
-            uppers.append(up)
-            oks.append(ok)
-    lower, upper, ok = np.stack(lowers), np.stack(uppers), np.stack(oks)
+        pieces = run_calls(
+            calls, threads, lambda i: advance(min(chunk, ntoys - (i % per_value) * chunk))
+        )
+    lower, upper, ok = (
+        np.stack(parts)
+        for parts in zip(
+            *(
+                concatenate_chunks(pieces[j * per_value : (j + 1) * per_value], ntoys)
+                for j in range(values.size)
+            ),
+            strict=True,
+        )
+    )
     if not ok.all():
         warnings.warn(
             f"{where}: {int((~ok).sum())} of {ok.size} pseudo-experiments of "

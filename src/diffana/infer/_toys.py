@@ -12,6 +12,7 @@ split into chunks, and a fixed key gives the same numbers on the same machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -210,28 +211,27 @@ def usable_cores() -> int:
     return max(os.cpu_count() or 1, 1)
 
 
-def toy_threads(npars: int) -> int:
-    """Threads that run the chunks of toys of a model with `npars` parameters at once.
-
-    A chunk whose toys are fitted one after the other (:func:`vmapped_toys` false: large
-    models on a CPU) runs on one core, so the chunks are spread over every usable core,
-    one thread each (`DIFFANA_TOY_THREADS` overrides the count). Vmapped chunks keep one
-    thread: XLA's CPU runtime runs their large batched operations on its own thread
-    pool, and two such programs executing at once from two threads can wait on each
-    other forever (seen with batched Cholesky factorisations of 1024 matrices; jax
-    0.10.2)."""
-    if vmapped_toys(npars):
-        return 1
+def toy_threads(vmapped: bool, where: str) -> int:
+    """Threads that run the chunks of toys at once: one per usable core where a chunk's
+    toys are fitted one after the other (`vmapped` false, :func:`vmapped_toys`: large
+    models on a CPU), since such a chunk runs on one core; `DIFFANA_TOY_THREADS`
+    overrides the count. Vmapped chunks keep one thread: XLA's CPU runtime runs their
+    large batched operations on its own thread pool, and two such programs executing at
+    once from two threads can wait on each other forever (seen with batched Cholesky
+    factorisations of 1024 matrices; jax 0.10.2)."""
     value = os.environ.get(THREADS_ENV_VAR, "").strip()
-    if not value:
-        return usable_cores()
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV_VAR} must be a positive integer; got {value!r}")
-    return threads
+    threads = usable_cores()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise ValueError(
+                f"{where}: the environment variable {THREADS_ENV_VAR} must be a positive "
+                f"integer (threads that fit toys); got {value!r}"
+            )
+    return 1 if vmapped else threads
 
 
 # Toys per compiled call where a chunk's toys are fitted one after the other: a fixed
@@ -291,11 +291,14 @@ def _fit_pair(model, data, cond_init, free, bounds, poi, tol, maxiter):
     return nll[0], nll[1], x[poi], conv[0] & conv[1]
 
 
-def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0, valid=None):
+def toy_statistics(
+    setup: _Setup, data: Array, starts: Array, mu, is_q0, valid=None, vmapped=None
+):  # fmt: skip
     """Test statistics of the datasets `data` `(m, n)`, fits starting at `starts`
     `(m, npars)`: `(stat (m,), converged (m,))`. Fixed parameters keep `setup.init`.
-    Toys where `valid` `(m,)` is false (padding) get zeros, and are not fitted where the
-    fits run one after the other.
+    The fits are vmapped, or run one after the other (`vmapped`, static; default
+    :func:`vmapped_toys`). Toys where `valid` `(m,)` is false (padding) get zeros, and are
+    not fitted where the fits run one after the other.
 
     Each toy's conditional fit starts at `starts` with the POI at `mu`, its free fit
     where the conditional one ended (:func:`_fit_pair`). Toys are fitted vmapped where
@@ -313,7 +316,9 @@ def toy_statistics(setup: _Setup, data: Array, starts: Array, mu, is_q0, valid=N
 
     if valid is None:
         valid = jnp.ones(data.shape[0], bool)
-    if vmapped_toys(starts.shape[1]):
+    if vmapped is None:
+        vmapped = vmapped_toys(starts.shape[1])
+    if vmapped:
         cond_nll, free_nll, mu_hat, conv = jax.vmap(one)(data, cond_init)
     else:
 
@@ -342,18 +347,18 @@ def _observed_jit(
 
 @eqx.filter_jit
 def _chunk_jit(
-    offset, ntoys, keys, gen, stat_mu, is_q0, model, init, bounds, *, size, fixed, tol,
-    maxiter,
+    offset, ntoys, keys, gen, stat_mu, is_q0, model, init, bounds, *, size, vmapped, fixed,
+    tol, maxiter,
 ):  # fmt: skip
     """Test statistics of toys `offset + arange(size)` of both hypotheses, `(2, size)`;
-    toys from `ntoys` on are padding."""
+    toys from `ntoys` on are padding. `vmapped`: see :func:`toy_statistics`."""
     setup = _Setup.core(model, None, init, bounds, fixed, tol, maxiter)
     idx = offset + jnp.arange(size, dtype=jnp.uint32)
     data = jax.vmap(lambda k, p: _sample_indices(k, model, p, idx))(keys, gen)  # (2, size, n)
     starts = jnp.repeat(gen, size, axis=0)
     valid = jnp.tile(idx < ntoys, 2)
     stat, conv = toy_statistics(
-        setup, data.reshape(2 * size, -1), starts, stat_mu, is_q0, valid
+        setup, data.reshape(2 * size, -1), starts, stat_mu, is_q0, valid, vmapped
     )  # fmt: skip
     return stat.reshape(2, size), conv.reshape(2, size)
 
@@ -386,34 +391,65 @@ def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callab
         yield lambda n: bar.update(task, advance=n)
 
 
-def run_chunks(
-    fn: Callable[[Array], tuple], ntoys: int, chunk: int, advance, threads: int = 1
-) -> list[np.ndarray]:
-    """Call `fn(offset)` for offsets `0, chunk, ...` below `ntoys` (one compiled
-    function, a padded last chunk) and concatenate its outputs along their last axis,
-    trimmed to `ntoys`.
+def run_calls(calls: Sequence[Callable[[], Any]], threads: int, done) -> list:
+    """The results of `calls`, in their order; `done(i)` after result `i` is in.
 
-    With `threads > 1` the calls run on that many threads at once (a compiled call
-    releases Python's lock while it runs; the first calls compile `fn` once between
-    them). The outputs are the same: toy `i` is drawn from its own key whatever the
-    chunk it lands in."""
+    With `threads > 1` the calls run on that many threads at once: a compiled call
+    releases Python's lock while it runs, and the first calls compile once between them.
+    Each call sees the 64-bit mode of the calling thread (a `jax.enable_x64` context is
+    per thread). An error or an interrupt cancels the calls not started yet."""
+    if threads <= 1 or len(calls) <= 1:
+        out = []
+        for i, call in enumerate(calls):
+            out.append(call())
+            done(i)
+        return out
+    x64 = jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
+
+    def run(call):
+        with jax.enable_x64(x64):
+            return call()
+
+    pool = ThreadPoolExecutor(max_workers=min(threads, len(calls)))
+    try:
+        futures = [pool.submit(run, call) for call in calls]
+        out = []
+        for i, future in enumerate(futures):
+            out.append(future.result())
+            done(i)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return out
+
+
+def chunk_calls(fn: Callable[[Array], Any], ntoys: int, chunk: int) -> list[Callable[[], Any]]:
+    """`fn(offset)` (device results fetched to the host) for offsets `0, chunk, ...`
+    below `ntoys`, as calls for :func:`run_calls`."""
 
     def call(offset: int):
         return jax.device_get(fn(jnp.asarray(offset, dtype=jnp.uint32)))
 
-    offsets = range(0, ntoys, chunk)
-    pieces = []
-    if threads > 1 and len(offsets) > 1:
-        with ThreadPoolExecutor(max_workers=min(threads, len(offsets))) as pool:
-            futures = [pool.submit(call, offset) for offset in offsets]
-            for offset, future in zip(offsets, futures, strict=True):
-                pieces.append(future.result())
-                advance(min(chunk, ntoys - offset))
-    else:
-        for offset in offsets:
-            pieces.append(call(offset))
-            advance(min(chunk, ntoys - offset))
+    return [functools.partial(call, offset) for offset in range(0, ntoys, chunk)]
+
+
+def concatenate_chunks(pieces: Sequence[tuple], ntoys: int) -> list[np.ndarray]:
+    """The outputs of the chunks of :func:`chunk_calls`, each concatenated along its
+    last axis and trimmed to `ntoys` (the padding of the last chunk)."""
     return [np.concatenate(parts, axis=-1)[..., :ntoys] for parts in zip(*pieces, strict=True)]
+
+
+def run_chunks(
+    fn: Callable[[Array], tuple], ntoys: int, chunk: int, advance, threads: int = 1
+) -> list[np.ndarray]:
+    """Call `fn(offset)` for offsets `0, chunk, ...` below `ntoys` (one compiled
+    function, a padded last chunk), on `threads` threads at once (:func:`run_calls`),
+    and concatenate its outputs along their last axis, trimmed to `ntoys`. The outputs
+    do not depend on `chunk` or `threads`: toy `i` is drawn from its own key."""
+    calls = chunk_calls(fn, ntoys, chunk)
+    pieces = run_calls(calls, threads, lambda i: advance(min(chunk, ntoys - i * chunk)))
+    return concatenate_chunks(pieces, ntoys)
 
 
 class ToyDistributions(NamedTuple):
@@ -469,8 +505,8 @@ def toy_distributions(
     each is fitted twice (POI fixed at `poi_value`, POI free). The fits run vmapped
     (small models) or one after the other (large ones) in chunks of at most
     `chunk_size` toys of each hypothesis: one compilation, bounded memory for any
-    `ntoys`. On a CPU the chunks of a large model run on every core at once, one thread
-    each (:func:`toy_threads`; `DIFFANA_TOY_THREADS` sets the number).
+    `ntoys`. On a CPU the chunks of a large model (32 toys each) run on one thread per
+    core at once (:func:`toy_threads`; `DIFFANA_TOY_THREADS` sets the number).
 
     **Arguments:**
 
@@ -509,8 +545,9 @@ def _distributions(
     chunk_size = check_chunk(chunk_size, where)
     check_sampleable(model, where)
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
-    threads = toy_threads(len(setup.fixed))
-    chunk = chunk_length(ntoys, chunk_size, vmapped_toys(len(setup.fixed)))
+    vmapped = vmapped_toys(len(setup.fixed))
+    threads = toy_threads(vmapped, where)
+    chunk = chunk_length(ntoys, chunk_size, vmapped)
     poi_value = as_poi_value(poi_value, where)
     check_poi_in_bounds(poi_value, setup, where)
     mu_null, mu_alt, stat_mu = _hypotheses(poi_value, test_stat)
@@ -529,7 +566,7 @@ def _distributions(
     def one_chunk(offset):
         return _chunk_jit(
             offset, n_total, keys, gen, stat_mu, is_q0, model_, init_, bounds_,
-            size=chunk, **options,
+            size=chunk, vmapped=vmapped, **options,
         )  # fmt: skip
 
     with progress_bar(progress, ntoys, "toys (both hypotheses)") as advance:
