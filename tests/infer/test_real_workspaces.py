@@ -126,6 +126,21 @@ def test_cls_gradient_in_the_signal_matches_finite_differences():
     assert grad == pytest.approx(fd, rel=1e-5)
 
 
+def test_batched_fits_of_a_published_model_are_those_of_single_fits():
+    """A vmapped batch of fits of a large model (toys on an accelerator, a user's vmap)
+    takes each fit's steps as a single fit would: the same minima and iterations. With
+    Gershgorin's shift alone, two of these eight toys stopped 0.14-0.16 higher."""
+    _, _, model, data = _load("sbottom")
+    gen = infer.fixed_poi_fit(1.0, data, model).pars
+    toys = infer.sample_data(model, gen, 8, key=jax.random.fold_in(jax.random.key(0), 0))
+    batched = jax.jit(jax.vmap(lambda d: infer.fit(d, model)))(toys)
+    single = [infer.fit(d, model) for d in toys]
+    np.testing.assert_allclose(
+        np.asarray(batched.nll), [float(s.nll) for s in single], rtol=0, atol=1e-9
+    )
+    assert np.asarray(batched.n_iter).tolist() == [int(s.n_iter) for s in single]
+
+
 def test_analysis_sized_generated_workspace_reaches_pyhf_minimum():
     """236 parameters (24 channels of 3 bins, 90 shared normsys, 60 shared histosys,
     staterror per channel, 12 free normfactors): the fit converges to a stationary point
