@@ -338,7 +338,7 @@ def test_threaded_calls_keep_order_precision_and_stop_on_errors():
             [lambda i=i: (i, jnp.asarray(1.0).dtype) for i in range(5)], 2, done.append
         )
     assert out == [(i, jnp.float32) for i in range(5)] and done == list(range(5))
-    started = []
+    started, release = [], threading.Event()
     lock = threading.Lock()
 
     def call(i):
@@ -346,13 +346,14 @@ def test_threaded_calls_keep_order_precision_and_stop_on_errors():
             started.append(i)
         if i == 0:
             raise RuntimeError("chunk 0 failed")
-        time.sleep(0.05)
+        release.wait(timeout=10)  # the other worker's call stays busy until released
 
     calls = [lambda i=i: call(i) for i in range(40)]
     with pytest.raises(RuntimeError, match="chunk 0 failed"):
         _toys.run_calls(calls, 2, lambda i: None)
-    time.sleep(0.5)  # 20 more calls would start by now without the cancellation
-    assert len(started) <= 4
+    release.set()
+    time.sleep(0.3)  # the 37 queued calls would all have run by now without cancelling
+    assert len(started) <= 3  # chunk 0, the busy one, and one picked up before the error
 
 
 def test_hypotest_layout_and_progress_bar(low_count, capsys):
