@@ -14,6 +14,7 @@ import diffana.relax
 from diffana.problems import (
     CUT_FEATURES,
     Sample,
+    find_definition,
     generate_blobs,
     generate_inferno3d,
     inferno_fisher_sigma,
@@ -130,33 +131,80 @@ def test_paper_metric_without_nuisances_is_the_binned_poisson_bound():
         inferno_fisher_sigma(sig, bkg, np.stack([bkg, bkg]), np.stack([bkg, bkg]), ("r",), {})
 
 
-def test_inferno_native_loss_gradient_matches_finite_differences(problems):
-    p = problems["inferno3d"]
-    loss = p.native_loss("inferno", "b4")
-    assert p.native_loss("neos", "b4") is None
-    rng = np.random.default_rng(0)
-    batch = {
-        "signal": Sample(jnp.asarray(rng.normal(size=(300, 3))), jnp.full(300, 50 / 300)),
-        "background": Sample(
-            jnp.asarray(
-                np.c_[rng.normal(2, 2.2, 300), rng.normal(0, 3, 300), rng.exponential(1 / 3, 300)]
-            ),
-            jnp.full(300, 1000 / 300),
-        ),
+def _inferno_with_loss_shapes(shapes, tmp_path):
+    """The quick INFERNO problem with ``[analysis].loss_shapes = shapes``."""
+    text = find_definition("inferno3d").read_text()
+    assert "\nbins = 10\n" in text
+    path = tmp_path / shapes / "inferno3d.toml"
+    path.parent.mkdir()
+    path.write_text(text.replace("\nbins = 10\n", f'\nbins = 10\nloss_shapes = "{shapes}"\n', 1))
+    return load_problem(path, mode="quick")
+
+
+def _inferno_batch(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    bkg = np.c_[rng.normal(2, 2.2, n), rng.normal(0, 3, n), rng.exponential(1 / 3, n)]
+    return {
+        "signal": Sample(jnp.asarray(rng.normal(size=(n, 3))), jnp.full(n, 50 / n)),
+        "background": Sample(jnp.asarray(bkg), jnp.full(n, 1000 / n)),
     }
 
+
+def _soft_hist(w_flat):
+    # more bins than free parameters, or the profiled sigma would not depend on the
+    # background's derivatives at all
+    w = w_flat.reshape(6, 4)
+
+    def hist(s):
+        logits = jnp.concatenate([s.x, s.x[:, :1] ** 2], axis=1) @ w.T
+        return diffana.relax.softmax_hist(logits, 0.5, weights=s.w)
+
+    return hist
+
+
+@pytest.mark.parametrize("shapes", ["exact", "templates"])
+def test_inferno_native_loss_gradient_matches_finite_differences(shapes, tmp_path):
+    p = _inferno_with_loss_shapes(shapes, tmp_path)
+    assert p.loss_shapes == shapes
+    loss = p.native_loss("inferno", "b4")
+    assert p.native_loss("neos", "b4") is None
+    batch = _inferno_batch()
+
     def sigma(w_flat):
-        w = w_flat.reshape(3, 4)
+        return loss(_soft_hist(w_flat), batch)[0]
 
-        def hist(s):
-            logits = jnp.concatenate([s.x, s.x[:, :1] ** 2], axis=1) @ w.T
-            return diffana.relax.softmax_hist(logits, 0.5, weights=s.w)
-
-        return loss(hist, batch)[0]
-
-    w0 = jnp.asarray(rng.normal(size=12))
+    w0 = jnp.asarray(np.random.default_rng(1).normal(size=24))
     assert np.isfinite(float(sigma(w0)))
     assert_grad_matches_fd(sigma, w0, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("scenario", ["b2", "b4"])
+def test_inferno_template_loss_is_the_paper_metric_of_the_batch(scenario, tmp_path):
+    # With loss_shapes = "templates" the loss is the paper's metric (inferno_fisher_sigma)
+    # of the batch's soft histograms at the paper's shifts; the exact loss differs from
+    # it by the templates' finite differences.
+    p = _inferno_with_loss_shapes("templates", tmp_path)
+    batch = _inferno_batch(2000, seed=3)
+    hist = _soft_hist(jnp.asarray(np.random.default_rng(2).normal(size=24)))
+    bkg = batch["background"]
+    (dr, dl) = p.shifts
+
+    def shifted(r, lam):
+        return np.asarray(hist(Sample(transform_background(bkg.x, r, lam), bkg.w)))
+
+    free, cons = p.free_and_constraints(scenario)
+    metric = inferno_fisher_sigma(
+        np.asarray(hist(batch["signal"])),
+        shifted(2.0, 3.0),
+        np.stack([shifted(2.0 + dr, 3.0), shifted(2.0, 3.0 + dl)]),
+        np.stack([shifted(2.0 - dr, 3.0), shifted(2.0, 3.0 - dl)]),
+        free=free, constraints=cons, shifts=p.shifts,
+    )  # fmt: skip
+    assert float(p.native_loss("inferno", scenario)(hist, batch)[0]) == pytest.approx(
+        metric, rel=1e-10
+    )
+    exact = _inferno_with_loss_shapes("exact", tmp_path).native_loss("inferno", scenario)
+    assert abs(float(exact(hist, batch)[0]) / metric - 1.0) > 1e-6
 
 
 @pytest.mark.parametrize("name", ["gaussian_blobs", "inferno3d", "cut_scan"])

@@ -80,6 +80,11 @@ def method_settings(problem: Problem, method: str, steps: int | None = None) -> 
             "'discovery' (the runs are compared by their hard discovery Z0) and "
             "restart_candidates >= restarts - 1"
         )
+    if "bins" in cfg and cfg["pipeline"] == "cuts":
+        raise ProblemDefinitionError(
+            f"{problem.definition.path}: [methods.{method}].bins is for pipelines that bin "
+            "a summary (nn_softmax, nn_kde, classifier); a cut selection has one bin"
+        )
     if method != "cuts_scan":
         for key in ("steps", "batch_size"):
             if not isinstance(cfg.get(key), int) or cfg[key] < (0 if key == "steps" else 1):
@@ -136,16 +141,23 @@ def _native_loss(problem: Problem, method: str, scenario: str) -> Callable:
     return loss_fn
 
 
+def summary_bins(problem: Problem, cfg: Mapping[str, Any]) -> int:
+    """Bins of a method's summary histogram: its ``bins`` setting, else the problem's
+    ``[analysis].bins``."""
+    return int(cfg.get("bins", problem.n_bins))
+
+
 def _network_pipeline(problem: Problem, cfg, train, key):
     allx = np.concatenate([np.asarray(s.x) for s in train.values()])
     shift, scale = standardisation(allx) if cfg["standardise"] else (None, None)
     kind = cfg["pipeline"]
-    n_out = problem.n_bins if kind == "nn_softmax" else 1
+    n_bins = summary_bins(problem, cfg)
+    n_out = n_bins if kind == "nn_softmax" else 1
     net = Network(problem.n_features, n_out, cfg["hidden"], key=key, shift=shift, scale=scale)
     if kind == "nn_softmax":
         return SoftmaxBins(net)
     if kind == "nn_kde":
-        return KDEBins(net, problem.n_bins, bool(cfg.get("trainable_edges", True)))
+        return KDEBins(net, n_bins, bool(cfg.get("trainable_edges", True)))
     raise ProblemDefinitionError(
         f"{problem.definition.path}: unknown pipeline {kind!r}; "
         "known: nn_softmax, nn_kde, classifier, cuts"
@@ -402,7 +414,7 @@ def train_method(
     if method == "bce":
         res = train_classifier(
             train, problem.signal_samples, problem.background_samples,
-            n_bins=problem.n_bins, hidden=cfg["hidden"], key=key,
+            n_bins=summary_bins(problem, cfg), hidden=cfg["hidden"], key=key,
             standardise=bool(cfg["standardise"]), **common,
         )  # fmt: skip
         return TrainedAnalysis(res.pipeline, _fit_info(res, cfg), res.history)

@@ -211,6 +211,7 @@ _TRAINED_FIELDS = {
     "lr_schedule": Field("str", choices=("constant", "cosine")),
     "steps": Field("int", minimum=0),
     "batch_size": Field("int", minimum=1),
+    "bins": Field("int", minimum=1),
     "standardise": Field("bool"),
     "per_scenario": Field("bool"),
     "trainable_edges": Field("bool"),
