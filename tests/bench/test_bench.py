@@ -177,6 +177,84 @@ def test_restarts_need_candidates_and_the_discovery_loss(tiny_definitions, tmp_p
         method_settings(load_problem(path), "cuts_grad")
 
 
+def _edited(definition: Path, tmp_path: Path, old: str, new: str) -> Path:
+    text = definition.read_text()
+    assert old in text
+    path = tmp_path / definition.name
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_network_restarts_keep_the_best_on_the_validation_sample(tiny_definitions, tmp_path):
+    from diffana.bench._methods import train_method, validation_score
+
+    # 25 steps: enough for the three initialisations to end on different summaries
+    path = _edited(
+        tiny_definitions["tiny_blobs"],
+        tmp_path,
+        "[methods.neos]\n",
+        "[methods.neos]\nrestarts = 3\n",
+    )
+    path.write_text(
+        path.read_text().replace(
+            "steps = 4\nbatch_size = 64\nband", "steps = 25\nbatch_size = 64\nband"
+        )
+    )
+    problem = load_problem(path)
+    cfg = method_settings(problem, "neos")
+    train, valid = problem.generate(1, "train"), problem.generate(1, "valid")
+    steps = []
+    trained = train_method(
+        problem, "neos", cfg, "default", 1, train, callback=lambda i, loss: steps.append(i),
+        valid=valid,
+    )  # fmt: skip
+    info = trained.training
+    scores = info["restart_valid"]
+    assert info["restart_metric"] == "cls" and len(scores) == 3
+    assert info["restart_chosen"] == int(np.nanargmin(scores))  # the lowest CLs
+    assert len(set(scores)) == 3  # three different trainings
+    assert info["fom_evaluations"] == 3 * cfg["steps"]
+    assert steps == list(range(3 * cfg["steps"]))
+    templates = problem.templates(valid)
+    kept = validation_score(problem, "default", trained.pipeline, templates, "cls")
+    assert kept == pytest.approx(min(scores), rel=1e-9)
+    # run 0 is the training of one run: same keys, same pipeline
+    single = train_method(problem, "neos", {**cfg, "restarts": 1}, "default", 1, train)
+    assert validation_score(problem, "default", single.pipeline, templates, "cls") == pytest.approx(
+        scores[0], rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("problem", "old", "new", "match"),
+    [
+        ("tiny_blobs", "[methods.bce]\n", "[methods.bce]\nrestarts = 2\n", "network pipeline"),
+        ("tiny_cuts", "[methods.cuts_grad]\n", "[methods.cuts_grad]\nbins = 3\n", "one bin"),
+    ],
+)
+def test_restarts_and_bins_only_where_they_apply(
+    tiny_definitions, tmp_path, problem, old, new, match
+):
+    path = _edited(tiny_definitions[problem], tmp_path, old, new)
+    method = old.strip("[]\n").split(".")[1]
+    with pytest.raises(ProblemDefinitionError, match=match):
+        method_settings(load_problem(path), method)
+
+
+def test_a_method_bins_its_summary_in_its_own_number_of_bins(tiny_definitions, tmp_path):
+    from diffana.bench._methods import train_method
+
+    path = _edited(
+        tiny_definitions["tiny_blobs"], tmp_path, "[methods.bce]\n", "[methods.bce]\nbins = 7\n"
+    )
+    problem = load_problem(path)
+    train = problem.generate(0, "train")
+    for method, n in (("bce", 7), ("neos", 3)):
+        cfg = {**method_settings(problem, method), "steps": 1}
+        pipe = train_method(problem, method, cfg, "default", 0, train).pipeline
+        assert pipe.hard_histogram(train["signal"]).shape == (n,), method
+
+
 def test_the_scan_rejects_selections_without_background_events(tiny_definitions):
     from diffana.bench._methods import _cut_selection, _scan_fom
 

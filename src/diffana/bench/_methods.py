@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 from diffana import hf, losses
 from diffana._config import compiler_options
 from diffana.baselines import candidate_ranges, train_classifier
+from diffana.bench._evaluate import evaluate_yields, hard_yields
 from diffana.errors import ConvergenceWarning, ProblemDefinitionError
 from diffana.problems import Problem, Sample
 from diffana.train import RunTracker, TrainedAnalysis, run_training, scan_thresholds
@@ -80,6 +81,18 @@ def method_settings(problem: Problem, method: str, steps: int | None = None) -> 
             "'discovery' (the runs are compared by their hard discovery Z0) and "
             "restart_candidates >= restarts - 1"
         )
+    if restarts > 1 and method not in ("cuts_grad", "cuts_scan"):
+        if cfg["pipeline"] not in ("nn_softmax", "nn_kde"):
+            raise ProblemDefinitionError(
+                f"{problem.definition.path}: [methods.{method}].restarts > 1 needs a network "
+                f"pipeline (nn_softmax, nn_kde), got {cfg['pipeline']!r}"
+            )
+        if problem.selection_metric(cfg["loss"]) is None:
+            raise ProblemDefinitionError(
+                f"{problem.definition.path}: [methods.{method}].restarts > 1: problems of kind "
+                f"{problem.definition.kind!r} name no validation metric for loss "
+                f"{cfg['loss']!r} (Problem.selection_metric)"
+            )
     if "bins" in cfg and cfg["pipeline"] == "cuts":
         raise ProblemDefinitionError(
             f"{problem.definition.path}: [methods.{method}].bins is for pipelines that bin "
@@ -330,27 +343,15 @@ def _train_cuts_with_restarts(
     steps, callback = int(common["steps"]), common["callback"]
     runs = []
     for r, t0 in enumerate(starts):
-        on_step = None if callback is None else functools.partial(
-            lambda off, i, loss: callback(off + i, loss), r * steps
-        )  # fmt: skip
         runs.append(run_training(
             loss_fn, CutSelection(t0, sel.cuts, sel.shift, sel.scale), train,
             key=jax.random.fold_in(key, r), relax=_relax_setting(cfg, sel),
-            **{**common, "tracker": None, "callback": on_step},
+            **{**common, "tracker": None, "callback": _restart_callback(callback, r, steps)},
         ))  # fmt: skip
     final = _valid(fom(np.stack([np.asarray(r.pipeline.thresholds) for r in runs])))
     pick = int(np.argmax(final))
     res = runs[pick]
-    tracker = common["tracker"]
-    if tracker is not None:
-        relax_name = sel.relax_name
-        for i in range(steps):
-            tracker.log(
-                i, loss=res.history["loss"][i], fom=res.history["fom"][i],
-                learning_rate=res.history["learning_rate"][i],
-                **{relax_name: res.history["relax"][i]},
-            )  # fmt: skip
-        tracker.flush()
+    _log_history(common["tracker"], res, sel.relax_name, steps)
     info = _fit_info(res, cfg)
     warned: Counter = Counter()
     for r in runs:
@@ -369,6 +370,94 @@ def _train_cuts_with_restarts(
     return TrainedAnalysis(res.pipeline, info, res.history)
 
 
+def _log_history(tracker: RunTracker | None, res, relax_name: str, steps: int) -> None:
+    """Record a finished run's per-step history (the run a restart search kept)."""
+    if tracker is None:
+        return
+    for i in range(steps):
+        tracker.log(
+            i, loss=res.history["loss"][i], fom=res.history["fom"][i],
+            learning_rate=res.history["learning_rate"][i],
+            **{relax_name: res.history["relax"][i]},
+        )  # fmt: skip
+    tracker.flush()
+
+
+def _restart_callback(callback, run: int, steps: int):
+    """The progress callback of restart `run`, counting on from the earlier runs' steps."""
+    if callback is None:
+        return None
+    return functools.partial(lambda off, i, loss: callback(off + i, loss), run * steps)
+
+
+def validation_score(
+    problem: Problem, scenario: str, pipeline: Any, templates: Mapping, metric: str
+) -> float:
+    """`metric` of `pipeline`'s hard histograms of the validation `templates`: the
+    problem's `extra_metrics`, else `evaluate_yields` without pseudo-experiments or
+    referee. NaN where it cannot be computed."""
+    yields, _ = hard_yields(pipeline, templates)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            extra = problem.extra_metrics(yields, scenario)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            extra = {}
+        if metric in extra:
+            return float(extra[metric])
+        entry = evaluate_yields(problem, yields, [scenario], referee=False, toys=False)
+    return float(entry[scenario].get(metric, math.nan))
+
+
+def _train_network_with_restarts(
+    problem: Problem, cfg, scenario: str, seed: int, train, valid, loss_fn, keys, common
+) -> TrainedAnalysis:
+    """A network pipeline trained from ``restarts`` initialisations; the best on the
+    validation sample is kept.
+
+    Run 0 uses the keys of a single training, run ``r`` their ``fold_in(key, r)``. Each
+    trained pipeline is evaluated hard on the validation sample (``problem.generate(seed,
+    "valid")``: events apart from the training and the test samples) by the problem's
+    `Problem.selection_metric` for the loss (INFERNO: the paper's sigma of s); the test
+    sample is not looked at. Training events and steps per run are those of one training.
+    """
+    t_start = time.perf_counter()
+    restarts = int(cfg["restarts"])
+    metric, higher = problem.selection_metric(cfg["loss"])
+    k_init, k_fit = keys
+    templates = problem.templates(valid if valid is not None else problem.generate(seed, "valid"))
+    steps, callback = int(common["steps"]), common["callback"]
+    runs, scores = [], []
+    for r in range(restarts):
+        fold = (lambda k: k) if r == 0 else (lambda k, r=r: jax.random.fold_in(k, r))
+        pipe = _network_pipeline(problem, cfg, train, fold(k_init))
+        res = run_training(
+            loss_fn, pipe, train, key=fold(k_fit), relax=_relax_setting(cfg, pipe),
+            **{**common, "tracker": None, "callback": _restart_callback(callback, r, steps)},
+        )  # fmt: skip
+        runs.append(res)
+        scores.append(validation_score(problem, scenario, res.pipeline, templates, metric))
+    ranked = np.where(np.isfinite(scores), np.asarray(scores) * (1.0 if higher else -1.0), -np.inf)
+    pick = int(np.argmax(ranked))
+    res = runs[pick]
+    _log_history(common["tracker"], res, res.pipeline.relax_name, steps)
+    info = _fit_info(res, cfg)
+    warned: Counter = Counter()
+    for run in runs:
+        warned.update(run.warnings)
+    info.update(
+        train_time_s=time.perf_counter() - t_start,
+        compile_time_s=runs[0].compile_time,
+        skipped_steps=sum(run.skipped_steps for run in runs),
+        fit_warnings=dict(warned),
+        fom_evaluations=restarts * steps,
+        restart_metric=metric,
+        restart_valid=[float(v) for v in scores],
+        restart_chosen=pick,
+    )
+    return TrainedAnalysis(res.pipeline, info, res.history)
+
+
 def train_method(
     problem: Problem,
     method: str,
@@ -379,6 +468,7 @@ def train_method(
     tracker: RunTracker | None = None,
     callback: Callable[[int, float], None] | None = None,
     mesh: Mesh | None = None,
+    valid: Mapping[str, Sample] | None = None,
 ) -> TrainedAnalysis:
     """Build and train (or scan) `method`'s pipeline on `train` for `scenario`.
 
@@ -393,6 +483,8 @@ def train_method(
     - `tracker`, `callback`: per-step tracking and progress.
     - `mesh`: split every training batch over these devices (`diffana.train.run_training`); the
       scan (``cuts_scan``) runs on the default device.
+    - `valid`: the validation events (``problem.generate(seed, "valid")``, drawn when
+      needed and not given), by which network restarts are compared (``restarts``).
 
     **Returns:** a `TrainedAnalysis`.
     """
@@ -458,10 +550,6 @@ def train_method(
             problem, cfg, scenario, seed, train, hf_loss(problem, scenario, loss_kind),
             k_fit, common,
         )  # fmt: skip
-    if method == "cuts_grad":
-        pipe, _ = _cut_selection(problem, scenario, train)
-    else:
-        pipe = _network_pipeline(problem, cfg, train, k_init)
     if loss_kind == "native":
         loss_fn = _native_loss(problem, method, scenario)
     elif loss_kind in HF_LOSSES:
@@ -471,6 +559,14 @@ def train_method(
             f"{problem.definition.path}: [methods.{method}].loss must be one of "
             f"{(*HF_LOSSES, 'native')}, got {loss_kind!r}"
         )
+    if method != "cuts_grad" and int(cfg.get("restarts", 1)) > 1:
+        return _train_network_with_restarts(
+            problem, cfg, scenario, seed, train, valid, loss_fn, (k_init, k_fit), common
+        )
+    if method == "cuts_grad":
+        pipe, _ = _cut_selection(problem, scenario, train)
+    else:
+        pipe = _network_pipeline(problem, cfg, train, k_init)
     res = run_training(loss_fn, pipe, train, key=k_fit, relax=_relax_setting(cfg, pipe), **common)
     info = _fit_info(res, cfg)
     if method == "cuts_grad":

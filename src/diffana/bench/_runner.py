@@ -200,7 +200,9 @@ class _DataCache:
         if key not in self._store:
             # Keep only this problem's test sample and the current seed's samples.
             self._store = {
-                k: v for k, v in self._store.items() if k[0] == problem.name and k[2] == "test"
+                k: v
+                for k, v in self._store.items()
+                if k[0] == problem.name and (k[2] == "test" or k[1] == seed)
             }
             self._store[key] = problem.generate(seed, split)
         return self._store[key]
@@ -260,8 +262,18 @@ def run_one(
         else contextlib.nullcontext(None)
     )
     with tracking as tracker:
+        valid = cache.get(problem, spec.seed, "valid") if int(cfg.get("restarts", 1)) > 1 else None
         trained = train_method(
-            problem, spec.method, cfg, scenario, spec.seed, train, tracker, on_step, mesh
+            problem,
+            spec.method,
+            cfg,
+            scenario,
+            spec.seed,
+            train,
+            tracker,
+            on_step,
+            mesh,
+            valid=valid,
         )
     if jax.process_count() > 1:  # trained on all processes' devices: evaluate locally
         if not writer:  # the evaluation is local: process 0 does it and writes it
@@ -466,8 +478,7 @@ def run_bench(
 def _progress_total(problem: Problem, spec: RunSpec, steps: int | None) -> int:
     cfg = method_settings(problem, spec.method, steps)
     if spec.method != "cuts_scan":
-        restarts = int(cfg.get("restarts", 1)) if spec.method == "cuts_grad" else 1
-        return int(cfg.get("steps", 0)) * restarts
+        return int(cfg.get("steps", 0)) * int(cfg.get("restarts", 1))
     n_cuts = len(problem.cuts(spec.train_scenario or spec.eval_scenarios[0]) or ())
     grid = scan_grid_points(cfg, n_cuts) ** n_cuts
     budget = int(cfg.get("budget", 1000))

@@ -247,6 +247,21 @@ class Problem(abc.ABC):
         """Problem-specific figures of merit of a hard-evaluated analysis (default none)."""
         return {}
 
+    def selection_metric(self, loss: str) -> tuple[str, bool] | None:
+        """The figure of merit by which ``diffana bench`` compares restarts of a network
+        trained with `loss` (``[methods.<name>].restarts``) on the validation sample:
+        ``(metric, higher_is_better)``, a metric of the hard evaluation
+        (`extra_metrics` or ``diffana.bench.METRICS``); None where there is none.
+
+        Default: CLs for ``"cls"``, Z0 for ``"discovery"``, the Fisher sigma of the POI for
+        ``"poi_uncertainty"``; none for a native loss.
+        """
+        return {
+            "cls": ("cls", False),
+            "discovery": ("z0", True),
+            "poi_uncertainty": ("sigma_poi_fisher", False),
+        }.get(loss)
+
     def native_loss(
         self, method: str, scenario: str
     ) -> Callable[[Callable[[Sample], Array], Mapping[str, Sample]], tuple[Array, Array]] | None:

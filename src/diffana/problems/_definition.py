@@ -212,6 +212,7 @@ _TRAINED_FIELDS = {
     "steps": Field("int", minimum=0),
     "batch_size": Field("int", minimum=1),
     "bins": Field("int", minimum=1),
+    "restarts": Field("int", minimum=1),
     "standardise": Field("bool"),
     "per_scenario": Field("bool"),
     "trainable_edges": Field("bool"),
@@ -225,7 +226,6 @@ _TRAINED_FIELDS = {
 #: Gradient-optimised cuts may restart from the best points of a random scan.
 _CUTS_GRAD_FIELDS = {
     **_TRAINED_FIELDS,
-    "restarts": Field("int", minimum=1),
     "restart_candidates": Field("int", minimum=0),
 }
 

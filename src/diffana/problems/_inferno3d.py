@@ -366,6 +366,10 @@ class Inferno3D(Problem):
         )
         return {"inferno_sigma_s": sigma}
 
+    def selection_metric(self, loss: str) -> tuple[str, bool] | None:
+        # The INFERNO loss is the paper's sigma of s: restarts are compared by it.
+        return ("inferno_sigma_s", False) if loss == "native" else super().selection_metric(loss)
+
     def native_loss(self, method: str, scenario: str):
         if method != "inferno":
             return None
