@@ -382,8 +382,10 @@ for row in ("optimal_classifier", "analytic_bound"):
     md("""
 The published values are medians over 100 trainings of the full length; the numbers
 here come from one seed and a short training, so they differ by the spread between
-trainings and by what more steps would gain. For the comparison itself, run the full
-benchmark.
+trainings and by what more steps would gain. Both methods bin into 50 bins where the
+paper used 10, and the test sample of this quick setting is smaller (the `notes` of
+`toy_problems/inferno3d.toml` list every deviation from the paper). For the comparison
+itself, run the full benchmark.
 
 The hard evaluation also exports a HistFactory workspace per scenario, from which diffana
 computes the Cramér-Rao and profile-likelihood widths of the POI. A HistFactory shape

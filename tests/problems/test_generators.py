@@ -134,10 +134,10 @@ def test_paper_metric_without_nuisances_is_the_binned_poisson_bound():
 def _inferno_with_loss_shapes(shapes, tmp_path):
     """The quick INFERNO problem with ``[analysis].loss_shapes = shapes``."""
     text = find_definition("inferno3d").read_text()
-    assert "\nbins = 10\n" in text
+    assert '\nloss_shapes = "templates"\n' in text
     path = tmp_path / shapes / "inferno3d.toml"
     path.parent.mkdir()
-    path.write_text(text.replace("\nbins = 10\n", f'\nbins = 10\nloss_shapes = "{shapes}"\n', 1))
+    path.write_text(text.replace('\nloss_shapes = "templates"\n', f'\nloss_shapes = "{shapes}"\n'))
     return load_problem(path, mode="quick")
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from diffana import hf, losses
+from diffana import hf, losses, parallel
 from diffana._config import compiler_options
 from diffana.baselines import candidate_ranges, train_classifier
 from diffana.bench._evaluate import evaluate_yields, hard_yields
@@ -436,7 +436,9 @@ def _train_network_with_restarts(
             **{**common, "tracker": None, "callback": _restart_callback(callback, r, steps)},
         )  # fmt: skip
         runs.append(res)
-        scores.append(validation_score(problem, scenario, res.pipeline, templates, metric))
+        # every process scores its local copy (the same numbers on each)
+        local = parallel.process_local(res.pipeline) if jax.process_count() > 1 else res.pipeline
+        scores.append(validation_score(problem, scenario, local, templates, metric))
     ranked = np.where(np.isfinite(scores), np.asarray(scores) * (1.0 if higher else -1.0), -np.inf)
     pick = int(np.argmax(ranked))
     res = runs[pick]

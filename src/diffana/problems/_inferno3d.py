@@ -215,8 +215,9 @@ class Inferno3D(Problem):
     sample), ``seed``; ``[analysis]`` ``bins``, ``signal_yield`` (s = 50),
     ``background_yield`` (b = 1000), ``paper_shifts = {r, lambda}`` (the templates of the
     paper's metric), ``export_sigmas = {r, lambda, b}`` (the +-1 sigma variations of the
-    HistFactory export). Each scenario lists ``free`` (the POI ``"s"`` first) and
-    ``constraints = {parameter: sigma}``.
+    HistFactory export), ``loss_shapes`` (`LOSS_SHAPES`: how the INFERNO loss moves the
+    background with r and lambda; default ``"exact"``). Each scenario lists ``free`` (the
+    POI ``"s"`` first) and ``constraints = {parameter: sigma}``.
 
     The HistFactory export has the signal normfactor ``mu`` (s = 50 mu), histosys ``r`` and
     ``lambda`` when they are free and a normsys ``b_norm`` when b is. HistFactory has no
