@@ -185,21 +185,25 @@ def _edited(definition: Path, tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-def test_network_restarts_keep_the_best_on_the_validation_sample(tiny_definitions, tmp_path):
-    from diffana.bench._methods import train_method, validation_score
-
-    # 25 steps: enough for the three initialisations to end on different summaries
+def _blobs_with_restarts(tiny_definitions, tmp_path) -> Path:
+    """tiny_blobs with 3 restarts of neos, of 25 steps: enough for the initialisations to
+    end on different summaries."""
     path = _edited(
         tiny_definitions["tiny_blobs"],
         tmp_path,
         "[methods.neos]\n",
         "[methods.neos]\nrestarts = 3\n",
     )
-    path.write_text(
-        path.read_text().replace(
-            "steps = 4\nbatch_size = 64\nband", "steps = 25\nbatch_size = 64\nband"
-        )
-    )
+    old = "steps = 4\nbatch_size = 64\nband"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, "steps = 25\nbatch_size = 64\nband"))
+    return path
+
+
+def test_network_restarts_keep_the_best_on_the_validation_sample(tiny_definitions, tmp_path):
+    from diffana.bench._methods import train_method, validation_score
+
+    path = _blobs_with_restarts(tiny_definitions, tmp_path)
     problem = load_problem(path)
     cfg = method_settings(problem, "neos")
     train, valid = problem.generate(1, "train"), problem.generate(1, "valid")
@@ -225,34 +229,78 @@ def test_network_restarts_keep_the_best_on_the_validation_sample(tiny_definition
     )
 
 
+def test_restarts_keep_the_best_validation_score_not_the_first(
+    tiny_definitions, tmp_path, monkeypatch
+):
+    import diffana.bench._methods as methods
+
+    scores = iter([0.3, 0.1, 0.5])
+    monkeypatch.setattr(methods, "validation_score", lambda *args: next(scores))
+    problem = load_problem(_blobs_with_restarts(tiny_definitions, tmp_path))
+    cfg = method_settings(problem, "neos")
+    info = methods.train_method(problem, "neos", cfg, "default", 0, problem.generate(0, "train"))
+    assert info.training["restart_valid"] == [0.3, 0.1, 0.5]
+    assert info.training["restart_chosen"] == 1  # the lowest CLs
+
+
+def test_the_best_restart_ignores_invalid_scores():
+    from diffana.bench._methods import best_restart
+
+    nan = float("nan")
+    assert best_restart([nan, 0.2, 0.1], higher_is_better=False) == 2
+    assert best_restart([nan, 0.2, 0.1], higher_is_better=True) == 1
+    assert best_restart([nan, nan], higher_is_better=True) == 0
+    inferno = load_problem("inferno3d", mode="quick")
+    assert inferno.selection_metric("native") == ("inferno_sigma_s", False)
+    assert inferno.selection_metric("bce") is None
+
+
 @pytest.mark.parametrize(
-    ("problem", "old", "new", "match"),
+    ("problem", "method", "old", "new", "match"),
     [
-        ("tiny_blobs", "[methods.bce]\n", "[methods.bce]\nrestarts = 2\n", "network pipeline"),
-        ("tiny_cuts", "[methods.cuts_grad]\n", "[methods.cuts_grad]\nbins = 3\n", "one bin"),
+        (
+            "tiny_blobs",
+            "bce",
+            "[methods.bce]\n",
+            "[methods.bce]\nrestarts = 2\n",
+            "network pipeline",
+        ),
+        (
+            "tiny_cuts",
+            "cuts_grad",
+            "[methods.cuts_grad]\n",
+            "[methods.cuts_grad]\nbins = 3\n",
+            "one bin",
+        ),
+        (
+            "tiny_blobs",
+            "neos",
+            'loss = "cls"\n',
+            'loss = "native"\nrestarts = 2\n',
+            "no validation metric",
+        ),
     ],
 )
 def test_restarts_and_bins_only_where_they_apply(
-    tiny_definitions, tmp_path, problem, old, new, match
+    tiny_definitions, tmp_path, problem, method, old, new, match
 ):
     path = _edited(tiny_definitions[problem], tmp_path, old, new)
-    method = old.strip("[]\n").split(".")[1]
     with pytest.raises(ProblemDefinitionError, match=match):
         method_settings(load_problem(path), method)
 
 
 def test_a_method_bins_its_summary_in_its_own_number_of_bins(tiny_definitions, tmp_path):
-    from diffana.bench._methods import train_method
+    from diffana.bench._methods import summary_bins, train_method
 
     path = _edited(
         tiny_definitions["tiny_blobs"], tmp_path, "[methods.bce]\n", "[methods.bce]\nbins = 7\n"
     )
     problem = load_problem(path)
     train = problem.generate(0, "train")
-    for method, n in (("bce", 7), ("neos", 3)):
-        cfg = {**method_settings(problem, method), "steps": 1}
-        pipe = train_method(problem, method, cfg, "default", 0, train).pipeline
-        assert pipe.hard_histogram(train["signal"]).shape == (n,), method
+    cfg = {**method_settings(problem, "bce"), "steps": 1}
+    pipe = train_method(problem, "bce", cfg, "default", 0, train).pipeline
+    assert pipe.hard_histogram(train["signal"]).shape == (7,)
+    assert summary_bins(problem, method_settings(problem, "neos")) == problem.n_bins == 3
 
 
 def test_the_scan_rejects_selections_without_background_events(tiny_definitions):

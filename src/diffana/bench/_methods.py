@@ -7,13 +7,14 @@ import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from jaxtyping import Array
 
 from diffana import hf, losses, parallel
 from diffana._config import compiler_options
@@ -21,7 +22,7 @@ from diffana.baselines import candidate_ranges, train_classifier
 from diffana.bench._evaluate import evaluate_yields, hard_yields
 from diffana.errors import ConvergenceWarning, ProblemDefinitionError
 from diffana.problems import Problem, Sample
-from diffana.train import RunTracker, TrainedAnalysis, run_training, scan_thresholds
+from diffana.train import RunTracker, TrainedAnalysis, TrainResult, run_training, scan_thresholds
 from diffana.train._pipelines import CutSelection, KDEBins, Network, SoftmaxBins, standardisation
 
 __all__ = [
@@ -91,7 +92,8 @@ def method_settings(problem: Problem, method: str, steps: int | None = None) -> 
             raise ProblemDefinitionError(
                 f"{problem.definition.path}: [methods.{method}].restarts > 1: problems of kind "
                 f"{problem.definition.kind!r} name no validation metric for loss "
-                f"{cfg['loss']!r} (Problem.selection_metric)"
+                f"{cfg['loss']!r}: use loss 'cls', 'discovery' or 'poi_uncertainty', or "
+                "define Problem.selection_metric for it"
             )
     if "bins" in cfg and cfg["pipeline"] == "cuts":
         raise ProblemDefinitionError(
@@ -370,7 +372,7 @@ def _train_cuts_with_restarts(
     return TrainedAnalysis(res.pipeline, info, res.history)
 
 
-def _log_history(tracker: RunTracker | None, res, relax_name: str, steps: int) -> None:
+def _log_history(tracker: RunTracker | None, res: TrainResult, relax_name: str, steps: int) -> None:
     """Record a finished run's per-step history (the run a restart search kept)."""
     if tracker is None:
         return
@@ -383,7 +385,9 @@ def _log_history(tracker: RunTracker | None, res, relax_name: str, steps: int) -
     tracker.flush()
 
 
-def _restart_callback(callback, run: int, steps: int):
+def _restart_callback(
+    callback: Callable[[int, float], None] | None, run: int, steps: int
+) -> Callable[[int, float], None] | None:
     """The progress callback of restart `run`, counting on from the earlier runs' steps."""
     if callback is None:
         return None
@@ -409,6 +413,17 @@ def validation_score(
     return float(entry[scenario].get(metric, math.nan))
 
 
+def _restart_key(key: Array, run: int) -> Array:
+    """The key of restart `run`: run 0 keeps the key of a single training."""
+    return key if run == 0 else jax.random.fold_in(key, run)
+
+
+def best_restart(scores: Sequence[float], higher_is_better: bool) -> int:
+    """Index of the best of `scores` (NaN counts as the worst; 0 if none is finite)."""
+    values = np.asarray(scores, dtype=np.float64) * (1.0 if higher_is_better else -1.0)
+    return int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))
+
+
 def _train_network_with_restarts(
     problem: Problem, cfg, scenario: str, seed: int, train, valid, loss_fn, keys, common
 ) -> TrainedAnalysis:
@@ -418,10 +433,14 @@ def _train_network_with_restarts(
     Run 0 uses the keys of a single training, run ``r`` their ``fold_in(key, r)``. Each
     trained pipeline is evaluated hard on the validation sample (``problem.generate(seed,
     "valid")``: events apart from the training and the test samples) by the problem's
-    `Problem.selection_metric` for the loss (INFERNO: the paper's sigma of s); the test
-    sample is not looked at. Training events and steps per run are those of one training.
+    `Problem.selection_metric` for the loss (INFERNO: the paper's sigma of s) in the
+    training `scenario` (also for a network shared by all scenarios, ``per_scenario =
+    false``); the test sample is not looked at. Training events and steps per run are
+    those of one training; ``train_time_s`` includes the validation evaluations
+    (``restart_valid_time_s``).
     """
     t_start = time.perf_counter()
+    valid_time = 0.0
     restarts = int(cfg["restarts"])
     metric, higher = problem.selection_metric(cfg["loss"])
     k_init, k_fit = keys
@@ -429,24 +448,31 @@ def _train_network_with_restarts(
     steps, callback = int(common["steps"]), common["callback"]
     runs, scores = [], []
     for r in range(restarts):
-        fold = (lambda k: k) if r == 0 else (lambda k, r=r: jax.random.fold_in(k, r))
-        pipe = _network_pipeline(problem, cfg, train, fold(k_init))
+        pipe = _network_pipeline(problem, cfg, train, _restart_key(k_init, r))
         res = run_training(
-            loss_fn, pipe, train, key=fold(k_fit), relax=_relax_setting(cfg, pipe),
+            loss_fn, pipe, train, key=_restart_key(k_fit, r), relax=_relax_setting(cfg, pipe),
             **{**common, "tracker": None, "callback": _restart_callback(callback, r, steps)},
         )  # fmt: skip
         runs.append(res)
         # every process scores its local copy (the same numbers on each)
         local = parallel.process_local(res.pipeline) if jax.process_count() > 1 else res.pipeline
+        t0 = time.perf_counter()
         scores.append(validation_score(problem, scenario, local, templates, metric))
-    ranked = np.where(np.isfinite(scores), np.asarray(scores) * (1.0 if higher else -1.0), -np.inf)
-    pick = int(np.argmax(ranked))
+        valid_time += time.perf_counter() - t0
+    pick = best_restart(scores, higher)
     res = runs[pick]
     _log_history(common["tracker"], res, res.pipeline.relax_name, steps)
     info = _fit_info(res, cfg)
     warned: Counter = Counter()
     for run in runs:
         warned.update(run.warnings)
+    if not np.any(np.isfinite(scores)):
+        message = (
+            f"ConvergenceWarning: no initialisation has a finite validation {metric}; "
+            "the first one is kept"
+        )
+        warnings.warn(message.split(": ", 1)[1], ConvergenceWarning, stacklevel=2)
+        warned[message] += 1
     info.update(
         train_time_s=time.perf_counter() - t_start,
         compile_time_s=runs[0].compile_time,
@@ -455,6 +481,7 @@ def _train_network_with_restarts(
         fom_evaluations=restarts * steps,
         restart_metric=metric,
         restart_valid=[float(v) for v in scores],
+        restart_valid_time_s=valid_time,
         restart_chosen=pick,
     )
     return TrainedAnalysis(res.pipeline, info, res.history)

@@ -190,7 +190,8 @@ def _comparable(config: Any) -> Any:
 
 
 class _DataCache:
-    """Generated events of the latest (problem, seed, split), reused across methods."""
+    """Generated events of one problem, reused across methods: its test sample and the
+    current seed's other samples (training, validation)."""
 
     def __init__(self):
         self._store: dict[tuple[str, int, str], Any] = {}

@@ -395,6 +395,8 @@ class Inferno3D(Problem):
                 return hist(Sample(transform_background(bkg.x, r, lam), wb))
 
             if templates:
+                # Soft histograms keep all of the (unit) weight, so these templates are
+                # normalised as the metric's are.
                 nominal = hist(Sample(bkg.x, wb))
                 up = jnp.stack([shifted(2.0 + shift[0], 3.0), shifted(2.0, 3.0 + shift[1])])
                 down = jnp.stack([shifted(2.0 - shift[0], 3.0), shifted(2.0, 3.0 - shift[1])])
