@@ -467,12 +467,9 @@ def _train_network_with_restarts(
     for run in runs:
         warned.update(run.warnings)
     if not np.any(np.isfinite(scores)):
-        message = (
-            f"ConvergenceWarning: no initialisation has a finite validation {metric}; "
-            "the first one is kept"
-        )
-        warnings.warn(message.split(": ", 1)[1], ConvergenceWarning, stacklevel=2)
-        warned[message] += 1
+        text = f"no initialisation has a finite validation {metric}; the first one is kept"
+        warnings.warn(text, ConvergenceWarning, stacklevel=2)
+        warned[f"ConvergenceWarning: {text}"] += 1
     info.update(
         train_time_s=time.perf_counter() - t_start,
         compile_time_s=runs[0].compile_time,
