@@ -347,8 +347,17 @@ def _make_stack_solver(lazy: bool):
             ys, ok = _solve_with(_solve_newton_cholesky, hs[0], rhs[0], shifts[0])
             return ys[None], ok[None]
         elif lazy and hs.shape[-1] > SHARPENED_BATCH_MIN:
-            # a batch of large fits: the same steps as one fit's (every factorisation
-            # runs), so that a fit's result does not depend on whether it was batched
+            # a batch of large fits: the same steps as one fit's, so that a fit's result
+            # does not depend on whether it was batched
+            if jax.default_backend() == "cpu":
+                # One fit's systems after another's, each skipping the factorisations it
+                # does not need. Batched, the factorisations of an iteration are
+                # independent batched LAPACK calls, which XLA's CPU runtime may run
+                # concurrently, and two of those can deadlock in its thread pool (seen
+                # with jax 0.10.2).
+                return jax.lax.map(
+                    lambda a: _solve_with(_solve_newton_cholesky, *a), (hs, rhs, shifts)
+                )
             solve = _solve_newton_cholesky
         else:
             solve = _solve_cholesky
