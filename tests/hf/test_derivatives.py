@@ -9,6 +9,8 @@ between a histosys and a normsys, and factors that are exactly zero.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,6 +135,41 @@ def test_sparse_hessian_products_equal_automatic_differentiation(settings, spars
     derivatives = jax.jit(lambda m, p, d: m.nll_derivatives(p, d))
     for pars in _points(model, seed=7):
         _, grad, hess = derivatives(model, jnp.asarray(pars), data)
+        np.testing.assert_allclose(grad, jax.grad(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(hess, jax.hessian(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
+
+
+@pytest.fixture
+def dense_layouts(monkeypatch):
+    """Every layout built while it is active takes the dense products of the Hessian,
+    grouped by (sample, channel)."""
+    monkeypatch.setattr(_derivatives, "_SPARSE_COST", 10**9)
+    layout.cache_clear()
+    yield
+    layout.cache_clear()
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+@pytest.mark.parametrize("gather_normsys", [False, True], ids=["sliced", "gathered"])
+def test_grouped_hessian_products_equal_automatic_differentiation(
+    settings, gather_normsys, dense_layouts, monkeypatch
+):
+    # the published workspaces up to 1Lbb take the products by (sample, channel); this
+    # model has two per-bin factors in some rows (shapesys and shapefactor) and a
+    # shapefactor shared across channels
+    ws = _workspace()
+    model = hf.Model.from_pyhf(ws, modifier_settings=settings)
+    data = hf.workspace_data(ws, model)
+    lay = layout(model.structure)
+    grouped = lay.grouped
+    assert grouped is not None and grouped.bin_pairs[0].size and grouped.ns_slice is not None
+    if gather_normsys:  # the general gather of the channel-wide entries
+        lay = dataclasses.replace(lay, grouped=dataclasses.replace(grouped, ns_slice=None))
+        monkeypatch.setattr(_derivatives, "layout", lambda st: lay)
+    derivatives = jax.jit(lambda m, p, d: m.nll_derivatives(p, d))
+    for pars in _points(model, seed=11):
+        value, grad, hess = derivatives(model, jnp.asarray(pars), data)
+        np.testing.assert_allclose(value, model.relative_nll(pars, data), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(grad, jax.grad(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(hess, jax.hessian(model.nll)(pars, data), rtol=1e-10, atol=1e-10)
 

@@ -31,6 +31,7 @@ __all__ = [
     "histosys_coefficients",
     "normsys_derivatives",
     "normsys_factors",
+    "normsys_logs",
 ]
 
 NORMSYS_CODES = ("code1", "code4")
@@ -80,13 +81,24 @@ def code4_coefficients(xp: Any, lo: Any, hi: Any) -> Any:
     return b @ xp.asarray(_CODE4_AINV.T)
 
 
-def _exp_branch(base: Array, exponent: Array) -> tuple[Array, Array]:
+def normsys_logs(xp: Any, lo: Any, hi: Any) -> Any:
+    """``log(lo)`` and ``log(hi)`` of normsys factors, ``(entries, 2)``, 0 where a factor
+    is not positive (:func:`normsys_derivatives` handles those apart): the logarithms
+    of the exponential branches, computed once per model instead of at every
+    evaluation."""
+
+    def log(x: Any) -> Any:
+        return xp.log(xp.where(x > 0, x, 1.0))
+
+    return xp.stack([log(lo), log(hi)], axis=-1)
+
+
+def _exp_branch(base: Array, exponent: Array, log_base: Array) -> tuple[Array, Array]:
     """``base ** exponent`` for ``exponent >= 0`` as ``exp(exponent * log(base))``, with
     finite gradients where ``base > 0``; 0 at ``base = 0`` (``exponent > 0``) and NaN
-    below. Also returns ``log(base)`` (1 where it is not finite), the derivative of
-    the power's logarithm in `exponent`."""
+    below. `log_base` is ``log(base)`` (0 where `base` is not positive), also the
+    derivative of the power's logarithm in `exponent`."""
     positive = base > 0
-    log_base = jnp.log(jnp.where(positive, base, 1.0))
     value = jnp.exp(exponent * log_base)
     edge = jnp.where(base == 0, jnp.where(exponent == 0, 1.0, 0.0), jnp.nan)
     return jnp.where(positive, value, edge), log_base
@@ -118,6 +130,7 @@ def normsys_factors(
     lo: Float[Array, " entries"],
     hi: Float[Array, " entries"],
     coefficients: Float[Array, "entries 6"] | None = None,
+    logs: Float[Array, "entries 2"] | None = None,
 ) -> Float[Array, " entries"]:
     """Multiplicative normsys factors for nuisance values `alpha` (one per entry).
 
@@ -127,10 +140,11 @@ def normsys_factors(
     - `alpha`: the nuisance parameter of each entry.
     - `lo`, `hi`: the factors at ``alpha = -1`` and ``alpha = +1``.
     - `coefficients`: `code4_coefficients(jnp, lo, hi)`, required for code 4.
+    - `logs`: `normsys_logs(jnp, lo, hi)`, computed here when not given.
 
     **Returns:** the factor of each entry.
     """
-    return normsys_derivatives(code, alpha, lo, hi, coefficients, orders=(0,))[0]
+    return normsys_derivatives(code, alpha, lo, hi, coefficients, logs, orders=(0,))[0]
 
 
 def normsys_derivatives(
@@ -139,6 +153,7 @@ def normsys_derivatives(
     lo: Float[Array, " entries"],
     hi: Float[Array, " entries"],
     coefficients: Float[Array, "entries 6"] | None = None,
+    logs: Float[Array, "entries 2"] | None = None,
     orders: tuple[int, ...] = (0, 1, 2),
 ) -> tuple[Float[Array, " entries"], ...]:
     """The normsys factors (order 0) and their first and second derivatives in `alpha`
@@ -149,9 +164,14 @@ def normsys_derivatives(
     ``alpha = 1`` and ``alpha = -1`` (code 4) they are one-sided, as automatic
     differentiation of the branches gives them.
     """
+    if logs is None:
+        logs = normsys_logs(jnp, lo, hi)
+    log_lo, log_hi = logs[..., 0], logs[..., 1]
     if code == "code1":
         up = alpha > 0
-        value, log_base = _exp_branch(jnp.where(up, hi, lo), jnp.where(up, alpha, -alpha))
+        value, log_base = _exp_branch(
+            jnp.where(up, hi, lo), jnp.where(up, alpha, -alpha), jnp.where(up, log_hi, log_lo)
+        )
         slope = jnp.where(up, log_base, -log_base)
         out = {0: value, 1: slope * value, 2: slope * slope * value}
         return tuple(out[k] for k in orders)
@@ -160,7 +180,11 @@ def normsys_derivatives(
             raise ValueError("normsys code4 needs the polynomial coefficients")
         above = alpha >= 1.0
         inside = (alpha > -1.0) & ~above
-        value, log_base = _exp_branch(jnp.where(above, hi, lo), jnp.where(above, alpha, -alpha))
+        value, log_base = _exp_branch(
+            jnp.where(above, hi, lo),
+            jnp.where(above, alpha, -alpha),
+            jnp.where(above, log_hi, log_lo),
+        )
         slope = jnp.where(above, log_base, -log_base)
         outside = {0: value, 1: slope * value, 2: slope * slope * value}
         # the polynomial is evaluated at a point inside its region everywhere, so that

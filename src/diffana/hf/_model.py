@@ -26,6 +26,7 @@ from diffana.hf._interp import (
     histosys_coefficients,
     normsys_derivatives,
     normsys_factors,
+    normsys_logs,
 )
 from diffana.hf._schema import skeleton
 from diffana.hf._schema import validate as validate_schema
@@ -233,6 +234,7 @@ def _derive(xp: Any, st: Structure, raw: Any) -> tuple[dict[str, Any], Any, Any]
 
     ns_lo, ns_hi = raw[st.ns_lo_src], raw[st.ns_hi_src]
     ns_coef = code4_coefficients(xp, ns_lo, ns_hi) if st.normsys_code == "code4" else None
+    ns_log = normsys_logs(xp, ns_lo, ns_hi)
 
     gauss_sigma = xp.asarray(st.gauss_sigma_default)
     pois_factor = xp.ones(st.pois_par.size)
@@ -270,6 +272,7 @@ def _derive(xp: Any, st: Structure, raw: Any) -> tuple[dict[str, Any], Any, Any]
         "ns_lo": ns_lo,
         "ns_hi": ns_hi,
         "ns_coef": ns_coef,
+        "ns_log": ns_log,
         "gauss_sigma": gauss_sigma,
         "pois_factor": pois_factor,
         "auxdata": auxdata,
@@ -451,6 +454,7 @@ class Model(eqx.Module):
     ns_lo: Float[Array, " normsys_entries"] = eqx.field(repr=False)
     ns_hi: Float[Array, " normsys_entries"] = eqx.field(repr=False)
     ns_coef: Float[Array, "normsys_entries 6"] | None = eqx.field(repr=False)
+    ns_log: Float[Array, "normsys_entries 2"] = eqx.field(repr=False)
     gauss_sigma: Float[Array, " gaussian_constraints"] = eqx.field(repr=False)
     pois_factor: Float[Array, " poisson_constraints"] = eqx.field(repr=False)
     auxdata: Float[Array, " nauxdata"]
@@ -724,12 +728,14 @@ class Model(eqx.Module):
         alpha = _take(pars, st.ns_par)
 
         def factors(a: Array) -> Array:
-            return normsys_factors(st.normsys_code, a, self.ns_lo, self.ns_hi, self.ns_coef)
+            return normsys_factors(
+                st.normsys_code, a, self.ns_lo, self.ns_hi, self.ns_coef, self.ns_log
+            )
 
         if not derivatives:
             return jnp.concatenate([pars, factors(alpha), one])
         ns_f, ns_d1, ns_d2 = normsys_derivatives(
-            st.normsys_code, alpha, self.ns_lo, self.ns_hi, self.ns_coef
+            st.normsys_code, alpha, self.ns_lo, self.ns_hi, self.ns_coef, self.ns_log
         )
         return (
             jnp.concatenate([pars, ns_f, one]),
