@@ -182,6 +182,10 @@ class Grouped:
     bin_sc: np.ndarray
     bin_par: np.ndarray
     bin_src: np.ndarray
+    # sums of per-bin entries by parameter: the (distinct parameters, entries) one-hot
+    # matrix, and for each parameter its row among them (or the count: none)
+    bin_onehot: np.ndarray
+    bin_place: np.ndarray
     # pairs of distinct per-bin entries of one row (rows with several per-bin factors):
     # their entries and flat destination ``par1 * npars + par2``
     bin_pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -267,6 +271,10 @@ def _grouped(st: Any, par_of_source: np.ndarray, one: int) -> Grouped:
         e1.append(a[a != b])
         e2.append(b[a != b])
     e1, e2 = np.concatenate(e1), np.concatenate(e2)
+    distinct, which = np.unique(bin_par, return_inverse=True)
+    bin_onehot = (np.arange(distinct.size)[:, None] == which[None, :]).astype(np.float64)
+    bin_place = np.full(npars, distinct.size, dtype=np.int64)
+    bin_place[distinct] = np.arange(distinct.size)
     return Grouped(
         nsc=len(st.samples) * nchan,
         channel_of_bin=channel_of_bin,
@@ -278,6 +286,8 @@ def _grouped(st: Any, par_of_source: np.ndarray, one: int) -> Grouped:
         bin_sc=bin_sc.astype(np.int64),
         bin_par=bin_par,
         bin_src=bin_src,
+        bin_onehot=bin_onehot,
+        bin_place=bin_place,
         bin_pairs=(e1, e2, bin_par[e1] * npars + bin_par[e2]),
     )
 
@@ -427,7 +437,7 @@ def _grouped_derivatives(g: Grouped, st: Any, add, mult, mult_safe, d_add, u_src
     # with the channel-wide ones of its row (both orders); per-bin pairs of one row
     uu = u_t @ (a_sc[:, None] * u)
     hess = hess + jnp.where(jnp.eye(npars, dtype=bool), 0.0, uu)
-    half = jnp.zeros((npars, npars), dtype).at[g.bin_par].add((a_b * u_b)[:, None] * u[g.bin_sc])
+    half = _by_parameter(g, (a_b * u_b)[:, None] * u[g.bin_sc])
     hess = hess + half + half.T
     e1, e2, dest = g.bin_pairs
     if e1.size:
@@ -438,10 +448,11 @@ def _grouped_derivatives(g: Grouped, st: Any, add, mult, mult_safe, d_add, u_src
         # M (dA u^T + u dA^T): dA summed over each channel's bins with the weights
         b = w[None, :] * mult_safe
         d_sc = _sum_channels(d_add.reshape(n_hs, nsamp, nbins) * b[None], st.channel_nbins, onehot)
-        cross = d_sc.reshape(n_hs, nsc) @ u
+        cross = _hessian_rows(d_sc.reshape(n_hs, nsc) @ u, _leading(st), st.hs_par, npars)
+        # the per-bin entries' part, transposed: a row per parameter, a column per histosys
         b_b = b.reshape(-1)[g.bin_row]
-        cross = cross.at[:, g.bin_par].add(d_add[:, g.bin_row] * (b_b * u_b)[None, :])
-        cross = _hessian_rows(cross, _leading(st), st.hs_par, npars)
+        cross_bin = _by_parameter(g, d_add.T[g.bin_row] * (b_b * u_b)[:, None])
+        cross = cross + _hessian_rows(cross_bin.T, _leading(st), st.hs_par, npars)
         hess = hess + cross + cross.T
     return grad, hess, diag
 
@@ -477,6 +488,16 @@ def _sum_channels(x: Array, channel_nbins: tuple[int, ...], onehot: Array) -> Ar
         cols.append(col)
         start += n
     return jnp.stack(cols, axis=-1)
+
+
+def _by_parameter(g: Grouped, x: Array) -> Array:
+    """`x`, one row per per-bin entry, summed into one row per parameter, `(npars, ...)`:
+    a product with the static one-hot matrix of the entries' distinct parameters, then
+    a gather that places them. (Scattering the entries' rows instead compiles to a loop
+    over the entries under XLA's classic CPU emitters, which fits use.)"""
+    summed = jnp.asarray(g.bin_onehot, x.dtype) @ x
+    zero = jnp.zeros((1, *x.shape[1:]), x.dtype)
+    return jnp.concatenate([summed, zero])[g.bin_place]
 
 
 def _leading(st: Any) -> bool:
