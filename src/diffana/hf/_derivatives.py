@@ -228,6 +228,8 @@ def layout(st: Any) -> Layout:
     grouped = None
     if closed_form and uu_pairs is None and cross_pairs is None:
         grouped = _grouped(st, par_of_source, one)
+        if grouped.bin_onehot.size > _ONEHOT_MAX:
+            grouped = None  # a constant too large for the program: the rows' products
     return Layout(
         rows_a,
         src_a,
@@ -239,6 +241,11 @@ def layout(st: Any) -> Layout:
         jac_dest,
         grouped,
     )
+
+
+# Largest one-hot matrix of per-bin entries (distinct parameters x entries) that the
+# grouped products embed in a compiled program (4M doubles: 32 MiB).
+_ONEHOT_MAX = 2**22
 
 
 def _grouped(st: Any, par_of_source: np.ndarray, one: int) -> Grouped:
@@ -388,13 +395,16 @@ def _hs_entries(values: Array, leading: bool, index: np.ndarray, npars: int) -> 
     return jnp.zeros(npars, values.dtype).at[index].set(values)
 
 
-def _grouped_derivatives(g: Grouped, st: Any, add, mult, mult_safe, d_add, u_src, r_src, w, v):
+def _grouped_derivatives(
+    g: Grouped, st: Any, leading: bool, add, mult, mult_safe, d_add, u_src, r_src, w, v
+):  # fmt: skip
     """The gradient `(npars,)`, the Hessian without its diagonal terms and without the
     histosys second derivatives `(npars, npars)`, and those diagonal terms `(npars,)`,
     from the products by (sample, channel) of :class:`Grouped` (the constraints are
     added by the caller).
 
-    `add`, `mult`, `mult_safe`: the additive part and the products of the factors,
+    `leading`: the histosys parameters come first (:attr:`Layout.hs_leading`); `add`,
+    `mult`, `mult_safe`: the additive part and the products of the factors,
     exact and with zero factors replaced, `(samples, bins)`; `d_add`: `dA`
     `(histosys, samples * bins)` or None; `u_src`, `r_src`: each source's first and
     second derivative over its (safe) value; `w`, `v`: the Poisson terms' first and
@@ -430,7 +440,7 @@ def _grouped_derivatives(g: Grouped, st: Any, add, mult, mult_safe, d_add, u_src
     if d_add is not None:
         n_hs = d_add.shape[0]
         jac_hs = _sum_samples(d_add.reshape(n_hs, nsamp, nbins) * mult[None])
-        jac_t = jac_t + _hessian_rows(jac_hs, _leading(st), st.hs_par, npars)
+        jac_t = jac_t + _hessian_rows(jac_hs, leading, st.hs_par, npars)
     grad = jac_t @ w
     hess = jac_t @ (v[:, None] * jac_t.T)
     # A M (u u^T - diag(u^2)): channel-wide pairs by (sample, channel); a per-bin entry
@@ -448,11 +458,11 @@ def _grouped_derivatives(g: Grouped, st: Any, add, mult, mult_safe, d_add, u_src
         # M (dA u^T + u dA^T): dA summed over each channel's bins with the weights
         b = w[None, :] * mult_safe
         d_sc = _sum_channels(d_add.reshape(n_hs, nsamp, nbins) * b[None], st.channel_nbins, onehot)
-        cross = _hessian_rows(d_sc.reshape(n_hs, nsc) @ u, _leading(st), st.hs_par, npars)
+        cross = _hessian_rows(d_sc.reshape(n_hs, nsc) @ u, leading, st.hs_par, npars)
         # the per-bin entries' part, transposed: a row per parameter, a column per histosys
         b_b = b.reshape(-1)[g.bin_row]
         cross_bin = _by_parameter(g, d_add.T[g.bin_row] * (b_b * u_b)[:, None])
-        cross = cross + _hessian_rows(cross_bin.T, _leading(st), st.hs_par, npars)
+        cross = cross + _hessian_rows(cross_bin.T, leading, st.hs_par, npars)
         hess = hess + cross + cross.T
     return grad, hess, diag
 
@@ -498,10 +508,6 @@ def _by_parameter(g: Grouped, x: Array) -> Array:
     summed = jnp.asarray(g.bin_onehot, x.dtype) @ x
     zero = jnp.zeros((1, *x.shape[1:]), x.dtype)
     return jnp.concatenate([summed, zero])[g.bin_place]
-
-
-def _leading(st: Any) -> bool:
-    return bool(np.array_equal(st.hs_par, np.arange(st.hs_par.size)))
 
 
 def value_grad_hess(
@@ -553,7 +559,7 @@ def value_grad_hess(
 
     if lay.grouped is not None:
         grad, hess, diag = _grouped_derivatives(
-            lay.grouped, st, add, mult, mult_safe, d_add if n_hs else None,
+            lay.grouped, st, lay.hs_leading, add, mult, mult_safe, d_add if n_hs else None,
             d1_src / safe, d2_src / safe, w, v,
         )  # fmt: skip
         if n_hs:
