@@ -305,6 +305,34 @@ def test_toys_fitted_on_several_threads_equal_those_fitted_on_one(low_count, mon
     assert np.count_nonzero(np.asarray(one.signal_plus_background)) >= 10
 
 
+@pytest.mark.parametrize(
+    ("v2", "v1", "limit"),
+    [
+        ("250000 100000\n", None, 2.5),
+        ("max 100000\n", ("-1", "100000"), None),
+        (None, ("150000", "100000"), 1.5),
+        (None, ("-1", "100000"), None),
+        (None, None, None),
+        ("garbage\n", ("x", "100000"), None),
+    ],
+)
+def test_cgroup_cpu_quota_limits_the_usable_cores(monkeypatch, tmp_path, v2, v1, limit):
+    from diffana.infer import _toys
+
+    def write(name, text):
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        return str(path)
+
+    monkeypatch.setattr(_toys, "CGROUP_CPU_MAX", write("cpu.max", v2))
+    quota, period = v1 if v1 is not None else (None, None)
+    monkeypatch.setattr(_toys, "CGROUP_V1_QUOTA", (write("quota", quota), write("period", period)))
+    assert _toys.cgroup_cpu_limit() == limit
+    monkeypatch.setattr(_toys.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert _toys.usable_cores() == (8 if limit is None else math.ceil(limit))
+
+
 def test_toy_threads_and_chunks(monkeypatch):
     from diffana.infer import _toys
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -204,11 +205,54 @@ def vmapped_toys(npars: int) -> bool:
 THREADS_ENV_VAR = "DIFFANA_TOY_THREADS"
 
 
+# Where Linux states the CPU quota of this process's control group (a container's limit):
+# cgroup v2's `cpu.max` ("QUOTA PERIOD", or "max PERIOD" without a quota), then cgroup
+# v1's two files.
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+CGROUP_V1_QUOTA = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def _read_numbers(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def cgroup_cpu_limit() -> float | None:
+    """The CPUs this process's control group may use on average (its quota divided by
+    its period, e.g. 1.5 for a container limited to one and a half CPUs), or None where
+    no quota is set or none can be read."""
+    fields = _read_numbers(CGROUP_CPU_MAX)
+    if len(fields) == 2 and fields[0] != "max":
+        quota, period = fields
+    else:
+        quota_f, period_f = (_read_numbers(path) for path in CGROUP_V1_QUOTA)
+        if len(quota_f) != 1 or len(period_f) != 1:
+            return None
+        quota, period = quota_f[0], period_f[0]
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:
+        return None
+    if quota_us <= 0 or period_us <= 0:  # v1 writes -1 where there is no quota
+        return None
+    return quota_us / period_us
+
+
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    """CPU cores this process may keep busy: its affinity mask (where the system has one),
+    at most its control group's CPU quota rounded up (a container limited to 2 CPUs on a
+    64-core machine runs 2 threads, not 64 that the quota would stall in turn)."""
     if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return max(os.cpu_count() or 1, 1)
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, math.ceil(limit))
+    return max(cores, 1)
 
 
 def toy_threads(vmapped: bool, where: str) -> int:
