@@ -365,7 +365,18 @@ def test_threaded_calls_keep_order_precision_and_stop_on_errors():
         out = _toys.run_calls(
             [lambda i=i: (i, jnp.asarray(1.0).dtype) for i in range(5)], 2, done.append
         )
-    assert out == [(i, jnp.float32) for i in range(5)] and done == list(range(5))
+    assert out == [(i, jnp.float32) for i in range(5)] and sorted(done) == list(range(5))
+    # progress follows the calls as they finish: call 0 waits until call 1 is reported
+    first_reported = threading.Event()
+    reported = []
+
+    def report(i):
+        reported.append(i)
+        if i == 1:
+            first_reported.set()
+
+    slow = [lambda: first_reported.wait(timeout=10), lambda: "fast"]
+    assert _toys.run_calls(slow, 2, report) == [True, "fast"] and reported == [1, 0]
     started, release = [], threading.Event()
     lock = threading.Lock()
 

@@ -16,7 +16,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -436,7 +436,9 @@ def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callab
 
 
 def run_calls(calls: Sequence[Callable[[], Any]], threads: int, done) -> list:
-    """The results of `calls`, in their order; `done(i)` after result `i` is in.
+    """The results of `calls`, in their order; `done(i)` after result `i` is in, in the
+    order the calls finish (a progress bar then advances with every finished call, not
+    only when the oldest one is done).
 
     With `threads > 1` the calls run on that many threads at once: a compiled call
     releases Python's lock while it runs, and the first calls compile once between them.
@@ -456,10 +458,11 @@ def run_calls(calls: Sequence[Callable[[], Any]], threads: int, done) -> list:
 
     pool = ThreadPoolExecutor(max_workers=min(threads, len(calls)))
     try:
-        futures = [pool.submit(run, call) for call in calls]
-        out = []
-        for i, future in enumerate(futures):
-            out.append(future.result())
+        futures = {pool.submit(run, call): i for i, call in enumerate(calls)}
+        out: list = [None] * len(calls)
+        for future in as_completed(futures):
+            i = futures[future]
+            out[i] = future.result()
             done(i)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
