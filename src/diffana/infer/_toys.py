@@ -212,7 +212,7 @@ CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
 CGROUP_V1_QUOTA = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
 
 
-def _read_numbers(path: str) -> list[str]:
+def _read_fields(path: str) -> list[str]:
     try:
         with open(path) as f:
             return f.read().split()
@@ -224,11 +224,11 @@ def cgroup_cpu_limit() -> float | None:
     """The CPUs this process's control group may use on average (its quota divided by
     its period, e.g. 1.5 for a container limited to one and a half CPUs), or None where
     no quota is set or none can be read."""
-    fields = _read_numbers(CGROUP_CPU_MAX)
+    fields = _read_fields(CGROUP_CPU_MAX)
     if len(fields) == 2 and fields[0] != "max":
         quota, period = fields
     else:
-        quota_f, period_f = (_read_numbers(path) for path in CGROUP_V1_QUOTA)
+        quota_f, period_f = (_read_fields(path) for path in CGROUP_V1_QUOTA)
         if len(quota_f) != 1 or len(period_f) != 1:
             return None
         quota, period = quota_f[0], period_f[0]
