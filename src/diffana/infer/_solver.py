@@ -339,10 +339,10 @@ def _solve_newton_cholesky(
             return bisect(lambda mid: _positive_definite(hs, mid + floor))[1]
 
         if lanczos and hs.shape[-1] >= _LANCZOS_MIN:
-            # An estimate `e` of the lowest eigenvalue predicts the bisection's path
-            # (positive definite where `mid >= -e`); two factorisations instead of six
-            # certify it: positive definite at the predicted upper end, not at the lower
-            # one (known where it is 0: the Newton system itself is not). Positive
+            # The bisection's path as an estimate `e` of the lowest eigenvalue predicts it
+            # (positive definite where `mid >= -e`), then certified by two factorisations
+            # instead of six: positive definite at the predicted upper end, not at the
+            # lower one (known where it is 0: the Newton system itself is not). Positive
             # definiteness is monotonic in the shift, so every test of the bisection
             # would then have come out as predicted, and `hi` is the bisection's own.
             # Otherwise (an estimate off by more than the bracket) bisect.
