@@ -306,10 +306,7 @@ def _solve_newton_cholesky(
     crawls through its indefinite start). Bisection between 0 and `-g` with Cholesky
     factorisations as the test of positive definiteness brackets the lowest eigenvalue
     `e` to `g / 2^6`; the system is then shifted by `damping + 1 - e'` with `e' <= e`
-    the bracket's lower end, so that every eigenvalue is again at least 1. From
-    `_LANCZOS_MIN` parameters on (with `lanczos`), a Lanczos estimate of `e` predicts the
-    bisection's path and two factorisations certify it, which gives the same shift with
-    two factorisations instead of six; the bisection runs where the certificate fails.
+    the bracket's lower end, so that every eigenvalue is again at least 1.
     """
     del negative
     nan = jnp.full_like(rhs, jnp.nan)
