@@ -79,48 +79,6 @@ def test_negative_curvature_is_flagged_and_the_gershgorin_shift_removes_it(n):
         )
 
 
-def test_lanczos_estimate_bounds_the_lowest_eigenvalue_from_above():
-    n = _solver._LANCZOS_MIN
-    hs = _scaled(_matrix(n, np.linspace(-0.7, 3.0, n), seed=3))
-    lowest = np.linalg.eigvalsh(hs)[0]
-    estimate = float(_solver._lowest_eigenvalue(jnp.asarray(hs)))
-    assert lowest - 1e-12 <= estimate < lowest + 1e-3
-
-
-@pytest.mark.parametrize("estimate", ["lanczos", "off by more than the bracket"])
-def test_certified_lanczos_shift_equals_the_bisection(monkeypatch, estimate):
-    # Large indefinite Newton systems predict the bisection's path from an estimate of the
-    # lowest eigenvalue and certify it with two factorisations: the shifted step must be
-    # the bisection's to the last bit, also where the estimate is useless (fallback).
-    n = _solver._LANCZOS_MIN + 4
-    hs = _scaled(_matrix(n, np.linspace(-0.4, 2.5, n), seed=5))
-    hs = jnp.asarray(0.5 * (hs + hs.T))
-    rhs = jnp.asarray(np.random.default_rng(5).normal(size=n))
-    bound = float(_solver._gershgorin(hs)[0])
-    shifts = jnp.asarray([0.0, 0.0, 0.3 - bound])
-    if estimate != "lanczos":
-        monkeypatch.setattr(_solver, "_lowest_eigenvalue", lambda h: jnp.asarray(0.9))
-    ys, ok = jax.jit(lambda *a: _solver._solve_with(_solver._solve_newton_cholesky, *a))(
-        hs, rhs, shifts
-    )
-    ys_b, ok_b = _solver._solve_with(
-        lambda *a: _solver._solve_newton_cholesky(*a, lanczos=False), hs, rhs, shifts
-    )
-    assert ok.tolist() == ok_b.tolist() == [False, False, True]
-    np.testing.assert_array_equal(np.asarray(ys[2]), np.asarray(ys_b[2]))
-    # each case takes its path: the predicted bracket is certified only for Lanczos
-    top = -bound
-    lo, hi = 0.0, top
-    guess = float(_solver._lowest_eigenvalue(hs))
-    for _ in range(_solver._SHIFT_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if mid >= -guess else (mid, hi)
-    floor = float(_solver._regularisation(hs)[0])
-    lowest = np.linalg.eigvalsh(np.asarray(hs))[0]
-    certified = lowest + hi + floor > 0 and (lo == 0 or lowest + lo + floor < 0)
-    assert certified == (estimate == "lanczos")
-
-
 # Parameter 1 has no effect (zero row and column); parameter 3 is not solved for.
 FLAT = np.array(
     [[4.0, 0.0, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 2.0, 0.3], [0.5, 0.0, 0.3, 9.0]]

@@ -32,7 +32,6 @@ above `SHARPENED_BATCH_MIN` parameters takes the same steps as each fit alone.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -252,45 +251,7 @@ def _positive_definite(hs: Array, shift: Array) -> Array:
     return _cholesky(hs + shift * jnp.eye(hs.shape[-1], dtype=hs.dtype))[1]
 
 
-# Smallest Newton system whose shift past negative curvature starts from a Lanczos
-# estimate of its lowest eigenvalue (:func:`_lowest_eigenvalue`) before bisecting: where
-# a Cholesky factorisation costs more than the estimate's matrix-vector products.
-_LANCZOS_MIN = 96
-# Lanczos steps of that estimate.
-_LANCZOS_STEPS = 24
-
-
-def _lowest_eigenvalue(hs: Array) -> Array:
-    """An estimate of the lowest eigenvalue of the symmetric `hs`, never below it (a Ritz
-    value): `_LANCZOS_STEPS` steps of the Lanczos iteration with full
-    reorthogonalisation from a fixed start vector, i.e. matrix-vector products and the
-    eigenvalues of a small tridiagonal matrix instead of factorisations."""
-    n = hs.shape[-1]
-    k = min(_LANCZOS_STEPS, n)
-    start = np.random.default_rng(0).standard_normal(n)
-    basis = jnp.zeros((k, n), hs.dtype).at[0].set(jnp.asarray(start / np.linalg.norm(start)))
-
-    def step(j, carry):
-        basis, alpha, beta = carry
-        v = basis[j]
-        w = hs @ v
-        a = v @ w
-        w = w - basis.T @ (basis @ w)  # against every vector so far (later rows are zero)
-        b = jnp.sqrt(w @ w)
-        nxt = jnp.where(b > 0, w / jnp.where(b > 0, b, 1.0), 0.0)
-        basis = jax.lax.dynamic_update_index_in_dim(basis, nxt, jnp.minimum(j + 1, k - 1), 0)
-        return basis, alpha.at[j].set(a), beta.at[j].set(b)
-
-    zeros = jnp.zeros(k, hs.dtype)
-    _, alpha, beta = jax.lax.fori_loop(0, k, step, (basis, zeros, zeros))
-    off = beta[:-1]
-    tridiagonal = jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1)
-    return jnp.linalg.eigvalsh(tridiagonal)[0]
-
-
-def _solve_newton_cholesky(
-    hs, rhs, shifts, floor, negative, lanczos: bool = True
-) -> tuple[Array, Array]:
+def _solve_newton_cholesky(hs, rhs, shifts, floor, negative) -> tuple[Array, Array]:
     """:func:`_solve_cholesky` for the three systems of a Newton iteration
     (:func:`minimize_bounded`: the Newton step, the damped one and the one shifted past
     negative curvature), skipping the factorisations whose results are not used: the
@@ -322,41 +283,15 @@ def _solve_newton_cholesky(
         top = -_gershgorin(hs)[0]
         margin = shifts[2] - shifts[1] - top
 
-        def bisect(positive_definite):
-            def step(_, bracket):
-                lo, hi = bracket
-                mid = 0.5 * (lo + hi)
-                ok = positive_definite(mid)
-                return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+        def bisect(_, bracket):
+            lo, hi = bracket
+            mid = 0.5 * (lo + hi)
+            ok = _positive_definite(hs, mid + floor)
+            return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
 
-            start = (jnp.zeros_like(top), jnp.maximum(top, 0.0))
-            return jax.lax.fori_loop(0, _SHIFT_BISECTIONS, step, start)
-
-        def bisection():
-            return bisect(lambda mid: _positive_definite(hs, mid + floor))[1]
-
-        if lanczos and hs.shape[-1] >= _LANCZOS_MIN:
-            # The bisection's path as an estimate `e` of the lowest eigenvalue predicts it
-            # (positive definite where `mid >= -e`), then certified by two factorisations
-            # instead of six: positive definite at the predicted upper end, not at the
-            # lower one (known where it is 0: the Newton system itself is not). Positive
-            # definiteness is monotonic in the shift, so every test of the bisection
-            # would then have come out as predicted, and `hi` is the bisection's own.
-            # Otherwise (an estimate off by more than the bracket) bisect.
-            estimate = _lowest_eigenvalue(hs)
-            lo, hi = bisect(lambda mid: mid >= -estimate)
-
-            def lower_end_indefinite():
-                return jax.lax.cond(
-                    lo > 0, lambda: ~_positive_definite(hs, lo + floor), lambda: jnp.asarray(True)
-                )
-
-            certified = jax.lax.cond(
-                _positive_definite(hs, hi + floor), lower_end_indefinite, lambda: jnp.asarray(False)
-            )
-            hi = jax.lax.cond(certified, lambda: hi, bisection)
-        else:
-            hi = bisection()
+        _, hi = jax.lax.fori_loop(
+            0, _SHIFT_BISECTIONS, bisect, (jnp.zeros_like(top), jnp.maximum(top, 0.0))
+        )
         return _cholesky_solve(hs, rhs, damping + margin + hi + floor)
 
     y2, ok2 = jax.lax.cond(ok0, lambda: (nan, jnp.asarray(False)), shifted)
@@ -423,8 +358,7 @@ def _make_stack_solver(lazy: bool):
                 return jax.lax.map(
                     lambda a: _solve_with(_solve_newton_cholesky, *a), (hs, rhs, shifts)
                 )
-            # batched, the Lanczos estimate and the bisection would both run
-            solve = functools.partial(_solve_newton_cholesky, lanczos=False)
+            solve = _solve_newton_cholesky
         else:
             solve = _solve_cholesky
         return jax.vmap(lambda *a: _solve_with(solve, *a))(hs, rhs, shifts)
