@@ -1,0 +1,131 @@
+"""The cost of one evaluation and of one Newton iteration of toy fits on published workspaces.
+
+Two measurements, one thread, in this process:
+
+- `derivatives`: value, gradient and Hessian of the relative NLL (`Model.nll_derivatives`,
+  the closed form the fits use) at 256 points near the initial values on 256
+  pseudo-datasets, in one compiled loop (`lax.map`); the best of 7 calls, per point.
+- `iterations`: the conditional fit (POI at 1) and then the free fit of `--toys`
+  pseudo-datasets drawn at the conditional fit of the observed data, one after the other
+  in one compiled loop, as `hypotest(calctype="toybased")` fits them on a CPU: their
+  Newton iterations, the sum of their minima (to compare two versions) and the time per
+  iteration (best and median of `--repeats` calls).
+
+For two versions, run it with each on `PYTHONPATH` (`PYTHONPATH=<tree>/src python ...`).
+
+Usage:
+
+    python benchmarks/bench_toy_fits.py --only sbottom,1Lbb [--toys 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffana import hf, infer
+from diffana.infer import _toys
+from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, floating
+
+WORKSPACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "workspaces"
+PUBLISHED = {
+    "sbottom": "atlas_sbottom_multib_SUSY-2018-31_RegionA_synthsig.json",
+    "1Lbb": "atlas_1Lbb_SUSY-2019-08_C1N2_Wh_hbb_600_300.json",
+    "1Ljets": "atlas_1Ljets_hepdata97041_synthsig.json",
+}
+
+
+def best_time(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def derivatives_us(model) -> float:
+    n = 256
+    init = jnp.asarray(model.init)
+    data = infer.sample_data(model, init, n, key=jax.random.key(0))
+    noise = 0.3 * jax.random.normal(jax.random.key(1), (n, init.shape[0]))
+    pars = jnp.clip(init[None] + noise, model.bounds[:, 0], model.bounds[:, 1])
+    fn = jax.jit(lambda p, d: jax.lax.map(lambda a: model.nll_derivatives(*a), (p, d)))
+    return 1e6 * best_time(fn, pars, data, repeats=7) / n
+
+
+def toy_fits(model, observed, ntoys: int):
+    """A compiled function of the toys: per toy the iterations of both fits and both
+    minima; and the toys."""
+    poi = int(model.poi_index)
+    fixed = np.array(model.fixed)
+    fixed[poi] = True
+    start = jnp.asarray(model.init).at[poi].set(1.0)
+    gen = infer.fit(observed, model, init=start, fixed=fixed.tolist()).pars
+    free = floating(model, jnp.asarray(model.fixed))
+    bounds = jnp.asarray(model.bounds)
+    toys = infer.sample_data(model, gen, ntoys, key=jax.random.key(10))
+
+    def one(d):
+        cond = _toys.toy_fit(
+            model, d, gen, bounds, free.at[poi].set(False), DEFAULT_TOL, DEFAULT_MAXITER
+        )
+        both = _toys.toy_fit(model, d, cond.x, bounds, free, DEFAULT_TOL, DEFAULT_MAXITER)
+        return cond.n_iter + both.n_iter, cond.value, both.value
+
+    return (lambda t: jax.lax.map(one, t)), toys
+
+
+def iterations(model, observed, ntoys: int, repeats: int) -> dict:
+    fn, toys = toy_fits(model, observed, ntoys)
+    compiled = jax.jit(fn).lower(toys).compile()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        n_iter, cond, free = jax.block_until_ready(compiled(toys))
+        times.append(time.perf_counter() - start)
+    total = int(jnp.sum(n_iter))
+    return {
+        "iterations": total,
+        "sum_of_minima": float(jnp.sum(cond) + jnp.sum(free)),
+        "us_per_iteration_best": 1e6 * min(times) / total,
+        "us_per_iteration_median": 1e6 * statistics.median(times) / total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="sbottom,1Lbb", help=f"parts of {list(PUBLISHED)}")
+    parser.add_argument("--toys", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    results = {}
+    for key in args.only.split(","):
+        spec = json.loads((WORKSPACES / PUBLISHED[key]).read_text())
+        model = hf.Model.from_pyhf(spec)
+        observed = jnp.asarray(hf.workspace_data(spec, model))
+        row = {"npars": int(model.npars), "derivatives_us": derivatives_us(model)}
+        row["toy_fits"] = iterations(model, observed, args.toys, args.repeats)
+        results[key] = row
+        print(f"{key} ({row['npars']} parameters): value, gradient and Hessian "
+              f"{row['derivatives_us']:.1f} us")  # fmt: skip
+        r = row["toy_fits"]
+        print(f"  {args.toys} toys: {r['iterations']} iterations, "
+              f"{r['us_per_iteration_best']:.1f} us per iteration (median "
+              f"{r['us_per_iteration_median']:.1f}), sum of minima "
+              f"{r['sum_of_minima']:.8f}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
