@@ -270,6 +270,37 @@ def test_toy_statistics_equal_those_of_separate_fits(low_count):
     assert np.count_nonzero(got) >= 6  # most of these toys test something
 
 
+def test_toy_fits_start_at_the_linearised_conditional_minimum(high_count):
+    """The toys' conditional fits start at a fraction of the linearised (Fisher-scoring)
+    move of the minimum from the generating parameters. At high counts the whole move
+    lands near each toy's conditional minimum, also for toys drawn at mu = 0 and fitted
+    at mu = 1 (the POI's step); the default start is half of it; a bin without expected
+    events gives finite starts."""
+    from diffana.infer import _toys
+
+    model, data = high_count
+    poi = model.poi_index
+    move = _toys.floating(model, jnp.asarray(model.fixed)).at[poi].set(False)
+    for gen_mu in (1.0, 0.0):
+        gen = infer.fixed_poi_fit(gen_mu, data, model).pars
+        toys = infer.sample_data(model, gen, 6, key=jax.random.key(5))
+        whole = _toys.start_response(model, gen, move, poi, 1.0, fraction=1.0)
+        starts = _toys.response_starts(gen, whole, toys)
+        half = _toys.response_starts(gen, _toys.start_response(model, gen, move, poi, 1.0), toys)
+        np.testing.assert_allclose(half - gen[None], 0.5 * (starts - gen[None]), atol=1e-13)
+        for toy, start in zip(toys, starts, strict=True):
+            cond = infer.fixed_poi_fit(1.0, toy, model).pars
+            missed = np.linalg.norm(start.at[poi].set(1.0) - cond)
+            assert missed < 0.05 * np.linalg.norm(gen.at[poi].set(1.0) - cond)
+
+    empty = hf.uncorrelated_background([5.0, 0.0], [20.0, 0.0], [2.0, 0.0])
+    gen = jnp.asarray(empty.init)
+    move = _toys.floating(empty, jnp.asarray(empty.fixed)).at[empty.poi_index].set(False)
+    response = _toys.start_response(empty, gen, move, empty.poi_index, 1.0)
+    toys = infer.sample_data(empty, gen, 4, key=jax.random.key(6))
+    assert np.all(np.isfinite(_toys.response_starts(gen, response, toys)))
+
+
 CPU_ONLY = pytest.mark.skipif(
     jax.default_backend() != "cpu", reason="toys run on threads on a CPU only"
 )

@@ -376,30 +376,112 @@ def toy_statistics(
     return jnp.where(valid, stat, 0.0), conv | ~valid
 
 
+# Fraction of the linearised response to a toy's data that its conditional fit starts
+# from (:func:`start_response`). The whole response overshoots where the likelihood is
+# far from quadratic (low counts, normsys exponentials); half of it took the fewest
+# iterations of 0.35, 0.5, 0.7 and 1 on the published sbottom and 1Lbb workspaces.
+START_RESPONSE = 0.5
+
+
+# Ridge added to the unit diagonal of the scaled Fisher information of the toys'
+# starting points: regularises parameters without effect.
+_FISHER_RIDGE = 1e-9
+
+
+class StartResponse(NamedTuple):
+    """Where the conditional fit of a toy of one hypothesis starts: `pars + offset +
+    gain @ (data - centre)`, a fraction :data:`START_RESPONSE` of the linearised move of
+    the conditional minimum from the generating parameters `pars` `(npars,)`.
+
+    `centre` `(n,)`: the expected data at `pars`; `gain` `(npars, n)`; `offset`
+    `(npars,)`: the move due to the POI's step to the tested value."""
+
+    centre: Array
+    gain: Array
+    offset: Array
+
+
+def start_response(
+    model: Any, pars: Array, move: Array, poi: int, mu, fraction: float = START_RESPONSE
+) -> StartResponse:
+    """The linearised conditional minimum of toys drawn at `pars` `(npars,)`.
+
+    With `J` the Jacobian of the expected data (main bins and auxdata) at `pars` and `W`
+    the inverse variances of the data (`1 / rate` for Poisson terms, `1 / sigma^2` for
+    Gaussian constraints), the expected Hessian of the objective is `F = J^T W J` (the
+    Fisher information), and a toy `d` moves the minimum over the parameters `move` (the
+    POI fixed at `mu`) by `F^-1 (J^T W (d - centre) - F[:, poi] (mu - pars[poi]))`: one
+    Fisher-scoring step, which needs neither the toy's Hessian nor an evaluation at
+    `pars`. The toys' own Newton steps from `pars` are often rejected (a step into a
+    bin's negative rate, a normsys exponential); on the published sbottom and 1Lbb
+    workspaces, starting at half this move (`fraction`) takes a fifth fewer iterations.
+
+    Empty bins carry no weight; a parameter without effect is held by a ridge of
+    :data:`_FISHER_RIDGE` on the scaled diagonal, and where `F` cannot be factorised
+    the toys start at `pars`."""
+    st = model.structure
+    centre = model.expected_data(pars)
+    jac = jax.jacfwd(model.expected_data)(pars)  # (n, npars)
+    gauss = st.nbins + np.asarray(st.gauss_aux, dtype=np.int64)
+    variance = centre.at[gauss].set(model.gauss_sigma**2)
+    weight = jnp.where(variance > 0, 1.0 / jnp.where(variance > 0, variance, 1.0), 0.0)
+    weighted = jac * weight[:, None]
+    fisher = jac.T @ weighted
+    poi_step = -fisher[:, poi : poi + 1] * (mu - pars[poi])
+    moves = fraction * _solve_masked(fisher, jnp.concatenate([weighted.T, poi_step], axis=1), move)
+    moves = jnp.where(jnp.all(jnp.isfinite(moves)), moves, 0.0)
+    return StartResponse(centre=centre, gain=moves[:, :-1], offset=moves[:, -1])
+
+
+def _solve_masked(a: Array, rhs: Array, move: Array) -> Array:
+    """`a_mm^-1 rhs_m` `(npars, k)` over the rows `move`, zero elsewhere, for a positive
+    semi-definite `a` `(npars, npars)`: scaled to unit diagonal, with a ridge; NaN where
+    the factorisation fails."""
+    diag = jnp.diagonal(a)
+    scale = jnp.sqrt(jnp.where(move & (diag > 0), diag, 1.0))
+    scaled = jnp.where(move[:, None] & move[None, :], a / (scale[:, None] * scale[None, :]), 0.0)
+    scaled = scaled + jnp.diag(jnp.where(move, _FISHER_RIDGE, 1.0))
+    factor = jax.lax.linalg.cholesky(scaled, symmetrize_input=False)
+    rhs = jnp.where(move[:, None], rhs, 0.0) / scale[:, None]
+    return jax.scipy.linalg.cho_solve((factor, True), rhs) / scale[:, None]
+
+
+def response_starts(pars: Array, response: StartResponse, data: Array) -> Array:
+    """Starting points `(m, npars)` of toys `data` `(m, n)` drawn at `pars`."""
+    moves = (data - response.centre[None, :]) @ response.gain.T
+    return (pars + response.offset)[None, :] + moves
+
+
 @entry_jit
 def _observed_jit(
     mu_null, mu_alt, stat_mu, is_q0, model, data, init, bounds, *, fixed, tol, maxiter
 ):
-    """Generating parameters of both hypotheses and the observed test statistic."""
+    """Generating parameters of both hypotheses, the observed test statistic, and the
+    toys' starting points (:func:`start_response`, stacked over the hypotheses)."""
     setup = _Setup.core(model, data, init, bounds, fixed, tol, maxiter)
     null, alt, cond, free = setup.batch(data, [mu_null, mu_alt, stat_mu, None])
     stat = statistic_from_fits(cond.nll, free.nll, free.pars[setup.poi_index], stat_mu, is_q0)
     gen = jnp.stack([setup.start_from(null.pars), setup.start_from(alt.pars)])
     converged = null.converged & alt.converged & cond.converged & free.converged
-    return stat, gen, converged
+    poi = setup.poi_index
+    move = floating(model, jnp.asarray(fixed)).at[poi].set(False)
+    responses = [start_response(model, g, move, poi, stat_mu) for g in gen]
+    response = jax.tree.map(lambda *a: jnp.stack(a), *responses)
+    return stat, gen, response, converged
 
 
 @eqx.filter_jit
 def _chunk_jit(
-    offset, ntoys, keys, gen, stat_mu, is_q0, model, init, bounds, *, size, vmapped, fixed,
-    tol, maxiter,
+    offset, ntoys, keys, gen, response, stat_mu, is_q0, model, init, bounds, *, size,
+    vmapped, fixed, tol, maxiter,
 ):  # fmt: skip
     """Test statistics of toys `offset + arange(size)` of both hypotheses, `(2, size)`;
-    toys from `ntoys` on are padding. `vmapped`: see :func:`toy_statistics`."""
+    toys from `ntoys` on are padding. Each toy's conditional fit starts at
+    :func:`response_starts`. `vmapped`: see :func:`toy_statistics`."""
     setup = _Setup.core(model, None, init, bounds, fixed, tol, maxiter)
     idx = offset + jnp.arange(size, dtype=jnp.uint32)
     data = jax.vmap(lambda k, p: _sample_indices(k, model, p, idx))(keys, gen)  # (2, size, n)
-    starts = jnp.repeat(gen, size, axis=0)
+    starts = jax.vmap(response_starts)(gen, response, data).reshape(2 * size, -1)
     valid = jnp.tile(idx < ntoys, 2)
     stat, conv = toy_statistics(
         setup, data.reshape(2 * size, -1), starts, stat_mu, is_q0, valid, vmapped
@@ -602,7 +684,7 @@ def _distributions(
         check_poi_in_bounds(mu_alt, setup, where)
     options = setup.kwargs()
     is_q0 = jnp.asarray(test_stat == "q0")
-    observed, gen, converged = _observed_jit(
+    observed, gen, response, converged = _observed_jit(
         mu_null, mu_alt, stat_mu, is_q0, *setup.args(), **options
     )
     observed, gen = report_convergence(converged, model, where, (observed, gen))
@@ -612,7 +694,7 @@ def _distributions(
 
     def one_chunk(offset):
         return _chunk_jit(
-            offset, n_total, keys, gen, stat_mu, is_q0, model_, init_, bounds_,
+            offset, n_total, keys, gen, response, stat_mu, is_q0, model_, init_, bounds_,
             size=chunk, vmapped=vmapped, **options,
         )  # fmt: skip
 
