@@ -7,7 +7,8 @@ Two measurements, one thread, in this process:
   pseudo-datasets, in one compiled loop (`lax.map`); the best of 7 calls, per point.
 - `iterations`: the conditional fit (POI at 1) and then the free fit of `--toys`
   pseudo-datasets drawn at the conditional fit of the observed data, one after the other
-  in one compiled loop, as `hypotest(calctype="toybased")` fits them on a CPU: their
+  in one compiled loop, as `hypotest(calctype="toybased")` fits them on a CPU (from the
+  same linearised starting points, `_toys.start_response`): their
   Newton iterations, the sum of their minima (to compare two versions) and the time per
   iteration (best and median of `--repeats` calls).
 
@@ -62,26 +63,28 @@ def derivatives_us(model) -> float:
     return 1e6 * best_time(fn, pars, data, repeats=7) / n
 
 
-def toy_fits(model, observed, ntoys: int):
-    """A compiled function of the toys: per toy the iterations of both fits and both
-    minima; and the toys."""
+def toy_fits(model, observed, ntoys: int, tol: float = DEFAULT_TOL):
+    """A compiled function of the toys and their starting points: per toy the
+    iterations of both fits and both minima; and its arguments."""
     poi = int(model.poi_index)
     fixed = np.array(model.fixed)
     fixed[poi] = True
     start = jnp.asarray(model.init).at[poi].set(1.0)
     gen = infer.fit(observed, model, init=start, fixed=fixed.tolist()).pars
     free = floating(model, jnp.asarray(model.fixed))
+    cond = free.at[poi].set(False)
     bounds = jnp.asarray(model.bounds)
     toys = infer.sample_data(model, gen, ntoys, key=jax.random.key(10))
+    response = _toys.start_response(model, gen, cond, poi, 1.0)
+    starts = _toys.response_starts(gen, response, toys).at[:, poi].set(1.0)
 
-    def one(d):
-        cond = _toys.toy_fit(
-            model, d, gen, bounds, free.at[poi].set(False), DEFAULT_TOL, DEFAULT_MAXITER
-        )
-        both = _toys.toy_fit(model, d, cond.x, bounds, free, DEFAULT_TOL, DEFAULT_MAXITER)
-        return cond.n_iter + both.n_iter, cond.value, both.value
+    def one(args):
+        d, x0 = args
+        first = _toys.toy_fit(model, d, x0, bounds, cond, tol, DEFAULT_MAXITER)
+        both = _toys.toy_fit(model, d, first.x, bounds, free, tol, DEFAULT_MAXITER)
+        return first.n_iter + both.n_iter, first.value, both.value
 
-    return (lambda t: jax.lax.map(one, t)), toys
+    return (lambda t: jax.lax.map(one, t)), (toys, starts)
 
 
 def iterations(model, observed, ntoys: int, repeats: int) -> dict:

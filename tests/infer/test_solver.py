@@ -565,3 +565,40 @@ def test_large_toy_fit_runs_along_a_valley_into_a_corner_of_the_box():
     names = list(model.par_names)
     assert float(res.x[names.index("mu_Top")]) == pytest.approx(0.1, abs=1e-3)
     assert float(res.x[names.index("mu_ST")]) == pytest.approx(5.0, abs=1e-3)
+
+
+def test_a_fit_without_polishing_returns_the_minimum_of_its_quadratic_model():
+    """Without the polishing step (pseudo-experiments), the fit stops where the Newton
+    decrement `d` falls below `tol^(2/3)` and returns `f - d / 2`, the minimum of the
+    quadratic model at its last point: within `tol` of the minimum, one Newton step
+    earlier than the test `d < tol` (here on a coupled, non-quadratic objective of 12
+    parameters: Poisson terms with exponential rates and a smoothness penalty)."""
+    counts = jnp.asarray([3.0, 0.0, 7.0, 12.0, 1.0, 5.0, 9.0, 2.0, 0.0, 4.0, 6.0, 8.0])
+    rates = jnp.linspace(0.5, 3.0, 12)
+
+    def objective(x):
+        poisson = jnp.sum(rates * jnp.exp(x) - counts * x)
+        return poisson + 0.5 * jnp.sum((x[1:] - x[:-1]) ** 2) + 0.05 * jnp.sum(x**2)
+
+    def value_grad_hess(x, _):
+        return objective(x), jax.grad(objective)(x), jax.hessian(objective)(x)
+
+    def fit(tol, polish):
+        n = counts.shape[0]
+        return _solver.minimize_bounded(
+            value_grad_hess, jnp.zeros(n), jnp.full(n, -10.0), jnp.full(n, 10.0),
+            jnp.ones(n, bool), None, tol=tol, maxiter=100, polish=polish,
+        )  # fmt: skip
+
+    exact = fit(1e-14, True)
+    assert bool(exact.converged)
+    for tol in (1e-10, 1e-6):
+        polished, quick = fit(tol, True), fit(tol, False)
+        assert bool(quick.converged)
+        assert abs(float(quick.value - exact.value)) < tol
+        assert float(quick.value) <= float(objective(quick.x))
+        # `n_iter` of a polished fit leaves out the polishing step
+        assert int(quick.n_iter) <= int(polished.n_iter)
+    # at 1e-6 one step earlier; the value at the last point is d / 2 above the estimate
+    assert int(quick.n_iter) == int(polished.n_iter) - 1
+    assert float(objective(quick.x) - quick.value) > 1e-6
