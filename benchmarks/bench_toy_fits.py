@@ -8,7 +8,8 @@ Two measurements, one thread, in this process:
 - `iterations`: the conditional fit (POI at 1) and then the free fit of `--toys`
   pseudo-datasets drawn at the conditional fit of the observed data, one after the other
   in one compiled loop, as `hypotest(calctype="toybased")` fits them on a CPU (from the
-  same linearised starting points, `_toys.start_response`): their
+  same linearised starting points, `_toys.start_response`, or `--fraction` of their
+  move; `--fraction 0,0.5` compares the generating parameters with the default): their
   Newton iterations, the sum of their minima (to compare two versions) and the time per
   iteration (best and median of `--repeats` calls).
 
@@ -16,7 +17,7 @@ For two versions, run it with each on `PYTHONPATH` (`PYTHONPATH=<tree>/src pytho
 
 Usage:
 
-    python benchmarks/bench_toy_fits.py --only sbottom,1Lbb [--toys 32]
+    python benchmarks/bench_toy_fits.py --only sbottom,1Lbb [--toys 32] [--fraction 0,0.5]
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def derivatives_us(model) -> float:
     return 1e6 * best_time(fn, pars, data, repeats=7) / n
 
 
-def toy_fits(model, observed, ntoys: int, tol: float = DEFAULT_TOL):
-    """A compiled function of the toys and their starting points: per toy the
+def toy_fits(model, observed, ntoys: int, fraction: float = _toys.START_RESPONSE):
+    """A function of the toys and their starting points (`fraction` of the linearised
+    move from the generating parameters, `_toys.start_response`): per toy the
     iterations of both fits and both minima; and its arguments."""
     poi = int(model.poi_index)
     fixed = np.array(model.fixed)
@@ -75,20 +77,20 @@ def toy_fits(model, observed, ntoys: int, tol: float = DEFAULT_TOL):
     cond = free.at[poi].set(False)
     bounds = jnp.asarray(model.bounds)
     toys = infer.sample_data(model, gen, ntoys, key=jax.random.key(10))
-    response = _toys.start_response(model, gen, cond, poi, 1.0)
+    response = _toys.start_response(model, gen, cond, poi, 1.0, fraction=fraction)
     starts = _toys.response_starts(gen, response, toys).at[:, poi].set(1.0)
 
     def one(args):
         d, x0 = args
-        first = _toys.toy_fit(model, d, x0, bounds, cond, tol, DEFAULT_MAXITER)
-        both = _toys.toy_fit(model, d, first.x, bounds, free, tol, DEFAULT_MAXITER)
+        first = _toys.toy_fit(model, d, x0, bounds, cond, DEFAULT_TOL, DEFAULT_MAXITER)
+        both = _toys.toy_fit(model, d, first.x, bounds, free, DEFAULT_TOL, DEFAULT_MAXITER)
         return first.n_iter + both.n_iter, first.value, both.value
 
     return (lambda t: jax.lax.map(one, t)), (toys, starts)
 
 
-def iterations(model, observed, ntoys: int, repeats: int) -> dict:
-    fn, toys = toy_fits(model, observed, ntoys)
+def iterations(model, observed, ntoys: int, repeats: int, fraction: float) -> dict:
+    fn, toys = toy_fits(model, observed, ntoys, fraction)
     compiled = jax.jit(fn).lower(toys).compile()
     times = []
     for _ in range(repeats):
@@ -101,7 +103,21 @@ def iterations(model, observed, ntoys: int, repeats: int) -> dict:
         "sum_of_minima": float(jnp.sum(cond) + jnp.sum(free)),
         "us_per_iteration_best": 1e6 * min(times) / total,
         "us_per_iteration_median": 1e6 * statistics.median(times) / total,
+        "minima": np.stack([cond, free], axis=1).tolist(),
     }
+
+
+def compare_minima(first: list, other: list) -> str:
+    """How many toys' conditional and free minima differ by more than 1e-6 between two
+    runs (another local minimum), lower or higher in the second."""
+    diff = np.asarray(other) - np.asarray(first)
+    words = []
+    for j, name in enumerate(("conditional", "free")):
+        lower, higher = int(np.sum(diff[:, j] < -1e-6)), int(np.sum(diff[:, j] > 1e-6))
+        rest = np.abs(diff[np.abs(diff[:, j]) <= 1e-6, j])
+        agree = f"{rest.max():.1e}" if rest.size else "-"
+        words.append(f"{name}: {lower} lower, {higher} higher (the others within {agree})")
+    return "; ".join(words)
 
 
 def main() -> None:
@@ -109,6 +125,12 @@ def main() -> None:
     parser.add_argument("--only", default="sbottom,1Lbb", help=f"parts of {list(PUBLISHED)}")
     parser.add_argument("--toys", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--fraction",
+        default=str(_toys.START_RESPONSE),
+        help="fractions of the linearised move the fits start at, comma-separated "
+        "(0: the generating parameters)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     results = {}
@@ -117,15 +139,21 @@ def main() -> None:
         model = hf.Model.from_pyhf(spec)
         observed = jnp.asarray(hf.workspace_data(spec, model))
         row = {"npars": int(model.npars), "derivatives_us": derivatives_us(model)}
-        row["toy_fits"] = iterations(model, observed, args.toys, args.repeats)
-        results[key] = row
         print(f"{key} ({row['npars']} parameters): value, gradient and Hessian "
               f"{row['derivatives_us']:.1f} us")  # fmt: skip
-        r = row["toy_fits"]
-        print(f"  {args.toys} toys: {r['iterations']} iterations, "
-              f"{r['us_per_iteration_best']:.1f} us per iteration (median "
-              f"{r['us_per_iteration_median']:.1f}), sum of minima "
-              f"{r['sum_of_minima']:.8f}")  # fmt: skip
+        row["toy_fits"] = {}
+        for fraction in [float(f) for f in args.fraction.split(",")]:
+            r = iterations(model, observed, args.toys, args.repeats, fraction)
+            print(f"  {args.toys} toys from {fraction} of the move: {r['iterations']} "
+                  f"iterations, {r['us_per_iteration_best']:.1f} us per iteration (median "
+                  f"{r['us_per_iteration_median']:.1f}), sum of minima "
+                  f"{r['sum_of_minima']:.8f}")  # fmt: skip
+            if row["toy_fits"]:
+                first = next(iter(row["toy_fits"].values()))["minima"]
+                compared = compare_minima(first, r["minima"])
+                print(f"    minima against the first fraction: {compared}")
+            row["toy_fits"][str(fraction)] = r
+        results[key] = row
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -274,8 +274,8 @@ def test_toy_fits_start_at_the_linearised_conditional_minimum(high_count):
     """The toys' conditional fits start at a fraction of the linearised (Fisher-scoring)
     move of the minimum from the generating parameters. At high counts the whole move
     lands near each toy's conditional minimum, also for toys drawn at mu = 0 and fitted
-    at mu = 1 (the POI's step); the default start is half of it; a bin without expected
-    events gives finite starts."""
+    at mu = 1 (the POI's step), and with Gaussian constraints; the default start is half
+    of it; a bin without expected events gives finite starts."""
     from diffana.infer import _toys
 
     model, data = high_count
@@ -292,6 +292,25 @@ def test_toy_fits_start_at_the_linearised_conditional_minimum(high_count):
             cond = infer.fixed_poi_fit(1.0, toy, model).pars
             missed = np.linalg.norm(start.at[poi].set(1.0) - cond)
             assert missed < 0.05 * np.linalg.norm(gen.at[poi].set(1.0) - cond)
+
+    # Gaussian constraints (lumi, staterror, normsys) beside a Poisson one (shapesys),
+    # a hundred times the counts of the lumi workspace
+    spec = _lumi_workspace()
+    for sample in spec["channels"][0]["samples"]:
+        sample["data"] = [100.0 * x for x in sample["data"]]
+        for mod in sample["modifiers"]:
+            if mod["type"] in ("staterror", "shapesys"):
+                mod["data"] = [10.0 * x for x in mod["data"]]
+    spec["observations"][0]["data"] = [100.0 * x for x in spec["observations"][0]["data"]]
+    model = hf.Model.from_pyhf(spec)
+    poi = model.poi_index
+    gen = infer.fixed_poi_fit(1.0, hf.workspace_data(spec, model), model).pars
+    move = _toys.floating(model, jnp.asarray(model.fixed)).at[poi].set(False)
+    whole = _toys.start_response(model, gen, move, poi, 1.0, fraction=1.0)
+    toys = infer.sample_data(model, gen, 6, key=jax.random.key(5))
+    for toy, start in zip(toys, _toys.response_starts(gen, whole, toys), strict=True):
+        cond = infer.fixed_poi_fit(1.0, toy, model).pars
+        assert np.linalg.norm(start - cond) < 0.05 * np.linalg.norm(gen - cond)
 
     empty = hf.uncorrelated_background([5.0, 0.0], [20.0, 0.0], [2.0, 0.0])
     gen = jnp.asarray(empty.init)
