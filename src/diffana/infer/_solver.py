@@ -165,7 +165,7 @@ def _scaled_system(h: Array, mask: Array, symmetrise: bool = True) -> tuple[Arra
     symmetric (the Hessian of a model is symmetric to round-off). The Newton systems of
     a fit's loop skip it above `UNROLLED_MAX` parameters: LAPACK's factorisation reads
     the lower triangle alone, and the transposed pass cost 6 us of an iteration's 41 at
-    67 parameters, 17 of 126 at 126 (a quadratic objective, 3200 iterations)."""
+    67 parameters, 18 of 127 at 126 (`benchmarks/bench_newton_loop.py`)."""
     d = _scales(h, mask)
     both = mask[:, None] & mask[None, :]
     hs = jnp.where(both, h / (d[:, None] * d[None, :]), 0.0)
@@ -504,8 +504,7 @@ def minimize_bounded(
     value, gradient and Hessian there. Without it the fit stops at the point whose
     Newton decrement `d` passed the test, one evaluation earlier, and returns the
     minimum of the quadratic model there, `f - d / 2`, with that point; that value is
-    off by the cubic term of the Taylor series, of order `d^(3/2)` (on toys of the
-    published sbottom and 1Lbb workspaces, 0.2-0.6 `d^(3/2)`), so the test is then
+    off by the cubic term of the Taylor series, of order `d^(3/2)`, so the test is then
     `d < tol^(2/3)`: a value within about `tol` of the minimum, one Newton step before
     `d < tol`. Pseudo-experiments, which need only the minimum's value, skip it.
 
