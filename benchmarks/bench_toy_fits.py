@@ -6,7 +6,8 @@ Two measurements, one thread, in this process:
   the closed form the fits use) at 256 points near the initial values on 256
   pseudo-datasets, in one compiled loop (`lax.map`); the best of 7 calls, per point.
 - `iterations`: the conditional fit (POI at 1) and then the free fit of `--toys`
-  pseudo-datasets drawn at the conditional fit of the observed data, one after the other
+  pseudo-datasets drawn at the conditional fit of the observed data (POI at `--gen-mu`,
+  default 1; 0 for the background-only toys of a test of 1), one after the other
   in one compiled loop, as `hypotest(calctype="toybased")` fits them on a CPU (from the
   same linearised starting points, `_toys.start_response`, or `--fraction` of their
   move; `--fraction 0,0.5` compares the generating parameters with the default): their
@@ -18,6 +19,7 @@ For two versions, run it with each on `PYTHONPATH` (`PYTHONPATH=<tree>/src pytho
 Usage:
 
     python benchmarks/bench_toy_fits.py --only sbottom,1Lbb [--toys 32] [--fraction 0,0.5]
+        [--gen-mu 0] [--key 3]
 """
 
 from __future__ import annotations
@@ -64,19 +66,26 @@ def derivatives_us(model) -> float:
     return 1e6 * best_time(fn, pars, data, repeats=7) / n
 
 
-def toy_fits(model, observed, ntoys: int, fraction: float = _toys.START_RESPONSE):
+def toy_fits(
+    model,
+    observed,
+    ntoys: int,
+    fraction: float = _toys.START_RESPONSE,
+    gen_mu: float = 1.0,
+    key: int = 10,
+):
     """A function of the toys and their starting points (`fraction` of the linearised
     move from the generating parameters, `_toys.start_response`): per toy the
     iterations of both fits and both minima; and its arguments."""
     poi = int(model.poi_index)
     fixed = np.array(model.fixed)
     fixed[poi] = True
-    start = jnp.asarray(model.init).at[poi].set(1.0)
+    start = jnp.asarray(model.init).at[poi].set(gen_mu)
     gen = infer.fit(observed, model, init=start, fixed=fixed.tolist()).pars
     free = floating(model, jnp.asarray(model.fixed))
     cond = free.at[poi].set(False)
     bounds = jnp.asarray(model.bounds)
-    toys = infer.sample_data(model, gen, ntoys, key=jax.random.key(10))
+    toys = infer.sample_data(model, gen, ntoys, key=jax.random.key(key))
     response = _toys.start_response(model, gen, cond, poi, 1.0, fraction=fraction)
     starts = _toys.response_starts(gen, response, toys).at[:, poi].set(1.0)
 
@@ -89,8 +98,10 @@ def toy_fits(model, observed, ntoys: int, fraction: float = _toys.START_RESPONSE
     return (lambda t: jax.lax.map(one, t)), (toys, starts)
 
 
-def iterations(model, observed, ntoys: int, repeats: int, fraction: float) -> dict:
-    fn, toys = toy_fits(model, observed, ntoys, fraction)
+def iterations(
+    model, observed, ntoys: int, repeats: int, fraction: float, gen_mu: float, key: int
+) -> dict:
+    fn, toys = toy_fits(model, observed, ntoys, fraction, gen_mu, key)
     compiled = jax.jit(fn).lower(toys).compile()
     times = []
     for _ in range(repeats):
@@ -125,6 +136,13 @@ def main() -> None:
     parser.add_argument("--only", default="sbottom,1Lbb", help=f"parts of {list(PUBLISHED)}")
     parser.add_argument("--toys", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--key", type=int, default=10, help="seed of the toys")
+    parser.add_argument(
+        "--gen-mu",
+        type=float,
+        default=1.0,
+        help="POI of the toys' generating parameters (0: background-only toys; fitted at 1)",
+    )
     parser.add_argument(
         "--fraction",
         default=str(_toys.START_RESPONSE),
@@ -143,7 +161,9 @@ def main() -> None:
               f"{row['derivatives_us']:.1f} us")  # fmt: skip
         row["toy_fits"] = {}
         for fraction in [float(f) for f in args.fraction.split(",")]:
-            r = iterations(model, observed, args.toys, args.repeats, fraction)
+            r = iterations(
+                model, observed, args.toys, args.repeats, fraction, args.gen_mu, args.key
+            )
             print(f"  {args.toys} toys from {fraction} of the move: {r['iterations']} "
                   f"iterations, {r['us_per_iteration_best']:.1f} us per iteration (median "
                   f"{r['us_per_iteration_median']:.1f}), sum of minima "

@@ -317,7 +317,11 @@ def test_toy_fits_start_at_the_linearised_conditional_minimum(high_count):
     move = _toys.floating(empty, jnp.asarray(empty.fixed)).at[empty.poi_index].set(False)
     response = _toys.start_response(empty, gen, move, empty.poi_index, 1.0)
     toys = infer.sample_data(empty, gen, 4, key=jax.random.key(6))
-    assert np.all(np.isfinite(_toys.response_starts(gen, response, toys)))
+    starts = _toys.response_starts(gen, response, toys)
+    assert np.all(np.isfinite(starts))
+    # the filled bin's parameter still moves with the toys (no fallback to `gen`)
+    gamma = move.tolist().index(True)
+    assert np.ptp(np.asarray(starts[:, gamma])) > 0
 
 
 CPU_ONLY = pytest.mark.skipif(

@@ -176,7 +176,8 @@ def _scaled_system(h: Array, mask: Array, symmetrise: bool = True) -> tuple[Arra
 
 
 def _gershgorin(hs: Array) -> tuple[Array, Array]:
-    """Lower and upper bounds on the eigenvalues of the symmetric matrix `hs`."""
+    """Lower and upper bounds on the eigenvalues of the symmetric matrix `hs` (of its
+    symmetric part where `hs` is symmetric only to round-off)."""
     radius = jnp.sum(jnp.abs(hs), axis=1) - jnp.abs(_diagonal(hs))
     return jnp.min(_diagonal(hs) - radius), jnp.max(_diagonal(hs) + radius)
 
@@ -218,8 +219,9 @@ def _cholesky(a: Array) -> tuple[Array, Array]:
     """The lower Cholesky factor of the symmetric `a` and whether it exists (`a` is
     positive definite); the factor is NaN where it does not.
 
-    `a` must be exactly symmetric (the scaled systems are symmetrised when they are
-    built), so the factorisation skips `jnp.linalg.cholesky`'s symmetrisation, and a
+    Only the lower triangle of `a` is read (the scaled systems of a fit's loop above
+    `UNROLLED_MAX` parameters are not symmetrised, :func:`_scaled_system`), so the
+    factorisation skips `jnp.linalg.cholesky`'s symmetrisation, and a
     failed factorisation is seen on the diagonal: two passes over a published model's
     Hessian fewer per factorisation (each about a third of a millisecond at 625
     parameters)."""
@@ -505,8 +507,10 @@ def minimize_bounded(
     Newton decrement `d` passed the test, one evaluation earlier, and returns the
     minimum of the quadratic model there, `f - d / 2`, with that point; that value is
     off by the cubic term of the Taylor series, of order `d^(3/2)`, so the test is then
-    `d < tol^(2/3)`: a value within about `tol` of the minimum, one Newton step before
-    `d < tol`. Pseudo-experiments, which need only the minimum's value, skip it.
+    `d < tol^(2/3)`: a value within about `tol` of the minimum away from the bounds, one
+    Newton step before `d < tol` (next to a bound the unclipped quadratic model can
+    undershoot the minimum over the box by up to `d / 2`). Pseudo-experiments, which
+    need only the minimum's value, skip it.
 
     **Returns:** a :class:`SolverResult`; `converged` is `False` when `maxiter` was
     reached, when no decreasing step could be found, when the objective is not

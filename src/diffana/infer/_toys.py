@@ -309,8 +309,8 @@ def toy_fit(model, data, x0, bounds, free, tol, maxiter):
     bound it meets (`corners`, :func:`diffana.infer._solver.minimize_bounded`): toys
     whose minimum sits in a corner of the box reach it in tens of iterations, not
     hundreds. Toys need only the minimum's value: no polishing step (`polish`); the fit
-    returns the minimum of its last quadratic model, within about `tol` of the minimum,
-    one Newton step before the test of ordinary fits.
+    returns the minimum of its last quadratic model, within about `tol` of the minimum
+    away from the bounds, one Newton step before the test of ordinary fits.
     """
     return _solve(
         model, data, x0, bounds, free, tol=tol, maxiter=maxiter, floor=_floor(model),
