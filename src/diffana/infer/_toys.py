@@ -35,6 +35,7 @@ from diffana.infer._mle import (
     floating,
     report_convergence,
 )
+from diffana.infer._solver import _cholesky, _scaled_system
 from diffana.infer._teststat import _Setup, check_poi_in_bounds, hypotest_returns
 
 __all__ = ["ToyDistributions", "sample_data", "toy_distributions"]
@@ -437,15 +438,15 @@ def start_response(
 
 def _solve_masked(a: Array, rhs: Array, move: Array) -> Array:
     """`a_mm^-1 rhs_m` `(npars, k)` over the rows `move`, zero elsewhere, for a positive
-    semi-definite `a` `(npars, npars)`: scaled to unit diagonal, with a ridge; NaN where
-    the factorisation fails."""
-    diag = jnp.diagonal(a)
-    scale = jnp.sqrt(jnp.where(move & (diag > 0), diag, 1.0))
-    scaled = jnp.where(move[:, None] & move[None, :], a / (scale[:, None] * scale[None, :]), 0.0)
-    scaled = scaled + jnp.diag(jnp.where(move, _FISHER_RIDGE, 1.0))
-    factor = jax.lax.linalg.cholesky(scaled, symmetrize_input=False)
-    rhs = jnp.where(move[:, None], rhs, 0.0) / scale[:, None]
-    return jax.scipy.linalg.cho_solve((factor, True), rhs) / scale[:, None]
+    semi-definite `a` `(npars, npars)`: the solver's scaled system
+    (:func:`diffana.infer._solver._scaled_system`) with a ridge of :data:`_FISHER_RIDGE`;
+    NaN where the factorisation fails."""
+    d, scaled = _scaled_system(a, move)
+    factor, _ = _cholesky(scaled + _FISHER_RIDGE * jnp.eye(a.shape[0], dtype=a.dtype))
+    rhs = jnp.where(move[:, None], rhs, 0.0) / d[:, None]
+    return (
+        jnp.where(move[:, None], jax.scipy.linalg.cho_solve((factor, True), rhs), 0.0) / d[:, None]
+    )
 
 
 def response_starts(pars: Array, response: StartResponse, data: Array) -> Array:
