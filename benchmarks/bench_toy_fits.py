@@ -8,13 +8,16 @@ Two measurements, one thread, in this process:
 - `iterations`: the conditional fit (POI at 1) and then the free fit of `--toys`
   pseudo-datasets drawn at the conditional fit of the observed data (POI at `--gen-mu`,
   default 1; 0 for the background-only toys of a test of 1), one after the other
-  in one compiled loop, as `hypotest(calctype="toybased")` fits them on a CPU (from the
-  same linearised starting points, `_toys.start_response`, or `--fraction` of their
-  move; `--fraction 0,0.5` compares the generating parameters with the default): their
-  Newton iterations, the sum of their minima (to compare two versions) and the time per
+  in one compiled loop, by `_toys._fit_pair` as `hypotest(calctype="toybased")` fits
+  them on a CPU (from the same linearised starting points, `_toys.start_response`, or
+  `--fraction` of their move; `--fraction 0,0.5` compares the generating parameters
+  with the default): their Newton iterations, the sums of their minima and of their
+  test statistics `q~` at 1 (to compare two versions), and the time per toy and per
   iteration (best and median of `--repeats` calls).
 
-For two versions, run it with each on `PYTHONPATH` (`PYTHONPATH=<tree>/src python ...`).
+For two versions, run it with each on `PYTHONPATH` (`PYTHONPATH=<tree>/src python ...`)
+from the tree whose `_fit_pair` it calls (commits from 2026-12-05 on return the
+iterations).
 
 Usage:
 
@@ -91,9 +94,11 @@ def toy_fits(
 
     def one(args):
         d, x0 = args
-        first = _toys.toy_fit(model, d, x0, bounds, cond, DEFAULT_TOL, DEFAULT_MAXITER)
-        both = _toys.toy_fit(model, d, first.x, bounds, free, DEFAULT_TOL, DEFAULT_MAXITER)
-        return first.n_iter + both.n_iter, first.value, both.value
+        cond_nll, free_nll, mu_hat, _, n_iter = _toys._fit_pair(
+            model, d, x0, free, bounds, poi, DEFAULT_TOL, DEFAULT_MAXITER, False
+        )
+        stat = _toys.statistic_from_fits(cond_nll, free_nll, mu_hat, 1.0, False)
+        return n_iter, cond_nll, free_nll, stat
 
     return (lambda t: jax.lax.map(one, t)), (toys, starts)
 
@@ -106,12 +111,14 @@ def iterations(
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        n_iter, cond, free = jax.block_until_ready(compiled(toys))
+        n_iter, cond, free, stat = jax.block_until_ready(compiled(toys))
         times.append(time.perf_counter() - start)
     total = int(jnp.sum(n_iter))
     return {
         "iterations": total,
         "sum_of_minima": float(jnp.sum(cond) + jnp.sum(free)),
+        "sum_of_statistics": float(jnp.sum(stat)),
+        "ms_per_toy_best": 1e3 * min(times) / ntoys,
         "us_per_iteration_best": 1e6 * min(times) / total,
         "us_per_iteration_median": 1e6 * statistics.median(times) / total,
         "minima": np.stack([cond, free], axis=1).tolist(),
@@ -165,9 +172,11 @@ def main() -> None:
                 model, observed, args.toys, args.repeats, fraction, args.gen_mu, args.key
             )
             print(f"  {args.toys} toys from {fraction} of the move: {r['iterations']} "
-                  f"iterations, {r['us_per_iteration_best']:.1f} us per iteration (median "
+                  f"iterations, {r['ms_per_toy_best']:.2f} ms per toy, "
+                  f"{r['us_per_iteration_best']:.1f} us per iteration (median "
                   f"{r['us_per_iteration_median']:.1f}), sum of minima "
-                  f"{r['sum_of_minima']:.8f}")  # fmt: skip
+                  f"{r['sum_of_minima']:.8f}, of test statistics "
+                  f"{r['sum_of_statistics']:.8f}")  # fmt: skip
             if row["toy_fits"]:
                 first = next(iter(row["toy_fits"].values()))["minima"]
                 compared = compare_minima(first, r["minima"])

@@ -79,6 +79,30 @@ def test_negative_curvature_is_flagged_and_the_gershgorin_shift_removes_it(n):
         )
 
 
+def test_the_shift_past_negative_curvature_is_sharpened_to_the_margin():
+    """A system slightly concave along one direction (lowest eigenvalue -0.01 of a unit
+    diagonal, 40 parameters, the right-hand side along that direction): the shifted
+    step keeps the margin's curvature along it (a step of length 1 / margin), not the
+    margin plus the bisection's bracket, which would shorten it many times."""
+    n, margin = 40, 1e-3
+    evals = np.linspace(-0.01, 1.99, n)
+    q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(n, n)))
+    hs = q @ np.diag(evals) @ q.T
+    rhs = q[:, 0] + 0.01 * q[:, 1]
+    bound = float(_solver._gershgorin(jnp.asarray(hs))[0])
+    assert -bound / 2**_solver._SHIFT_BISECTIONS > 20 * margin  # a coarse bracket
+    shifts = jnp.asarray([0.0, 0.0, margin - bound])
+    ys, ok = _solver._solve_with(
+        _solver._solve_newton_cholesky, jnp.asarray(hs), jnp.asarray(rhs), shifts
+    )
+    assert ok.tolist() == [False, False, True]
+    along = float(jnp.dot(ys[2], q[:, 0]))
+    np.testing.assert_allclose(along, 1.0 / margin, rtol=0.05)
+    # the step solves the system shifted so that its lowest eigenvalue is about margin
+    shift = 1.0 / along - evals[0]
+    np.testing.assert_allclose(ys[2], np.linalg.solve(hs + shift * np.eye(n), rhs), rtol=1e-6)
+
+
 # Parameter 1 has no effect (zero row and column); parameter 3 is not solved for.
 FLAT = np.array(
     [[4.0, 0.0, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 2.0, 0.3], [0.5, 0.0, 0.3, 9.0]]

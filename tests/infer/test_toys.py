@@ -270,6 +270,51 @@ def test_toy_statistics_equal_those_of_separate_fits(low_count):
     assert np.count_nonzero(got) >= 6  # most of these toys test something
 
 
+@pytest.mark.parametrize("test_stat", ["qtilde", "q0"])
+def test_free_fits_on_the_zero_side_of_the_statistic_stop_at_once(low_count, test_stat):
+    """Where the POI's slope at the conditional minimum points to where the statistic is
+    zero by definition (`mu_hat` above the tested value for `q~_mu`, below zero for
+    `q0`), the free fit returns the conditional minimum without iterating; every
+    statistic equals that of a conditional and a free fit run in full."""
+    from diffana.infer import _toys
+    from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, floating
+
+    model, data = low_count
+    mu, is_q0 = (0.0, True) if test_stat == "q0" else (1.0, False)
+    poi = model.poi_index
+    fixed = np.array(model.fixed)
+    fixed[poi] = True
+    gen = infer.fit(data, model, init=model.init.at[poi].set(mu), fixed=fixed.tolist()).pars
+    toys = infer.sample_data(model, gen, 24, key=jax.random.key(5))
+    free = floating(model, jnp.asarray(model.fixed))
+    bounds = jnp.asarray(model.bounds)
+    starts = jnp.broadcast_to(gen, (24, gen.shape[0]))
+
+    @jax.jit
+    def both(toys, starts):
+        def one(d, x0):
+            cond_nll, free_nll, mu_hat, conv, n_iter = _toys._fit_pair(
+                model, d, x0, free, bounds, poi, DEFAULT_TOL, DEFAULT_MAXITER, is_q0
+            )
+            stat = _toys.statistic_from_fits(cond_nll, free_nll, mu_hat, mu, is_q0)
+            # the same fits in full: the free fit from the conditional minimum
+            cond = _toys.toy_fit(model, d, x0, bounds, free.at[poi].set(False),
+                                 DEFAULT_TOL, DEFAULT_MAXITER)  # fmt: skip
+            full = _toys.toy_fit(model, d, cond.x, bounds, free, DEFAULT_TOL, DEFAULT_MAXITER)
+            stat_full = _toys.statistic_from_fits(cond.value, full.value, full.x[poi], mu, is_q0)
+            return stat, stat_full, n_iter, cond.n_iter + full.n_iter, conv
+
+        return jax.vmap(one)(toys, starts)
+
+    stat, stat_full, n_iter, n_iter_full, conv = both(toys, starts)
+    assert bool(jnp.all(conv))
+    np.testing.assert_allclose(stat, stat_full, rtol=0, atol=1e-8)
+    stopped = np.asarray(n_iter < n_iter_full)
+    assert 4 <= stopped.sum() <= 20  # some free fits stop at once, not all
+    assert np.all(np.asarray(stat)[stopped] == 0.0)
+    assert np.count_nonzero(np.asarray(stat)) >= 4
+
+
 def test_toy_fits_start_at_the_linearised_conditional_minimum(high_count):
     """The toys' conditional fits start at a fraction of the linearised (Fisher-scoring)
     move of the minimum from the generating parameters. At high counts the whole move

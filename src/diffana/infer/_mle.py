@@ -507,8 +507,11 @@ def value_grad_hess(x: Array, args: tuple[Any, Array]) -> tuple[Array, Array, Ar
     return f, g, h
 
 
-def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None, corners=False, polish=True):
-    """The solver on the model's objective; `floor`, `corners`, `polish`: see
+def _solve(
+    model, data, x0, bounds, free, *, tol, maxiter, floor=None, corners=False, polish=True,
+    start=None,
+):  # fmt: skip
+    """The solver on the model's objective; `floor`, `corners`, `polish`, `start`: see
     :func:`minimize_bounded`."""
     return minimize_bounded(
         value_grad_hess,
@@ -522,6 +525,7 @@ def _solve(model, data, x0, bounds, free, *, tol, maxiter, floor=None, corners=F
         floor=floor,
         corners=corners,
         polish=polish,
+        start=start,
     )
 
 
