@@ -312,7 +312,7 @@ def toy_fit(model, data, x0, bounds, free, tol, maxiter, start=None):
     hundreds. Toys need only the minimum's value: no polishing step (`polish`); the fit
     returns the minimum of its last quadratic model, within about `tol` of the minimum
     away from the bounds, one Newton step before the test of ordinary fits. `start`:
-    the objective at `x0` where the caller knows it (:class:`_solver.Start`).
+    where the caller knows `x0` to be the minimum (:class:`_solver.Start`).
     """
     return _solve(
         model, data, x0, bounds, free, tol=tol, maxiter=maxiter, floor=_floor(model),
@@ -333,9 +333,9 @@ def _fit_pair(model, data, cond_init, free, bounds, poi, tol, maxiter, is_q0):
     test statistic is zero by definition (`mu_hat > mu` for `q_mu` and `q~_mu`: a
     negative slope; `mu_hat < 0` for `q0`, tested at 0: a positive one), the free fit
     returns the conditional minimum at once, and the statistic is zero. That slope is
-    the profile likelihood's at the tested value (envelope theorem): the likelihood
-    rises from the conditional minimum towards that side, and the free fit from there
-    would move to it. About half the signal-plus-background toys of a test are such
+    the profile NLL's at the tested value (envelope theorem): the NLL falls from the
+    conditional minimum towards that side, and the free fit from there would move to
+    it. About half the signal-plus-background toys of a test are such
     (their fitted POI is above the tested value), and their free fits were 18% of the
     iterations of sbottom's toys drawn at mu = 1 (`benchmarks/bench_toy_fits.py`).
 
