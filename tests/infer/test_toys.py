@@ -252,11 +252,13 @@ def test_toys_are_deterministic_for_a_key(low_count):
 def test_toy_statistics_equal_those_of_separate_fits(low_count):
     """The toy fits (the free fit started where the conditional one ended, no polishing
     step) give the test statistics of ordinary fits of the same pseudo-datasets, each
-    started at the model's initial values."""
+    started at the model's initial values: to 1e-8 with the ordinary fits' accuracy,
+    to 1e-5 with the toys' default (`toy_tol` 1e-6), which ends some fits earlier."""
     model, data = low_count
     key = jax.random.key(1)
     kwargs = {"ntoys": CHUNK + 10, "chunk_size": CHUNK}
-    dists = infer.toy_distributions(1.0, data, model, key=key, **kwargs)
+    dists = infer.toy_distributions(1.0, data, model, key=key, toy_tol=1e-10, **kwargs)
+    default = infer.toy_distributions(1.0, data, model, key=key, **kwargs)
     gen = infer.fixed_poi_fit(1.0, data, model).pars
     toys = infer.sample_data(model, gen, 12, key=jax.random.split(key)[0])
     expected = []
@@ -268,6 +270,9 @@ def test_toy_statistics_equal_those_of_separate_fits(low_count):
     got = np.asarray(dists.signal_plus_background[:12])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8)
     assert np.count_nonzero(got) >= 6  # most of these toys test something
+    loose = np.asarray(default.signal_plus_background[:12])
+    np.testing.assert_allclose(loose, expected, rtol=0, atol=1e-5)
+    assert not np.array_equal(loose, got)  # the default stops some fits earlier
 
 
 @pytest.mark.parametrize("test_stat", ["qtilde", "q0"])
@@ -543,6 +548,13 @@ def test_bad_inputs_are_refused(low_count):
         infer.hypotest(1.0, data, model, key=key, test_stat="t", **toy)
     with pytest.raises(ValueError, match="chunk_size"):
         infer.toy_distributions(1.0, data, model, 10, key=key, chunk_size=0)
+    for toy_tol in (0.0, 1e-3):
+        with pytest.raises(ValueError, match="toy_tol"):
+            infer.toy_distributions(1.0, data, model, 10, key=key, toy_tol=toy_tol)
+    with pytest.raises(TypeError, match="toy_tol"):
+        infer.hypotest(1.0, data, model, key=key, toy_tol="small", **toy)
+    with pytest.raises(ValueError, match="toybased"):
+        infer.hypotest(1.0, data, model, toy_tol=1e-7)
     with pytest.raises(ValueError, match="level"):
         infer.poi_interval(data, model, level=1.5)
     with pytest.raises(ValueError, match="outside the bounds"):

@@ -184,6 +184,7 @@ def hypotest(
     progress: bool = False,
     tol: float = DEFAULT_TOL,
     maxiter: int = DEFAULT_MAXITER,
+    toy_tol: float | None = None,
 ):
     """Hypothesis test of `mu = poi_value`, as `pyhf.infer.hypotest`: asymptotic
     (default) or from pseudo-experiments (`calctype="toybased"`).
@@ -225,6 +226,9 @@ def hypotest(
       chunks of 32 toys, one thread per core at once (`DIFFANA_TOY_THREADS` threads if
       set).
     - `progress`: show a progress bar on stderr (toys only).
+    - `tol`, `maxiter`: passed to the fits (`maxiter` to the toys' fits too).
+    - `toy_tol`: accuracy of each toy fit's minimum NLL (toys only; default and
+      largest value 1e-6, :func:`diffana.infer.toy_distributions`).
 
     **Returns:** CLs `()` alone, or a tuple `(CLs, tail_probs, expected, expected_set)`
     holding the requested items in that order (pyhf's layout, with arrays instead of
@@ -236,7 +240,7 @@ def hypotest(
     if calctype not in _CALCTYPES:
         raise ValueError(f"{where}: calctype must be one of {_CALCTYPES}; got {calctype!r}")
     if calctype == "toybased":
-        from diffana.infer._toys import DEFAULT_CHUNK, DEFAULT_NTOYS, toy_hypotest
+        from diffana.infer._toys import DEFAULT_CHUNK, DEFAULT_NTOYS, TOY_TOL, toy_hypotest
 
         if calc_base_dist != "normal":
             raise ValueError(f"{where}: calc_base_dist applies to calctype='asymptotics' only")
@@ -259,9 +263,12 @@ def hypotest(
             progress=progress,
             tol=tol,
             maxiter=maxiter,
+            toy_tol=TOY_TOL if toy_tol is None else toy_tol,
         )
-    if ntoys is not None or key is not None or chunk_size is not None:
-        raise ValueError(f"{where}: ntoys, key and chunk_size apply to calctype='toybased' only")
+    if ntoys is not None or key is not None or chunk_size is not None or toy_tol is not None:
+        raise ValueError(
+            f"{where}: ntoys, key, chunk_size and toy_tol apply to calctype='toybased' only"
+        )
     if test_stat not in _TEST_STATS:
         raise ValueError(f"{where}: test_stat must be one of {_TEST_STATS}; got {test_stat!r}")
     if calc_base_dist not in _BASE_DISTS:

@@ -32,6 +32,7 @@ from diffana.infer._mle import (
     DEFAULT_TOL,
     _solve,
     as_poi_value,
+    dynamic_options,
     floating,
     report_convergence,
 )
@@ -42,6 +43,13 @@ __all__ = ["ToyDistributions", "sample_data", "toy_distributions"]
 
 DEFAULT_NTOYS = 2000
 DEFAULT_CHUNK = 2048
+# Accuracy of each toy fit's minimum NLL (`toy_tol`), and the largest one accepted. A
+# toy's test statistic, twice a difference of two minima, is then good to about 1e-5,
+# far below what its comparison with the observed statistic can resolve; pyhf's toy
+# fits (scipy's SLSQP) stop at 1e-6 in twice the NLL. It is also where the solver's
+# convergence test meets its acceptance of small Newton steps without a decrease test
+# (`_solver._DECREMENT_TRUSTED`): a Newton decrement of `TOY_TOL ** (2 / 3)` = 1e-4.
+TOY_TOL = 1e-6
 _TEST_STATS = ("qtilde", "q", "q0")
 # Percentiles of the background-only distribution of the p-values behind the expected
 # band, pyhf's order: +2, +1, 0, -1, -2 sigma (smallest CLs first).
@@ -82,6 +90,18 @@ def check_ntoys(ntoys: Any, where: str) -> int:
     if ntoys < 1:
         raise ValueError(f"{where}: 'ntoys' must be at least 1; got {ntoys}")
     return int(ntoys)
+
+
+def check_toy_tol(toy_tol: Any, where: str) -> float:
+    """`toy_tol` as a float in `(0, TOY_TOL]`, or a clear error."""
+    if isinstance(toy_tol, bool) or not isinstance(toy_tol, int | float | np.floating):
+        raise TypeError(f"{where}: 'toy_tol' must be a number; got {toy_tol!r}")
+    if not 0.0 < float(toy_tol) <= TOY_TOL:
+        raise ValueError(
+            f"{where}: 'toy_tol' (the accuracy of a toy fit's minimum NLL) must be in "
+            f"(0, {TOY_TOL:g}]; got {toy_tol!r}"
+        )
+    return float(toy_tol)
 
 
 def check_chunk(chunk_size: Any, where: str) -> int:
@@ -311,8 +331,10 @@ def toy_fit(model, data, x0, bounds, free, tol, maxiter, start=None):
     whose minimum sits in a corner of the box reach it in tens of iterations, not
     hundreds. Toys need only the minimum's value: no polishing step (`polish`); the fit
     returns the minimum of its last quadratic model, within about `tol` of the minimum
-    away from the bounds, one Newton step before the test of ordinary fits. `start`:
-    where the caller knows `x0` to be the minimum (:class:`_solver.Start`).
+    away from the bounds, one Newton step before the test of ordinary fits. The toys of
+    a test ask for `tol` = :data:`TOY_TOL`, which ends most fits one iteration earlier
+    than the default of ordinary fits. `start`: where the caller knows `x0` to be the
+    minimum (:class:`_solver.Start`).
     """
     return _solve(
         model, data, x0, bounds, free, tol=tol, maxiter=maxiter, floor=_floor(model),
@@ -662,6 +684,7 @@ def toy_distributions(
     progress: bool = False,
     tol: float = DEFAULT_TOL,
     maxiter: int = DEFAULT_MAXITER,
+    toy_tol: float = TOY_TOL,
 ) -> ToyDistributions:
     """Distributions of a test statistic from pseudo-experiments, as pyhf's
     `ToyCalculator.distributions`.
@@ -687,7 +710,11 @@ def toy_distributions(
     - `init`, `fixed`, `bounds`: as in :func:`diffana.infer.fit`.
     - `chunk_size`: most toys per hypothesis fitted in one compiled call.
     - `progress`: show a progress bar on stderr.
-    - `tol`, `maxiter`: passed to the fits.
+    - `tol`, `maxiter`: passed to the fits of the observed data; `maxiter` to the
+      toys' fits too.
+    - `toy_tol`: accuracy of each toy fit's minimum NLL, at most (and by default)
+      1e-6 (:data:`TOY_TOL`): the toys' test statistics are good to about 1e-5, and
+      most toy fits stop one iteration before a fit to `tol` would.
 
     **Returns:** a :class:`ToyDistributions`. Non-converged toy fits raise a
     :class:`diffana.ConvergenceWarning` with their number (their test statistics are
@@ -696,13 +723,13 @@ def toy_distributions(
     where = "diffana.infer.toy_distributions"
     return _distributions(
         poi_value, data, model, ntoys, key, test_stat, init, fixed, bounds, chunk_size,
-        progress, tol, maxiter, where,
+        progress, tol, maxiter, toy_tol, where,
     )  # fmt: skip
 
 
 def _distributions(
     poi_value, data, model, ntoys, key, test_stat, init, fixed, bounds, chunk_size,
-    progress, tol, maxiter, where,
+    progress, tol, maxiter, toy_tol, where,
 ) -> ToyDistributions:  # fmt: skip
 
     if test_stat not in _TEST_STATS:
@@ -710,6 +737,7 @@ def _distributions(
     ntoys = check_ntoys(ntoys, where)
     key = check_key(key, where)
     chunk_size = check_chunk(chunk_size, where)
+    toy_tol = check_toy_tol(toy_tol, where)
     check_sampleable(model, where)
     setup = _Setup(model, data, init, bounds, fixed, where, tol, maxiter)
     vmapped = vmapped_toys(len(setup.fixed))
@@ -729,11 +757,12 @@ def _distributions(
     keys = jax.random.split(key)
     model_, _, init_, bounds_ = setup.args()
     n_total = jnp.asarray(ntoys, dtype=jnp.uint32)
+    toy_options = dynamic_options(setup.fixed, toy_tol, maxiter)
 
     def one_chunk(offset):
         return _chunk_jit(
             offset, n_total, keys, gen, response, stat_mu, is_q0, model_, init_, bounds_,
-            size=chunk, vmapped=vmapped, **options,
+            size=chunk, vmapped=vmapped, **toy_options,
         )  # fmt: skip
 
     with progress_bar(progress, ntoys, "toys (both hypotheses)") as advance:
@@ -790,12 +819,13 @@ def toy_hypotest(
     progress,
     tol,
     maxiter,
+    toy_tol,
 ):
     """:func:`diffana.infer.hypotest` with `calctype="toybased"` (see there)."""
     where = "diffana.infer.hypotest"
     dists = _distributions(
         poi_value, data, model, ntoys, key, test_stat, init, fixed, bounds, chunk_size,
-        progress, tol, maxiter, where,
+        progress, tol, maxiter, toy_tol, where,
     )  # fmt: skip
     clsb, clb, cls, band_clsb, band_cls = _toy_pvalues(
         dists.signal_plus_background, dists.background_only, dists.observed
