@@ -11,9 +11,13 @@ Two measurements, one thread, in this process:
   in one compiled loop, by `_toys._fit_pair` as `hypotest(calctype="toybased")` fits
   them on a CPU (from the same linearised starting points, `_toys.start_response`, or
   `--fraction` of their move; `--fraction 0,0.5` compares the generating parameters
-  with the default): their Newton iterations, the sums of their minima and of their
-  test statistics `q~` at 1 (to compare two versions), and the time per toy and per
-  iteration (best and median of `--repeats` calls).
+  with the default; to the accuracy `--toy-tol`, default `_toys.TOY_TOL`, which
+  `--toy-tol 1e-10,1e-6` compares with the ordinary fits' default): their Newton
+  iterations, the sums of their minima and of their test statistics `q~` at 1 (to
+  compare two versions), and the time per toy and per iteration (best and median of
+  `--repeats` calls). Each setting after the first is compared with the first, toy by
+  toy: the largest difference of the test statistics where both fits converged, and
+  the toys whose minima differ by more than 1e-6 (another local minimum).
 
 For two versions, run it with each on `PYTHONPATH` (`PYTHONPATH=<tree>/src python ...`)
 from the tree whose `_fit_pair` it calls (commits from 2026-12-05 on return the
@@ -22,7 +26,7 @@ iterations).
 Usage:
 
     python benchmarks/bench_toy_fits.py --only sbottom,1Lbb [--toys 32] [--fraction 0,0.5]
-        [--gen-mu 0] [--key 3]
+        [--gen-mu 0] [--key 3] [--toy-tol 1e-10,1e-6]
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import numpy as np
 
 from diffana import hf, infer
 from diffana.infer import _toys
-from diffana.infer._mle import DEFAULT_MAXITER, DEFAULT_TOL, floating
+from diffana.infer._mle import DEFAULT_MAXITER, floating
 
 WORKSPACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "workspaces"
 PUBLISHED = {
@@ -76,10 +80,12 @@ def toy_fits(
     fraction: float = _toys.START_RESPONSE,
     gen_mu: float = 1.0,
     key: int = 10,
+    toy_tol: float = _toys.TOY_TOL,
 ):
     """A function of the toys and their starting points (`fraction` of the linearised
     move from the generating parameters, `_toys.start_response`): per toy the
-    iterations of both fits and both minima; and its arguments."""
+    iterations of both fits, both minima, the test statistic and whether both fits
+    converged; and its arguments."""
     poi = int(model.poi_index)
     fixed = np.array(model.fixed)
     fixed[poi] = True
@@ -94,24 +100,31 @@ def toy_fits(
 
     def one(args):
         d, x0 = args
-        cond_nll, free_nll, mu_hat, _, n_iter = _toys._fit_pair(
-            model, d, x0, free, bounds, poi, DEFAULT_TOL, DEFAULT_MAXITER, False
+        cond_nll, free_nll, mu_hat, conv, n_iter = _toys._fit_pair(
+            model, d, x0, free, bounds, poi, toy_tol, DEFAULT_MAXITER, False
         )
         stat = _toys.statistic_from_fits(cond_nll, free_nll, mu_hat, 1.0, False)
-        return n_iter, cond_nll, free_nll, stat
+        return n_iter, cond_nll, free_nll, stat, conv
 
     return (lambda t: jax.lax.map(one, t)), (toys, starts)
 
 
 def iterations(
-    model, observed, ntoys: int, repeats: int, fraction: float, gen_mu: float, key: int
+    model,
+    observed,
+    ntoys: int,
+    repeats: int,
+    fraction: float,
+    gen_mu: float,
+    key: int,
+    toy_tol: float = _toys.TOY_TOL,
 ) -> dict:
-    fn, toys = toy_fits(model, observed, ntoys, fraction, gen_mu, key)
+    fn, toys = toy_fits(model, observed, ntoys, fraction, gen_mu, key, toy_tol)
     compiled = jax.jit(fn).lower(toys).compile()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        n_iter, cond, free, stat = jax.block_until_ready(compiled(toys))
+        n_iter, cond, free, stat, conv = jax.block_until_ready(compiled(toys))
         times.append(time.perf_counter() - start)
     total = int(jnp.sum(n_iter))
     return {
@@ -122,14 +135,20 @@ def iterations(
         "us_per_iteration_best": 1e6 * min(times) / total,
         "us_per_iteration_median": 1e6 * statistics.median(times) / total,
         "minima": np.stack([cond, free], axis=1).tolist(),
+        "statistics": np.asarray(stat).tolist(),
+        "converged": np.asarray(conv).tolist(),
     }
 
 
-def compare_minima(first: list, other: list) -> str:
-    """How many toys' conditional and free minima differ by more than 1e-6 between two
-    runs (another local minimum), lower or higher in the second."""
-    diff = np.asarray(other) - np.asarray(first)
-    words = []
+def compare_runs(first: dict, other: dict) -> str:
+    """The largest difference of the test statistics of toys whose fits converged in
+    both runs, and how many toys' conditional and free minima differ by more than 1e-6
+    (another local minimum), lower or higher in the second."""
+    both = np.asarray(first["converged"]) & np.asarray(other["converged"])
+    stat = np.abs(np.asarray(other["statistics"]) - np.asarray(first["statistics"]))[both]
+    words = [f"test statistics within {stat.max() if stat.size else 0.0:.1e} "
+             f"({int(both.sum())} toys converged in both)"]  # fmt: skip
+    diff = np.asarray(other["minima"]) - np.asarray(first["minima"])
     for j, name in enumerate(("conditional", "free")):
         lower, higher = int(np.sum(diff[:, j] < -1e-6)), int(np.sum(diff[:, j] > 1e-6))
         rest = np.abs(diff[np.abs(diff[:, j]) <= 1e-6, j])
@@ -156,6 +175,11 @@ def main() -> None:
         help="fractions of the linearised move the fits start at, comma-separated "
         "(0: the generating parameters)",
     )
+    parser.add_argument(
+        "--toy-tol",
+        default=str(_toys.TOY_TOL),
+        help="accuracies of the toy fits' minima, comma-separated",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     results = {}
@@ -167,21 +191,25 @@ def main() -> None:
         print(f"{key} ({row['npars']} parameters): value, gradient and Hessian "
               f"{row['derivatives_us']:.1f} us")  # fmt: skip
         row["toy_fits"] = {}
-        for fraction in [float(f) for f in args.fraction.split(",")]:
+        settings = [
+            (float(f), float(t)) for t in args.toy_tol.split(",") for f in args.fraction.split(",")
+        ]
+        for fraction, toy_tol in settings:
             r = iterations(
-                model, observed, args.toys, args.repeats, fraction, args.gen_mu, args.key
-            )
-            print(f"  {args.toys} toys from {fraction} of the move: {r['iterations']} "
+                model, observed, args.toys, args.repeats, fraction, args.gen_mu, args.key,
+                toy_tol,
+            )  # fmt: skip
+            print(f"  {args.toys} toys from {fraction} of the move, toy_tol {toy_tol:g}: "
+                  f"{r['iterations']} "
                   f"iterations, {r['ms_per_toy_best']:.2f} ms per toy, "
                   f"{r['us_per_iteration_best']:.1f} us per iteration (median "
                   f"{r['us_per_iteration_median']:.1f}), sum of minima "
                   f"{r['sum_of_minima']:.8f}, of test statistics "
                   f"{r['sum_of_statistics']:.8f}")  # fmt: skip
             if row["toy_fits"]:
-                first = next(iter(row["toy_fits"].values()))["minima"]
-                compared = compare_minima(first, r["minima"])
-                print(f"    minima against the first fraction: {compared}")
-            row["toy_fits"][str(fraction)] = r
+                compared = compare_runs(next(iter(row["toy_fits"].values())), r)
+                print(f"    against the first setting: {compared}")
+            row["toy_fits"][f"{fraction},{toy_tol:g}"] = r
         results[key] = row
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

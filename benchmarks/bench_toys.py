@@ -6,6 +6,9 @@ return_expected_set=True)` (qtilde) with
 - diffana: a first call (compilation included; `--ntoys` toys, or one chunk of
   `--chunk-large` toys on the published workspaces), then `--ntoys` toys with another
   key, timed ("warm": the compiled functions reused),
+- with `--repeats R`, each tool's timed run is repeated R times on the same toys and the
+  best is reported (all times are in the JSON): on a machine whose speed drifts by tens
+  of percent within minutes, the best of a few runs of each is the fairer comparison,
 - pyhf 0.7.6 with the numpy and the jax backends (`track_progress=False`), fewer toys
   (`--pyhf-ntoys`, `--pyhf-ntoys-large` for the published workspaces): pyhf fits every
   toy one after the other, so its time per toy is measured on fewer toys and the ratio
@@ -29,6 +32,8 @@ Usage:
         --pyhf-ntoys-large 100 --pyhf-backends jax     # agreement with pyhf on sbottom
     python benchmarks/bench_toys.py --only sbottom --ntoys-large 2000 \
         --pyhf-ntoys-large 200 --pyhf-backends jax --pyhf-warmup   # warm pyhf-jax
+    python benchmarks/bench_toys.py --only sbottom 1Lbb --ntoys-large 1000 \
+        --pyhf-ntoys-large 100 --pyhf-backends jax --pyhf-warmup --repeats 3
 """
 
 from __future__ import annotations
@@ -109,7 +114,9 @@ def _unconverged(caught) -> int:
     return n
 
 
-def time_diffana(model, observed, ntoys: int, chunk: int, first_ntoys: int) -> dict:
+def time_diffana(
+    model, observed, ntoys: int, chunk: int, first_ntoys: int, repeats: int = 1
+) -> dict:
     data = jnp.asarray(list(observed) + model.auxdata.tolist())
 
     def run(n, seed):
@@ -132,13 +139,16 @@ def time_diffana(model, observed, ntoys: int, chunk: int, first_ntoys: int) -> d
         return seconds, out, _unconverged(caught)
 
     first, _, _ = run(first_ntoys, 0)
-    warm, (cls, tails, band), bad = run(ntoys, 1)
+    runs = [run(ntoys, 1) for _ in range(repeats)]  # the same toys: the same work
+    times = [r[0] for r in runs]
+    warm, (cls, tails, band), bad = min(times), runs[0][1], runs[0][2]
     return {
         "ntoys": ntoys,
         "chunk": chunk,
         "first_call_s": first,
         "first_call_ntoys": first_ntoys,
         "warm_s": warm,
+        "warm_s_all": times,
         "per_toy_ms": 1e3 * warm / ntoys,
         "cls": float(cls),
         "tail_probs": np.asarray(tails).tolist(),
@@ -148,10 +158,13 @@ def time_diffana(model, observed, ntoys: int, chunk: int, first_ntoys: int) -> d
     }
 
 
-def time_pyhf(spec, observed, ntoys: int, backend: str, warmup: bool = False) -> dict:
-    """pyhf's toy-based `hypotest`, timed. With `warmup`, one untimed toy first: its fits
-    compile pyhf's jitted objective (jax backend), which the timed toys then reuse, as
-    diffana's warm timing reuses its compiled chunk."""
+def time_pyhf(
+    spec, observed, ntoys: int, backend: str, warmup: bool = False, repeats: int = 1
+) -> dict:
+    """pyhf's toy-based `hypotest`, timed (the best of `repeats` runs of the same toys).
+    With `warmup`, one untimed toy first: its fits compile pyhf's jitted objective (jax
+    backend), which the timed toys then reuse, as diffana's warm timing reuses its
+    compiled chunk."""
     import pyhf
 
     pyhf.set_backend(backend)
@@ -175,31 +188,39 @@ def time_pyhf(spec, observed, ntoys: int, backend: str, warmup: bool = False) ->
             except Exception as err:  # a failed fit of the warm-up toy: compiled anyway
                 print(f"# pyhf warm-up toy failed: {err!r}"[:200], file=sys.stderr)
         warmup_s = time.perf_counter() - start
-    failures = []
-    for seed in range(3):  # pyhf's fits of a toy may fail; record it and try other toys
+
+    def run(seed):
         np.random.seed(seed)  # noqa: NPY002 (pyhf samples with numpy's global generator)
         start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cls, tails = pyhf.infer.hypotest(
+                1.0,
+                data,
+                model,
+                calctype="toybased",
+                ntoys=ntoys,
+                track_progress=False,
+                return_tail_probs=True,
+            )
+        return time.perf_counter() - start, cls, tails
+
+    failures = []
+    for seed in range(3):  # pyhf's fits of a toy may fail; record it and try other toys
+        start = time.perf_counter()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cls, tails = pyhf.infer.hypotest(
-                    1.0,
-                    data,
-                    model,
-                    calctype="toybased",
-                    ntoys=ntoys,
-                    track_progress=False,
-                    return_tail_probs=True,
-                )
+            seconds, cls, tails = run(seed)
         except Exception as err:  # pyhf.exceptions.FailedMinimization and the like
             failures.append(
                 {"seed": seed, "after_s": time.perf_counter() - start, "error": repr(err)[:200]}
             )
             continue
-        seconds = time.perf_counter() - start
+        times = [seconds] + [run(seed)[0] for _ in range(repeats - 1)]
+        seconds = min(times)
         return {
             "ntoys": ntoys,
             "seconds": seconds,
+            "seconds_all": times,
             "per_toy_ms": 1e3 * seconds / ntoys,
             "cls": float(cls),
             "tail_probs": [float(t) for t in tails],
@@ -276,8 +297,17 @@ def main() -> None:
         action="store_true",
         help="run one untimed pyhf toy first (compiles pyhf-jax's objective), then time",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="timed runs of the same toys per tool (diffana's warm call, pyhf's toys); "
+        "the best is reported, all are in the JSON",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1; got {args.repeats}")
     backends = [b for b in args.pyhf_backends.split(",") if b]  # "" runs diffana alone
     if unknown := set(backends) - set(BACKENDS):
         parser.error(f"--pyhf-backends: unknown {sorted(unknown)}; known: {BACKENDS}")
@@ -297,7 +327,7 @@ def main() -> None:
         row = {"npars": int(model.npars), "nbins": int(model.nbins)}
         # the first call compiles; on a published workspace it runs one chunk only
         first_ntoys = chunk if large else ntoys
-        row["diffana"] = time_diffana(model, observed, ntoys, chunk, first_ntoys)
+        row["diffana"] = time_diffana(model, observed, ntoys, chunk, first_ntoys, args.repeats)
         print(name, "diffana", row["diffana"], file=sys.stderr, flush=True)
         for backend in BACKENDS:
             if backend not in backends:
@@ -305,7 +335,7 @@ def main() -> None:
                 row[f"ratio_{backend}"] = math.nan
                 continue
             row[f"pyhf_{backend}"] = time_pyhf(
-                spec, observed, n_pyhf, backend, warmup=args.pyhf_warmup
+                spec, observed, n_pyhf, backend, warmup=args.pyhf_warmup, repeats=args.repeats
             )
             row[f"ratio_{backend}"] = (
                 row[f"pyhf_{backend}"]["per_toy_ms"] / row["diffana"]["per_toy_ms"]
