@@ -8,7 +8,8 @@ return_expected_set=True)` (qtilde) with
   key, timed ("warm": the compiled functions reused),
 - with `--repeats R`, each tool's timed run is repeated R times on the same toys and the
   best is reported (all times are in the JSON): on a machine whose speed drifts by tens
-  of percent within minutes, the best of a few runs of each is the fairer comparison,
+  of percent within minutes, the best of a few runs of each is the fairer comparison
+  (without `--pyhf-warmup`, pyhf-jax's first run compiles and the later ones do not),
 - pyhf 0.7.6 with the numpy and the jax backends (`track_progress=False`), fewer toys
   (`--pyhf-ntoys`, `--pyhf-ntoys-large` for the published workspaces): pyhf fits every
   toy one after the other, so its time per toy is measured on fewer toys and the ratio
@@ -210,12 +211,12 @@ def time_pyhf(
         start = time.perf_counter()
         try:
             seconds, cls, tails = run(seed)
+            times = [seconds] + [run(seed)[0] for _ in range(repeats - 1)]
         except Exception as err:  # pyhf.exceptions.FailedMinimization and the like
             failures.append(
                 {"seed": seed, "after_s": time.perf_counter() - start, "error": repr(err)[:200]}
             )
             continue
-        times = [seconds] + [run(seed)[0] for _ in range(repeats - 1)]
         seconds = min(times)
         return {
             "ntoys": ntoys,
@@ -230,8 +231,10 @@ def time_pyhf(
     return {
         "ntoys": ntoys,
         "seconds": math.nan,
+        "seconds_all": [],
         "per_toy_ms": math.nan,
         "failed_attempts": failures,
+        "warmup_s": warmup_s,
     }
 
 

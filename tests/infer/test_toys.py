@@ -273,6 +273,7 @@ def test_toy_statistics_equal_those_of_separate_fits(low_count):
     loose = np.asarray(default.signal_plus_background[:12])
     np.testing.assert_allclose(loose, expected, rtol=0, atol=1e-5)
     assert not np.array_equal(loose, got)  # the default stops some fits earlier
+    assert float(default.observed) == float(dists.observed)  # observed fits keep `tol`
 
 
 @pytest.mark.parametrize("test_stat", ["qtilde", "q0"])

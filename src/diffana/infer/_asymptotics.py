@@ -226,7 +226,8 @@ def hypotest(
       chunks of 32 toys, one thread per core at once (`DIFFANA_TOY_THREADS` threads if
       set).
     - `progress`: show a progress bar on stderr (toys only).
-    - `tol`, `maxiter`: passed to the fits (`maxiter` to the toys' fits too).
+    - `tol`, `maxiter`: passed to the fits; with toys, `tol` to the fits of the observed
+      data only (the toys' fits use `toy_tol`).
     - `toy_tol`: accuracy of each toy fit's minimum NLL (toys only; default and
       largest value 1e-6, :func:`diffana.infer.toy_distributions`).
 
