@@ -552,8 +552,9 @@ def test_bad_inputs_are_refused(low_count):
     for toy_tol in (0.0, 1e-3):
         with pytest.raises(ValueError, match="toy_tol"):
             infer.toy_distributions(1.0, data, model, 10, key=key, toy_tol=toy_tol)
-    with pytest.raises(TypeError, match="toy_tol"):
-        infer.hypotest(1.0, data, model, key=key, toy_tol="small", **toy)
+    for toy_tol in ("small", [1e-7], True):
+        with pytest.raises(TypeError, match="toy_tol"):
+            infer.hypotest(1.0, data, model, key=key, toy_tol=toy_tol, **toy)
     with pytest.raises(ValueError, match="toybased"):
         infer.hypotest(1.0, data, model, toy_tol=1e-7)
     with pytest.raises(ValueError, match="level"):

@@ -48,9 +48,9 @@ DEFAULT_CHUNK = 2048
 # away from the parameters' bounds (next to one, the quadratic model's minimum can be
 # up to 5e-5 below the box's), far below what its comparison with the observed
 # statistic can resolve; pyhf's toy fits (scipy's SLSQP) stop at 1e-6 in twice the
-# NLL. It is also where the solver's
-# convergence test meets its acceptance of small Newton steps without a decrease test
-# (`_solver._DECREMENT_TRUSTED`): a Newton decrement of `TOY_TOL ** (2 / 3)` = 1e-4.
+# NLL. It is also where the solver's convergence test meets its acceptance of small
+# Newton steps without a decrease test (`_solver._DECREMENT_TRUSTED`): a Newton
+# decrement of `TOY_TOL ** (2 / 3)` = 1e-4.
 TOY_TOL = 1e-6
 _TEST_STATS = ("qtilde", "q", "q0")
 # Percentiles of the background-only distribution of the p-values behind the expected
@@ -95,10 +95,12 @@ def check_ntoys(ntoys: Any, where: str) -> int:
 
 
 def check_toy_tol(toy_tol: Any, where: str) -> float:
-    """`toy_tol` as a float in `(0, TOY_TOL]`, or a clear error."""
-    if isinstance(toy_tol, bool) or not isinstance(toy_tol, int | float | np.floating):
+    """`toy_tol` (a real number, or a 0-d array of one) as a float in `(0, TOY_TOL]`,
+    or a clear error."""
+    array = np.asarray(toy_tol) if not isinstance(toy_tol, bool | str | bytes) else None
+    if array is None or array.shape != () or array.dtype.kind not in "iuf":
         raise TypeError(f"{where}: 'toy_tol' must be a number; got {toy_tol!r}")
-    if not 0.0 < float(toy_tol) <= TOY_TOL:
+    if not 0.0 < float(array) <= TOY_TOL:
         raise ValueError(
             f"{where}: 'toy_tol' (the accuracy of a toy fit's minimum NLL) must be in "
             f"(0, {TOY_TOL:g}]; got {toy_tol!r}"
