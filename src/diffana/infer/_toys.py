@@ -130,22 +130,42 @@ def check_sampleable(model: Any, where: str) -> None:
 
 
 def _sample_one(key: Array, model: Any, pars: Array) -> Array:
-    """One pseudo-dataset (main bins followed by auxdata) at `pars`."""
+    """One pseudo-dataset (main bins followed by auxdata) at `pars`.
+
+    The main bins and the Poisson auxdata (shapesys) are drawn by one call of
+    `jax.random.poisson`, whose rejection loops take seconds to compile (1.7 s a call,
+    vmapped, on a 2-core CPU): the toys' first call compiles them once, not twice. JAX's
+    partitionable Threefry makes each count depend on its position alone, so the main
+    bins are those a call for them alone would draw."""
     st = model.structure
-    k_main, k_gauss, k_pois = jax.random.split(key, 3)
+    k_main, k_gauss = jax.random.split(key, 3)[:2]
+    nbins = st.nbins
     rates = jnp.maximum(model.expected_actualdata(pars), 0.0)
-    main = jax.random.poisson(k_main, rates).astype(jnp.float64)
+    rate = pars[np.asarray(st.pois_par, dtype=np.int64)] * model.pois_factor
+    counts = jax.random.poisson(k_main, jnp.concatenate([rates, jnp.maximum(rate, 0.0)]))
+    counts = counts.astype(jnp.float64)
     centre = pars[np.asarray(st.gauss_par, dtype=np.int64)]
     gauss = centre + model.gauss_sigma * jax.random.normal(k_gauss, centre.shape, jnp.float64)
-    rate = pars[np.asarray(st.pois_par, dtype=np.int64)] * model.pois_factor
-    pois = jax.random.poisson(k_pois, jnp.maximum(rate, 0.0)).astype(jnp.float64)
-    aux = jnp.concatenate([gauss, pois])[np.asarray(st.aux_perm, dtype=np.int64)]
-    return jnp.concatenate([main, aux])
+    aux = jnp.concatenate([gauss, counts[nbins:]])[np.asarray(st.aux_perm, dtype=np.int64)]
+    return jnp.concatenate([counts[:nbins], aux])
 
 
 def _sample_indices(key: Array, model: Any, pars: Array, indices: Array) -> Array:
     """Toys number `indices` of the stream `key` at `pars`, `(len(indices), n)`."""
     return jax.vmap(lambda i: _sample_one(jax.random.fold_in(key, i), model, pars))(indices)
+
+
+def _sample_streams(keys: Array, model: Any, pars: Array, indices: Array) -> Array:
+    """Toys number `indices` of each stream `keys[h]` at `pars[h]` `(h, npars)`,
+    `(h, len(indices), n)`: :func:`_sample_indices` for each stream, as one `vmap` over
+    all toys. The Poisson sampler's loops compile in about half the time under one
+    `vmap` as under two nested ones (1.7 against 3.7 s on a 2-core CPU)."""
+    nstreams, m = pars.shape[0], indices.shape[0]
+    stream = np.repeat(np.arange(nstreams), m)
+    flat = jax.vmap(lambda h, i: _sample_one(jax.random.fold_in(keys[h], i), model, pars[h]))(
+        stream, jnp.tile(indices, nstreams)
+    )
+    return flat.reshape(nstreams, m, -1)
 
 
 @eqx.filter_jit
@@ -545,7 +565,7 @@ def _chunk_jit(
     :func:`response_starts`. `vmapped`: see :func:`toy_statistics`."""
     setup = _Setup.core(model, None, init, bounds, fixed, tol, maxiter)
     idx = offset + jnp.arange(size, dtype=jnp.uint32)
-    data = jax.vmap(lambda k, p: _sample_indices(k, model, p, idx))(keys, gen)  # (2, size, n)
+    data = _sample_streams(keys, model, gen, idx)  # (2, size, n)
     starts = jax.vmap(response_starts)(gen, response, data).reshape(2 * size, -1)
     valid = jnp.tile(idx < ntoys, 2)
     stat, conv = toy_statistics(
