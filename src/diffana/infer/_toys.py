@@ -133,10 +133,11 @@ def _sample_one(key: Array, model: Any, pars: Array) -> Array:
     """One pseudo-dataset (main bins followed by auxdata) at `pars`.
 
     The main bins and the Poisson auxdata (shapesys) are drawn by one call of
-    `jax.random.poisson`, whose rejection loops take seconds to compile (1.7 s a call,
-    vmapped, on a 2-core CPU): the toys' first call compiles them once, not twice. JAX's
-    partitionable Threefry makes each count depend on its position alone, so the main
-    bins are those a call for them alone would draw."""
+    `jax.random.poisson`, whose rejection loops take seconds to compile: the toys' first
+    call compiles them once, not twice (`benchmarks/bench_sampling.py`). (A
+    rejection loop runs until every count of its call is accepted, so where the model
+    has Poisson auxdata, a toy's main bins differ from those a call for them alone would
+    draw; both are Poisson samples.)"""
     st = model.structure
     k_main, k_gauss = jax.random.split(key, 3)[:2]
     nbins = st.nbins
@@ -158,8 +159,8 @@ def _sample_indices(key: Array, model: Any, pars: Array, indices: Array) -> Arra
 def _sample_streams(keys: Array, model: Any, pars: Array, indices: Array) -> Array:
     """Toys number `indices` of each stream `keys[h]` at `pars[h]` `(h, npars)`,
     `(h, len(indices), n)`: :func:`_sample_indices` for each stream, as one `vmap` over
-    all toys. The Poisson sampler's loops compile in about half the time under one
-    `vmap` as under two nested ones (1.7 against 3.7 s on a 2-core CPU)."""
+    all toys: the Poisson sampler's loops compile faster under one `vmap` than under two
+    nested ones (`benchmarks/bench_sampling.py`)."""
     nstreams, m = pars.shape[0], indices.shape[0]
     stream = np.repeat(np.arange(nstreams), m)
     flat = jax.vmap(lambda h, i: _sample_one(jax.random.fold_in(keys[h], i), model, pars[h]))(
