@@ -139,6 +139,8 @@ def _sample_one(key: Array, model: Any, pars: Array) -> Array:
     has Poisson auxdata, a toy's main bins differ from those a call for them alone would
     draw; both are Poisson samples.)"""
     st = model.structure
+    # split in three as when the Poisson auxdata had a key of their own: the Gaussian
+    # auxdata keep theirs
     k_main, k_gauss = jax.random.split(key, 3)[:2]
     nbins = st.nbins
     rates = jnp.maximum(model.expected_actualdata(pars), 0.0)
