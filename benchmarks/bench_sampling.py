@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -35,13 +36,11 @@ import numpy as np
 from diffana import hf
 from diffana.infer import _toys
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKSPACES = ROOT.parent / "shared" / "data" / "workspaces"
-PUBLISHED = {
-    "sbottom": "atlas_sbottom_multib_SUSY-2018-31_RegionA_synthsig.json",
-    "RJmimic": "atlas_3L_RJmimic_SUSY-2018-06_ERJR_350p0_100p0.json",
-    "1Lbb": "atlas_1Lbb_SUSY-2019-08_C1N2_Wh_hbb_600_300.json",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_realws import REAL, WORKSPACES
+
+# the published workspaces' files, as `bench_realws.py` names them
+PUBLISHED = REAL
 
 
 def two_calls_one(key, model, pars):
